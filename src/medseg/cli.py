@@ -1,0 +1,178 @@
+"""The ``medseg`` command: train, evaluate, predict, models.
+
+Each verb parses its arguments, loads a recipe and calls one function below the CLI. Errors a
+user can cause (:class:`~medseg.errors.MedsegError`: bad config keys, unknown names, bad data
+files, missing checkpoints) are printed as one line ``medseg: error: ...`` with exit status 2,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from medseg import __version__
+from medseg.errors import MedsegError
+
+
+def _quiet() -> None:
+    """Silence library chatter that says nothing to a user of a CPU run."""
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fresh_run_dir(base: Path) -> Path:
+    """``base`` if unused, else ``base-2``, ``base-3``, ...: a default output never overwrites a run."""
+    if not base.exists():
+        return base
+    n = 2
+    while Path(f"{base}-{n}").exists():
+        n += 1
+    return Path(f"{base}-{n}")
+
+
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_metrics(metrics: dict) -> None:
+    """Print the headline numbers of a metrics.json."""
+    fov = metrics["fov"]["per_image_mean"]
+    pooled = metrics["fov"]["pooled"]
+    print(f"{metrics['network']} on {metrics['dataset']}/{metrics['split']} ({metrics['n_images']} images, threshold {metrics['threshold']}):")
+    print(
+        "  FOV, per-image mean: "
+        + ", ".join(f"{k} {_fmt(fov[k])}" for k in ("dice", "iou", "sensitivity", "specificity", "accuracy", "auc_roc", "cldice", "betti0_error", "betti1_error"))
+    )
+    print("  FOV, pooled:         " + ", ".join(f"{k} {_fmt(pooled[k])}" for k in ("dice", "auc_roc", "auc_pr")))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medseg.config import load_config
+    from medseg.engine.train import train
+
+    overrides = list(args.set or [])
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.max_epochs is not None:
+        overrides.append(f"train.max_epochs={args.max_epochs}")
+    config_path = args.config
+    if config_path is None and args.resume and args.out is not None and (Path(args.out) / "config.yaml").is_file():
+        config_path = Path(args.out) / "config.yaml"
+    cfg = load_config(config_path, overrides)
+    if args.out is not None:
+        run_dir = Path(args.out)
+    else:
+        name = "default" if config_path is None else f"{cfg.data.dataset}-{cfg.model.name}"
+        run_dir = fresh_run_dir(Path("runs") / name)
+    print(f"medseg train: {cfg.model.name} on {cfg.data.dataset} -> {run_dir}")
+    summary = train(cfg, run_dir, resume=args.resume, evaluate_after=False if args.no_eval else None)
+    if not summary:  # a non-zero DDP rank
+        return 0
+    print(
+        f"trained {summary['steps']} steps / {summary['epochs']} epochs in {summary['train_seconds']:.1f} s; "
+        f"best validation Dice {_fmt(summary['best_val_dice'])}"
+    )
+    if "eval" in summary:
+        print_metrics(summary["eval"])
+        print(f"report: {run_dir / 'eval' / cfg.eval.split}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medseg.inference.evaluate import evaluate
+
+    metrics = evaluate(args.run, split=args.split, checkpoint=args.checkpoint)
+    print_metrics(metrics)
+    print(f"report: {Path(args.run) / 'eval' / args.split}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medseg.inference.predict import predict_folder
+
+    written = predict_folder(args.model, args.input, args.output, threshold=args.threshold)
+    print(f"wrote {len(written)} probability maps and masks to {args.output}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from medseg.models import count_parameters, create_model, list_models
+
+    rows = []
+    for name in list_models():
+        model = create_model(name)
+        rows.append((name, count_parameters(model), type(model).__name__))
+    if args.json:
+        print(json.dumps([{"name": n, "parameters": p, "class": c} for n, p, c in rows], indent=2))
+        return 0
+    print(f"{'network':<14}{'parameters':>14}  class")
+    for name, params, cls in rows:
+        print(f"{name:<14}{params:>14,}  {cls}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description="Medical image segmentation: train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"medseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe (no --config: the built-in synthetic default)")
+    p.add_argument("--config", type=Path, help="recipe YAML, e.g. configs/drive/dscnet.yaml")
+    p.add_argument("--data-root", help="dataset folder, e.g. ../shared/data/DRIVE")
+    p.add_argument("--out", type=Path, help="run directory (default: a fresh runs/<dataset>-<network>)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimiser steps")
+    p.add_argument("--max-epochs", type=int, help="stop after N epochs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="do not evaluate the best checkpoint after training")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a split")
+    p.add_argument("--run", required=True, type=Path, help="run directory written by medseg train")
+    p.add_argument("--split", default="test")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="probability maps and masks for a folder of images")
+    p.add_argument("-m", "--model", required=True, type=Path, help="checkpoint (.ckpt) written by medseg train")
+    p.add_argument("-i", "--input", required=True, type=Path, help="folder of images (png, jpg, tif, gif, bmp)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--threshold", type=float, help="mask threshold (default: the checkpoint's)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list registered networks with their parameter counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medseg`` console script; returns the exit status."""
+    _quiet()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedsegError as exc:
+        print(f"medseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Datasets, readers and training-patch sampling.
+
+- :mod:`medseg.data.base`: :class:`Case`, :class:`CaseDataset`, the :data:`DATASETS` registry,
+  :func:`create_dataset`, :func:`list_datasets`.
+- :mod:`medseg.data.io`: image/mask readers raising :class:`~medseg.errors.DataError` that names
+  the file.
+- :mod:`medseg.data.synthetic`: ``"synthetic_vessels"``, the built-in default input (generated,
+  no files).
+- :mod:`medseg.data.drive`: ``"drive"``, DRIVE in its original layout.
+- :mod:`medseg.data.transforms`: :class:`PatchDataset`, :class:`AugmentConfig`,
+  :func:`full_image_sample` (MONAI augmentation; imported lazily because MONAI is slow to load).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medseg.data.base import (
+    DATASETS,
+    Case,
+    CaseDataset,
+    create_dataset,
+    data_root,
+    list_datasets,
+    register_dataset,
+    zscore_in_fov,
+)
+from medseg.data.drive import DriveDataset
+from medseg.data.io import read_image, read_label, read_mask
+from medseg.data.synthetic import SyntheticVessels, generate_vessel_case
+
+_LAZY = {"PatchDataset", "AugmentConfig", "full_image_sample"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from medseg.data import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module 'medseg.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "Case",
+    "CaseDataset",
+    "DATASETS",
+    "register_dataset",
+    "create_dataset",
+    "list_datasets",
+    "data_root",
+    "zscore_in_fov",
+    "read_image",
+    "read_label",
+    "read_mask",
+    "DriveDataset",
+    "SyntheticVessels",
+    "generate_vessel_case",
+    "PatchDataset",
+    "AugmentConfig",
+    "full_image_sample",
+]

@@ -1,0 +1,313 @@
+"""Cases, case datasets and the dataset registry.
+
+A :class:`Case` is one loaded image with its ground truth and field of view; a
+:class:`CaseDataset` is an ordered, validated collection of cases (one split of a dataset).
+Datasets load **eagerly** and check every file in their constructor, so a bad file is reported
+before any training starts. Datasets register under a name in :data:`DATASETS`; build one with
+:func:`create_dataset`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, overload
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from medseg.errors import DataError, closest
+from medseg.registry import Registry
+
+DATASETS = Registry("dataset")
+register_dataset = DATASETS.register
+
+#: Environment variable naming the folder that holds the datasets (``$MEDSEG_DATA/DRIVE``, ...).
+DATA_ENV = "MEDSEG_DATA"
+
+
+@dataclass(eq=False)
+class Case:
+    """One image with its vessel (or lesion) mask and field of view.
+
+    Attributes:
+        id: identifier inside its dataset, e.g. ``"21"`` for DRIVE ``21_training.tif``.
+        image: float32 ``(C, H, W)``, preprocessed: z-scored per channel over the FOV pixels
+            (mean 0, std 1 inside the FOV) and 0 outside the FOV (see :func:`zscore_in_fov`).
+        mask: uint8 ``(H, W)``, values {0, 1}, foreground (vessel) = 1.
+        fov: bool ``(H, W)``, True inside the field of view.
+        display: uint8 ``(H, W)`` or ``(H, W, 3)``: the raw image for figures.
+        path: the source image file, or None for generated data.
+    """
+
+    id: str
+    image: np.ndarray
+    mask: np.ndarray
+    fov: np.ndarray
+    display: np.ndarray
+    path: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return int(self.mask.shape[0]), int(self.mask.shape[1])
+
+    def validate(self) -> None:
+        """Check dtypes, shapes and values against the contract above.
+
+        Raises:
+            DataError: naming the case (and its file) and the first problem found.
+        """
+        where = f"case {self.id!r}" + (f" ({self.path})" if self.path else "")
+        if not isinstance(self.id, str) or not self.id:
+            raise DataError(f"{where}: id must be a non-empty string, got {self.id!r}")
+        for name, arr, dtype, ndims in (
+            ("image", self.image, np.float32, (3,)),
+            ("mask", self.mask, np.uint8, (2,)),
+            ("fov", self.fov, np.bool_, (2,)),
+            ("display", self.display, np.uint8, (2, 3)),
+        ):
+            if not isinstance(arr, np.ndarray):
+                raise DataError(f"{where}: {name} must be a numpy array, got {type(arr).__name__}")
+            if arr.dtype != dtype:
+                raise DataError(f"{where}: {name} must be {np.dtype(dtype).name}, got {arr.dtype}")
+            if arr.ndim not in ndims:
+                raise DataError(f"{where}: {name} has shape {arr.shape}; expected {ndims[0]}-D")
+        hw = self.mask.shape
+        if self.image.shape[1:] != hw or self.fov.shape != hw or self.display.shape[:2] != hw:
+            raise DataError(
+                f"{where}: shapes disagree: image {self.image.shape}, mask {self.mask.shape}, "
+                f"fov {self.fov.shape}, display {self.display.shape}"
+            )
+        if self.display.ndim == 3 and self.display.shape[2] != 3:
+            raise DataError(f"{where}: display has shape {self.display.shape}; expected (H, W, 3)")
+        if self.image.shape[0] < 1 or min(hw) < 1:
+            raise DataError(f"{where}: empty image of shape {self.image.shape}")
+        if self.mask.max() > 1:
+            raise DataError(f"{where}: mask has values {np.unique(self.mask)[:8]}; expected {{0, 1}}")
+        if not self.fov.any():
+            raise DataError(f"{where}: the field of view is empty")
+        if not np.isfinite(self.image).all():
+            raise DataError(f"{where}: image contains NaN or infinite values")
+
+
+def zscore_in_fov(image: np.ndarray, fov: np.ndarray, outside: float | None = 0.0) -> np.ndarray:
+    """Standardise each channel with the mean and std of its FOV pixels.
+
+    Args:
+        image: ``(C, H, W)`` numeric.
+        fov: bool ``(H, W)`` with at least one True pixel.
+        outside: value written outside the FOV (default 0, the FOV mean, so that zero padding of
+            crops, rotations and sliding windows continues the image seamlessly); None keeps the
+            affine map there too.
+
+    Returns:
+        float32 ``(C, H, W)``: ``(image - mean_c) / std_c`` inside the FOV, with mean_c and std_c
+        (population std) taken over the FOV; a constant channel (std < 1e-6) is only centred.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    inside = img[:, fov]
+    mean = inside.mean(axis=1)
+    std = inside.std(axis=1)
+    std = np.where(std < 1e-6, 1.0, std)
+    out = ((img - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+    if outside is not None:
+        out[:, ~fov] = outside
+    return out
+
+
+class CaseDataset(Dataset, Sequence):
+    """An ordered, validated list of :class:`Case` (a torch ``Dataset`` and a ``Sequence``).
+
+    Args:
+        cases: the cases, in the order they will be served.
+        name: the dataset's registry name (e.g. "drive").
+        split: "train", "test", ...
+
+    Attributes:
+        name, split: as given. ``ids``: the case ids in order (a new list each call).
+
+    Raises:
+        DataError: no cases, duplicate ids, a case breaking the :class:`Case` contract, or
+            cases with different channel counts.
+    """
+
+    def __init__(self, cases: Sequence[Case], name: str = "custom", split: str = "train") -> None:
+        self.name = name
+        self.split = split
+        self._cases = list(cases)
+        if not self._cases:
+            raise DataError(f"dataset {name!r} split {split!r} has no images")
+        seen: set[str] = set()
+        for case in self._cases:
+            if not isinstance(case, Case):
+                raise DataError(f"dataset {name!r}: expected Case objects, got {type(case).__name__}")
+            case.validate()
+            if case.id in seen:
+                raise DataError(f"dataset {name!r} split {split!r}: duplicate case id {case.id!r}")
+            seen.add(case.id)
+        channels = {c.image.shape[0] for c in self._cases}
+        if len(channels) > 1:
+            detail = ", ".join(f"{c.id}: {c.image.shape[0]}" for c in self._cases[:10])
+            raise DataError(f"dataset {name!r} split {split!r} mixes channel counts ({detail})")
+        self._index = {c.id: i for i, c in enumerate(self._cases)}
+
+    @property
+    def ids(self) -> list[str]:
+        """Case ids in dataset order."""
+        return [c.id for c in self._cases]
+
+    @property
+    def in_channels(self) -> int:
+        """C of the images' ``(C, H, W)``."""
+        return int(self._cases[0].image.shape[0])
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    @overload
+    def __getitem__(self, i: int) -> Case: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "CaseDataset": ...
+
+    def __getitem__(self, i: Any) -> Any:
+        """``ds[i]`` -> Case (negative indices allowed); ``ds[a:b]`` -> CaseDataset.
+
+        Raises:
+            IndexError: index out of range.
+        """
+        if isinstance(i, slice):
+            return CaseDataset(self._cases[i], self.name, self.split)
+        return self._cases[int(i)]
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self._cases)
+
+    def __contains__(self, item: object) -> bool:
+        """``"21" in ds`` tests an id; ``case in ds`` tests identity."""
+        if isinstance(item, str):
+            return item in self._index
+        return any(item is c for c in self._cases)
+
+    def get(self, case_id: str) -> Case:
+        """The case with id ``case_id``.
+
+        Raises:
+            DataError: unknown id (the closest ids are suggested).
+        """
+        key = str(case_id)
+        if key not in self._index:
+            near = closest(key, self._index)
+            hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+            raise DataError(
+                f"dataset {self.name!r} split {self.split!r} has no case {key!r}{hint} "
+                f"({len(self)} cases: {', '.join(self.ids[:8])}{', ...' if len(self) > 8 else ''})"
+            )
+        return self._cases[self._index[key]]
+
+    def subset(self, ids: Sequence[str]) -> "CaseDataset":
+        """A new CaseDataset with the cases ``ids``, in the order given (arrays are shared).
+
+        Raises:
+            DataError: an unknown id (closest ids suggested), a repeated id, or no ids.
+        """
+        ids = [str(i) for i in ids]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise DataError(f"subset of dataset {self.name!r}: ids repeated: {', '.join(dup)}")
+        return CaseDataset([self.get(i) for i in ids], self.name, self.split)
+
+    def __repr__(self) -> str:
+        c = self._cases[0]
+        return (
+            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"channels={c.image.shape[0]}, first_shape={c.shape})"
+        )
+
+
+def data_root() -> Path | None:
+    """The folder holding the datasets: ``$MEDSEG_DATA`` when set, else ``<repo>/../shared/data``
+    when that exists (a source checkout beside the shared data), else None."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[3]
+    guess = repo.parent / "shared" / "data"
+    return guess if guess.is_dir() else None
+
+
+def resolve_root(root: str | os.PathLike | None, folder: str) -> Path:
+    """The dataset folder: ``root`` when given, else ``data_root()/folder``.
+
+    Raises:
+        DataError: ``root`` is None and no data folder is configured (the message says how to
+            set one).
+    """
+    if root is not None:
+        return Path(root).expanduser()
+    base = data_root()
+    if base is None:
+        raise DataError(
+            f"no folder given for {folder}: pass root=<path to {folder}> or set ${DATA_ENV} to the "
+            f"folder that contains {folder}/"
+        )
+    return base / folder
+
+
+_BUILTIN_MODULES = ("drive", "synthetic")
+_NOT_DATASETS = {"base", "io", "transforms"}
+
+
+def _import_all() -> None:
+    """Import every dataset module of this package (importing one registers its datasets)."""
+    import medseg.data as pkg
+
+    for name in _BUILTIN_MODULES:
+        importlib.import_module(f"medseg.data.{name}")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in _NOT_DATASETS and not info.name.startswith("_"):
+            importlib.import_module(f"medseg.data.{info.name}")
+
+
+def create_dataset(
+    name: str, root: str | os.PathLike | None = None, split: str = "train", **kwargs: Any
+) -> CaseDataset:
+    """Load split ``split`` of the dataset registered as ``name``.
+
+    Args:
+        name: a name from :func:`list_datasets` ("drive", "synthetic_vessels", ...).
+        root: the dataset folder (ignored by generated datasets); None looks in
+            ``$MEDSEG_DATA/<FOLDER>`` or ``<repo>/../shared/data/<FOLDER>``.
+        split: "train" or "test".
+        kwargs: dataset options (e.g. ``channels="rgb"`` for DRIVE).
+
+    Raises:
+        ConfigError: unknown name (closest names suggested) or option.
+        DataError: missing or invalid files (the message names the file).
+    """
+    _import_all()
+    return DATASETS.create(name, root=root, split=split, **kwargs)
+
+
+def list_datasets() -> list[str]:
+    """Names of all registered datasets, sorted."""
+    _import_all()
+    return DATASETS.names()
+
+
+__all__ = [
+    "Case",
+    "CaseDataset",
+    "DATASETS",
+    "register_dataset",
+    "create_dataset",
+    "list_datasets",
+    "zscore_in_fov",
+    "data_root",
+    "resolve_root",
+]

@@ -1,0 +1,128 @@
+"""Lightning DataModule: training patches, a seeded validation split, full-image validation.
+
+Every training sample is a pure function of (seed, epoch, index) (see
+:class:`medseg.data.transforms.PatchDataset`); :class:`EpochIndexSampler` hands the dataset
+``(epoch, index)`` keys and shards them over DDP ranks. A resumed run therefore sees exactly
+the samples the uninterrupted run would have seen, in any number of worker processes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medseg.config import Config
+from medseg.data import AugmentConfig, CaseDataset, PatchDataset, create_dataset, full_image_sample
+from medseg.errors import DataError
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochIndexSampler(Sampler):
+    """Yield ``(epoch, i)`` for ``i`` in this rank's share of ``range(n)``.
+
+    Lightning calls :meth:`set_epoch` before each epoch. Under DDP rank r of W takes
+    ``i = r, r + W, ...``; the ranks together cover every index once per epoch.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rank, world = _rank_world()
+        return ((self.epoch, i) for i in range(rank, self.n, world))
+
+    def __len__(self) -> int:
+        rank, world = _rank_world()
+        return len(range(rank, self.n, world))
+
+
+class FullImages(Dataset):
+    """Whole images of a :class:`CaseDataset` as dicts (image, mask, fov tensors and id)."""
+
+    def __init__(self, cases: CaseDataset) -> None:
+        self.cases = cases
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int) -> dict:
+        return full_image_sample(self.cases[i])
+
+
+def split_train_val(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded split of training ids into (train, validation); at least one of each.
+
+    Raises:
+        DataError: fewer than two training images.
+    """
+    if len(ids) < 2:
+        raise DataError(f"need at least 2 training images to carve a validation split, found {len(ids)}")
+    n_val = min(len(ids) - 1, max(1, int(round(val_fraction * len(ids)))))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    val = sorted(ids[i] for i in order[:n_val])
+    train = [i for i in ids if i not in set(val)]
+    return train, val
+
+
+def load_split(cfg: Config, split: str) -> CaseDataset:
+    """The dataset split named ``split`` of the recipe's dataset (files are checked on load)."""
+    return create_dataset(cfg.data.dataset, root=cfg.data.root, split=split, **cfg.data.args)
+
+
+class SegDataModule(L.LightningDataModule):
+    """Training patches and validation images for a recipe.
+
+    ``train_ids`` and ``val_ids`` are fixed at construction (so the run's config can record
+    them); the test split is never touched here.
+    """
+
+    def __init__(self, cfg: Config, train_cases: CaseDataset | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        full = train_cases if train_cases is not None else load_split(cfg, "train")
+        self.train_ids, self.val_ids = split_train_val(list(full.ids), cfg.data.val_fraction, cfg.seed)
+        self.train_cases = full.subset(self.train_ids)
+        self.val_cases = full.subset(self.val_ids)
+        self.augment = AugmentConfig.from_dict(cfg.data.augment)
+        self.patches = PatchDataset(
+            self.train_cases,
+            patch_size=cfg.data.patch_size,
+            samples_per_epoch=cfg.data.samples_per_epoch,
+            augment=self.augment,
+            seed=cfg.seed,
+            foreground_prob=cfg.data.foreground_prob,
+        )
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the training images (C of (C, H, W))."""
+        return int(self.train_cases[0].image.shape[0])
+
+    def train_dataloader(self) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            self.patches,
+            batch_size=self.cfg.train.batch_size,
+            sampler=EpochIndexSampler(len(self.patches)),
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        # Every rank validates every image (a handful, full size): metrics need no de-duplication.
+        return DataLoader(FullImages(self.val_cases), batch_size=1, num_workers=0)
