@@ -310,8 +310,8 @@ def build_config(
 DEFAULT_RECIPE: dict[str, Any] = {
     "seed": 0,
     "model": {"name": "unet", "args": {"base_channels": 16, "depth": 3}},
-    "data": {"dataset": "synthetic_vessels", "patch_size": 64, "samples_per_epoch": 96},
-    "train": {"max_epochs": 12, "batch_size": 8},
+    "data": {"dataset": "synthetic_vessels", "patch_size": 64, "samples_per_epoch": 128},
+    "train": {"max_epochs": 40, "batch_size": 8, "val_every_n_epochs": 2},
     "optim": {"lr": 3e-3},
     "schedule": {"name": "cosine", "warmup_steps": 10},
     "loss": {"name": "bce_dice", "dice_weight": 1.0},
