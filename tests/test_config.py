@@ -74,3 +74,11 @@ def test_every_shipped_recipe_loads_and_names_known_parts():
         cfg = load_config(path)
         assert cfg.model.name in list_models(), path
         assert cfg.data.dataset in list_datasets(), path
+
+
+def test_free_form_sections_replace_whole_and_merge_by_key():
+    base = {"model": {"name": "unet", "args": {"base_channels": 16, "depth": 3}}}
+    cfg = build_config(base, ["model.args.depth=2"])
+    assert cfg.model.args == {"base_channels": 16, "depth": 2}
+    cfg = build_config(base, ["model.name=dscnet", "model.args={kernel_size: 5}"])
+    assert cfg.model.args == {"kernel_size": 5}

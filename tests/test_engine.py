@@ -209,3 +209,13 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 2  # 8 samples over 2 ranks, batch 4 -> 1 step per epoch
     assert (out / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_dscnet_run_draws_its_dsconv_kernel_positions(tmp_path):
+    cfg = tiny_config(
+        "model.name=dscnet", "model.args={n_basic_layer: 4, kernel_size: 5}", "train.max_epochs=1", "data.args={n_images: 4, size: 48}"
+    )
+    metrics = train(cfg, tmp_path / "dsc")["eval"]
+    figs = sorted(p.name for p in (tmp_path / "dsc" / "eval" / "test" / "figures").iterdir())
+    assert any(n.endswith("_dsconv_kernels.png") for n in figs), figs
+    assert metrics["network"] == "dscnet"

@@ -171,8 +171,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _merge(obj: Any, updates: dict[str, Any], prefix: str, source: str) -> None:
-    """Write ``updates`` into dataclass ``obj`` in place, checking every key."""
+def _merge(obj: Any, updates: dict[str, Any], prefix: str, source: str, replace: str = "") -> None:
+    """Write ``updates`` into dataclass ``obj`` in place, checking every key.
+
+    A free-form mapping (``model.args``, ...) is merged key by key, except the one named by
+    ``replace``, which is replaced whole (``--set model.args={...}`` replaces,
+    ``--set model.args.kernel_size=3`` merges).
+    """
     if not isinstance(updates, dict):
         raise ConfigError(f"{source}: section {prefix.rstrip('.') or '<top>'} must be a mapping, got {updates!r}")
     valid = {f.name: f for f in fields(obj)}
@@ -186,11 +191,11 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str, source: str) -> None:
             )
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, path + ".", source)
+            _merge(current, value, path + ".", source, replace)
         elif path in _FREE_FORM:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {path} must be a mapping, got {value!r}")
-            merged = dict(current)
+            merged = {} if path == replace else dict(current)
             merged.update(value)
             setattr(obj, key, merged)
         else:
@@ -299,7 +304,7 @@ def build_config(
     _merge(cfg, base or {}, "", source)
     for text in overrides or []:
         key, value = parse_override(text)
-        _merge(cfg, _nest(key, value), "", f"--set {text}")
+        _merge(cfg, _nest(key, value), "", f"--set {text}", replace=key)
     validate(cfg)
     return cfg
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from medseg.atomic import write_text_atomic
+from medseg.atomic import atomic_path, write_text_atomic
 from medseg.config import Config, write_yaml_atomic
 from medseg.engine.checkpoint import AtomicCheckpointIO
 from medseg.engine.datamodule import SegDataModule
@@ -160,6 +161,15 @@ def train(
         return summary
     best_cb = next(cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/dice")
     best_score = best_cb.best_model_score
+    best_path = checkpoint_dir(run_dir) / "best.ckpt"
+    selected_by = "validation Dice"
+    if not best_path.is_file():
+        # The run ended before its first validation round (e.g. --max-steps, or fewer epochs
+        # than train.val_every_n_epochs): the final weights are the only candidate.
+        with atomic_path(best_path) as tmp:
+            shutil.copyfile(checkpoint_dir(run_dir) / "last.ckpt", tmp)
+        selected_by = "none: no validation round ran, best.ckpt is the last checkpoint"
+        print(f"medseg: note: no validation round ran; {best_path} is a copy of the last checkpoint")
     summary = {
         "network": cfg.model.name,
         "dataset": cfg.data.dataset,
@@ -168,7 +178,8 @@ def train(
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "best_val_dice": float(best_score) if best_score is not None else None,
-        "best_checkpoint": str(checkpoint_dir(run_dir) / "best.ckpt"),
+        "best_checkpoint": str(best_path),
+        "best_selected_by": selected_by,
         "resumed": resume,
         "device": str(trainer.strategy.root_device),
         "precision": str(trainer.precision),

@@ -95,7 +95,11 @@ def kernel_coordinates_for(model: nn.Module, image: np.ndarray, name: str = "") 
         return None
     layer_name, layer = found
     captured: dict[str, torch.Tensor] = {}
-    handle = layer.register_forward_hook(lambda m, inp, out: captured.setdefault("x", inp[0].detach()))
+
+    def keep_input(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:  # must return None
+        captured.setdefault("x", inputs[0].detach())
+
+    handle = layer.register_forward_hook(keep_input)
     try:
         c, h, w = image.shape
         divisor = int(getattr(model, "size_divisor", 1))
