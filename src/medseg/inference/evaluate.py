@@ -33,6 +33,7 @@ from medseg.atomic import write_text_atomic
 from medseg.config import Config
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.engine.datamodule import load_split
+from medseg.engine.module import roi_size
 from medseg.errors import CheckpointError
 from medseg.inference import predict_probabilities
 from medseg.metrics.vessel import evaluate_vessels
@@ -55,8 +56,6 @@ def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
 
 def infer_image(model: nn.Module, image: np.ndarray, cfg: Config) -> np.ndarray:
     """Probability map (H, W) float32 in [0, 1] for one preprocessed image (C, H, W) float32."""
-    from medseg.engine.module import roi_size
-
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     prob = predict_probabilities(
         model, x, roi_size(cfg), overlap=cfg.eval.overlap, mode=cfg.eval.mode, sw_batch_size=cfg.eval.sw_batch_size
@@ -146,8 +145,6 @@ def evaluate(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = 
     summary, rows = evaluate_vessels(
         ((c.id, p, c.mask, c.fov) for c, p in results), threshold=cfg.eval.threshold
     )
-    from medseg.engine.module import roi_size
-
     metrics = {
         "dataset": cfg.data.dataset,
         "split": split,
