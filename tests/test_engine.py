@@ -221,3 +221,28 @@ def test_dscnet_run_draws_its_dsconv_kernel_positions(tmp_path):
     figs = sorted(p.name for p in (tmp_path / "dsc" / "eval" / "test" / "figures").iterdir())
     assert any(n.endswith("_dsconv_kernels.png") for n in figs), figs
     assert metrics["network"] == "dscnet"
+
+
+def test_dscnet_size_divisor_is_honoured_by_inference_and_figures():
+    """DRIVE images are 565 wide, not a multiple of DSCNet's 8: windows and the kernel figure must cope."""
+    from medseg.inference import check_roi
+    from medseg.inference.evaluate import kernel_coordinates_for
+    from medseg.models import create_model
+
+    model = create_model("dscnet", n_basic_layer=4, kernel_size=3).eval()
+    assert model.size_divisor == 8
+    with pytest.raises(ValueError, match="multiple of 8"):
+        check_roi(model, 100)
+    image = np.random.default_rng(0).normal(size=(1, 45, 61)).astype(np.float32)
+    name, coords = kernel_coordinates_for(model, image)
+    assert name == "conv0x" and coords.shape == (3, 45, 61, 2)
+
+
+def test_densest_window_finds_the_vessel_cluster():
+    from medseg.inference.evaluate import densest_window
+
+    mask = np.zeros((200, 300), dtype=np.uint8)
+    mask[150:180, 40:70] = 1
+    r, c = densest_window(mask, 50)
+    assert r <= 150 and r + 50 >= 180 and c <= 40 and c + 50 >= 70
+    assert densest_window(np.ones((20, 30), np.uint8), 96) == (0, 0)

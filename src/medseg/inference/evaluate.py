@@ -115,6 +115,19 @@ def kernel_coordinates_for(model: nn.Module, image: np.ndarray, name: str = "") 
     return layer_name, coords
 
 
+def densest_window(mask: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left (row, col) of the ``size`` x ``size`` window of ``mask`` (H, W) holding the most foreground."""
+    from scipy.ndimage import uniform_filter
+
+    h, w = mask.shape
+    size_h, size_w = min(size, h), min(size, w)
+    density = uniform_filter(mask.astype(np.float32), size=(size_h, size_w), mode="constant")
+    half_h, half_w = size_h // 2, size_w // 2
+    inner = density[half_h : h - size_h + half_h + 1, half_w : w - size_w + half_w + 1]
+    r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(r), int(c)
+
+
 def evaluate(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = "best", figures: bool | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on a split of its dataset with the retinal-vessel protocol.
 
@@ -185,7 +198,15 @@ def _figures(run_dir: Path, fig_dir: Path, model: nn.Module, cfg: Config, result
         found = kernel_coordinates_for(model, case.image)
         if found is not None:
             layer_name, coords = found
-            save_kernel_positions(
-                fig_dir / f"{case.id}_dsconv_kernels.png", case.display, coords,
-                target=case.mask, title=f"DSConv '{layer_name}' sampled positions - {case.id}",
-            )
+            title = f"DSConv '{layer_name}' sampled positions - {case.id}"
+            save_kernel_positions(fig_dir / f"{case.id}_dsconv_kernels.png", case.display, coords, target=case.mask, title=title)
+            h, w = case.mask.shape
+            if max(h, w) > 160 and coords.shape[1:3] == (h, w):
+                # A 9-point kernel spans ~9 px: also draw a zoomed window on the densest vessels.
+                y0, x0 = densest_window(case.mask, 96)
+                crop = (slice(y0, y0 + 96), slice(x0, x0 + 96))
+                zoom = coords[:, crop[0], crop[1]] - np.array([y0, x0], dtype=coords.dtype)
+                save_kernel_positions(
+                    fig_dir / f"{case.id}_dsconv_kernels_zoom.png", case.display[crop], zoom,
+                    target=case.mask[crop], title=f"{title} (rows {y0}-{y0 + 95}, cols {x0}-{x0 + 95})",
+                )

@@ -7,6 +7,9 @@ apply the activation (``torch.sigmoid`` for one output channel, softmax otherwis
 BCE numerically stable under mixed precision and changes no weight, so original state dicts
 still load.
 
+A network that needs H and W to be multiples of some number (DSCNet: 8) says so in a class
+attribute ``size_divisor``; sliding-window inference checks its window against it.
+
 Use :func:`create_model` to build one by name and :func:`list_models` to see what exists.
 """
 

@@ -91,6 +91,9 @@ class DSCNet(nn.Module):
             nearest valid sizes).
     """
 
+    #: H and W must be multiples of this (three 2x max-poolings); read by the inference code.
+    size_divisor = 8
+
     def __init__(
         self,
         in_channels: int = 1,
