@@ -246,3 +246,12 @@ def test_densest_window_finds_the_vessel_cluster():
     r, c = densest_window(mask, 50)
     assert r <= 150 and r + 50 >= 180 and c <= 40 and c + 50 >= 70
     assert densest_window(np.ones((20, 30), np.uint8), 96) == (0, 0)
+    rng = np.random.default_rng(1)  # against a brute-force search, odd and even sizes
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(5, 30, 2))
+        size = int(rng.integers(1, 35))
+        m = (rng.random((h, w)) < 0.3).astype(np.uint8)
+        sh, sw = min(size, h), min(size, w)
+        best = max(m[i : i + sh, j : j + sw].sum() for i in range(h - sh + 1) for j in range(w - sw + 1))
+        r, c = densest_window(m, size)
+        assert m[r : r + sh, c : c + sw].sum() == best

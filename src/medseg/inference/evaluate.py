@@ -115,8 +115,23 @@ def kernel_coordinates_for(model: nn.Module, image: np.ndarray, name: str = "") 
     return layer_name, coords
 
 
+#: Side (pixels) of the zoomed DSConv kernel figure, drawn for images larger than ZOOM_ABOVE px.
+ZOOM_SIZE = 96
+ZOOM_ABOVE = 160
+
+
 def densest_window(mask: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left (row, col) of the ``size`` x ``size`` window of ``mask`` (H, W) holding the most foreground."""
+    """Top-left (row, col) of the window of ``mask`` holding the most foreground pixels.
+
+    Args:
+        mask: (H, W) binary array (bool or 0/1).
+        size: window side in pixels; clipped to H and W.
+
+    Returns:
+        (row, col) in pixels such that ``mask[row:row+size, col:col+size]`` has the largest sum
+        (the first such window in row-major order on ties, up to float rounding of the box
+        filter). Used to place the zoomed DSConv kernel figure on the densest vessels.
+    """
     from scipy.ndimage import uniform_filter
 
     h, w = mask.shape
@@ -201,12 +216,12 @@ def _figures(run_dir: Path, fig_dir: Path, model: nn.Module, cfg: Config, result
             title = f"DSConv '{layer_name}' sampled positions - {case.id}"
             save_kernel_positions(fig_dir / f"{case.id}_dsconv_kernels.png", case.display, coords, target=case.mask, title=title)
             h, w = case.mask.shape
-            if max(h, w) > 160 and coords.shape[1:3] == (h, w):
+            if max(h, w) > ZOOM_ABOVE and coords.shape[1:3] == (h, w):
                 # A 9-point kernel spans ~9 px: also draw a zoomed window on the densest vessels.
-                y0, x0 = densest_window(case.mask, 96)
-                crop = (slice(y0, y0 + 96), slice(x0, x0 + 96))
+                y0, x0 = densest_window(case.mask, ZOOM_SIZE)
+                crop = (slice(y0, y0 + ZOOM_SIZE), slice(x0, x0 + ZOOM_SIZE))
                 zoom = coords[:, crop[0], crop[1]] - np.array([y0, x0], dtype=coords.dtype)
                 save_kernel_positions(
                     fig_dir / f"{case.id}_dsconv_kernels_zoom.png", case.display[crop], zoom,
-                    target=case.mask[crop], title=f"{title} (rows {y0}-{y0 + 95}, cols {x0}-{x0 + 95})",
+                    target=case.mask[crop], title=f"{title} (rows {y0}-{y0 + ZOOM_SIZE - 1}, cols {x0}-{x0 + ZOOM_SIZE - 1})",
                 )
