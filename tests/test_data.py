@@ -365,8 +365,9 @@ def test_read_image_errors(tmp_path):
         read_image(tmp_path / "nope.png")
     with pytest.raises(DataError, match="not a file"):
         read_image(tmp_path)
-    Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "deep.png")
-    with pytest.raises(DataError, match="8-bit"):
-        read_image(tmp_path / "deep.png")
+    deep = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000  # 16-bit values are kept, not rescaled
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    got = read_image(tmp_path / "deep.png")
+    assert got.dtype == np.uint16 and got.tolist() == deep.tolist()
     Image.fromarray(np.zeros((4, 4, 4), np.uint8), "RGBA").save(tmp_path / "alpha.png")
     assert read_image(tmp_path / "alpha.png").shape == (4, 4, 3)

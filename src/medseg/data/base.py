@@ -13,7 +13,7 @@ import importlib
 import os
 import pkgutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, overload
 
@@ -32,16 +32,26 @@ DATA_ENV = "MEDSEG_DATA"
 
 @dataclass(eq=False)
 class Case:
-    """One image with its vessel (or lesion) mask and field of view.
+    """One 2-D image (or one slice of a volume) with its label map and field of view.
 
     Attributes:
-        id: identifier inside its dataset, e.g. ``"21"`` for DRIVE ``21_training.tif``.
-        image: float32 ``(C, H, W)``, preprocessed: z-scored per channel over the FOV pixels
-            (mean 0, std 1 inside the FOV) and 0 outside the FOV (see :func:`zscore_in_fov`).
-        mask: uint8 ``(H, W)``, values {0, 1}, foreground (vessel) = 1.
-        fov: bool ``(H, W)``, True inside the field of view.
-        display: uint8 ``(H, W)`` or ``(H, W, 3)``: the raw image for figures.
-        path: the source image file, or None for generated data.
+        id: identifier inside its dataset, e.g. ``"21"`` for DRIVE ``21_training.tif`` or
+            ``"hippocampus_001:z017"`` for slice 17 of a volume.
+        image: float32 ``(C, H, W)``. A loader fills it with the stored values (0..255 for 8-bit
+            images, HU or scanner units for volumes after the volume's intensity handling); the
+            dataset's preprocessing pipeline (:mod:`medseg.data.preprocess`) then normalises it
+            (for DRIVE: z-scored per channel over the FOV and 0 outside it).
+        mask: uint8 ``(H, W)``, a label map with values 0..num_classes-1; binary datasets use
+            {0, 1} with foreground (vessel, polyp) = 1.
+        fov: bool ``(H, W)``, True inside the field of view (all True where a dataset has none).
+        display: uint8 ``(H, W)`` or ``(H, W, 3)``: the image as a person looks at it, for figures.
+        path: the source image file (or volume / DICOM folder), or None for generated data.
+        centerline: uint8 ``(H, W)`` {0, 1} centerline target, or None. Manual where a dataset
+            ships centerline labels (ROSE); otherwise the skeleton of the mask when asked for.
+        patient: the patient (subject, volume, video sequence) the image belongs to; splits keep
+            each patient in one split. None means the image is its own patient.
+        num_classes: number of classes of ``mask`` including background (2 for binary).
+        meta: loader-specific facts, e.g. ``{"volume": path, "slice": 17, "axis": 2}``.
     """
 
     id: str
@@ -50,6 +60,15 @@ class Case:
     fov: np.ndarray
     display: np.ndarray
     path: str | None = None
+    centerline: np.ndarray | None = None
+    patient: str | None = None
+    num_classes: int = 2
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """The split unit: ``patient`` when set, else ``id``."""
+        return self.patient if self.patient is not None else self.id
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -87,8 +106,15 @@ class Case:
             raise DataError(f"{where}: display has shape {self.display.shape}; expected (H, W, 3)")
         if self.image.shape[0] < 1 or min(hw) < 1:
             raise DataError(f"{where}: empty image of shape {self.image.shape}")
-        if self.mask.max() > 1:
-            raise DataError(f"{where}: mask has values {np.unique(self.mask)[:8]}; expected {{0, 1}}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise DataError(f"{where}: num_classes must be an int >= 2, got {self.num_classes!r}")
+        if self.mask.max() >= self.num_classes:
+            want = "{0, 1}" if self.num_classes == 2 else f"0..{self.num_classes - 1}"
+            raise DataError(f"{where}: mask has values {np.unique(self.mask)[:8]}; expected {want}")
+        if self.centerline is not None:
+            cl = self.centerline
+            if not isinstance(cl, np.ndarray) or cl.dtype != np.uint8 or cl.shape != hw or cl.max(initial=0) > 1:
+                raise DataError(f"{where}: centerline must be uint8 {hw} with values {{0, 1}}")
         if not self.fov.any():
             raise DataError(f"{where}: the field of view is empty")
         if not np.isfinite(self.image).all():
@@ -152,8 +178,19 @@ class CaseDataset(Dataset, Sequence):
             seen.add(case.id)
         channels = {c.image.shape[0] for c in self._cases}
         if len(channels) > 1:
-            detail = ", ".join(f"{c.id}: {c.image.shape[0]}" for c in self._cases[:10])
-            raise DataError(f"dataset {name!r} split {split!r} mixes channel counts ({detail})")
+            by_c: dict[int, list[str]] = {}
+            for c in self._cases:
+                by_c.setdefault(int(c.image.shape[0]), []).append(c.path or c.id)
+            detail = "; ".join(
+                f"{len(v)} with {k} channel{'s' if k > 1 else ''} (e.g. {v[0]})" for k, v in sorted(by_c.items())
+            )
+            raise DataError(
+                f"dataset {name!r} split {split!r} mixes grey and colour images: {detail}; "
+                "convert them to one kind or choose a channel step (gray/rgb) in the preprocessing"
+            )
+        classes = {c.num_classes for c in self._cases}
+        if len(classes) > 1:
+            raise DataError(f"dataset {name!r} split {split!r} mixes class counts {sorted(classes)}")
         self._index = {c.id: i for i, c in enumerate(self._cases)}
 
     @property
@@ -165,6 +202,16 @@ class CaseDataset(Dataset, Sequence):
     def in_channels(self) -> int:
         """C of the images' ``(C, H, W)``."""
         return int(self._cases[0].image.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the label maps, background included (2 for binary masks)."""
+        return int(self._cases[0].num_classes)
+
+    @property
+    def groups(self) -> list[str]:
+        """The patient (split unit) of each case, in dataset order (see :attr:`Case.group`)."""
+        return [c.group for c in self._cases]
 
     def __len__(self) -> int:
         return len(self._cases)
@@ -260,7 +307,7 @@ def resolve_root(root: str | os.PathLike | None, folder: str) -> Path:
 
 
 _BUILTIN_MODULES = ("drive", "synthetic")
-_NOT_DATASETS = {"base", "io", "transforms"}
+_NOT_DATASETS = {"base", "io", "transforms", "records", "preprocess", "files", "check", "volume_io", "splits"}
 
 
 def _import_all() -> None:

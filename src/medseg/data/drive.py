@@ -24,18 +24,19 @@ mlscorecheck (test FOV: 577,649 vessel / 3,960,494 background pixels).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from medseg.data.base import Case, CaseDataset, register_dataset, resolve_root, zscore_in_fov
-from medseg.data.io import is_image_file, read_image, read_mask, select_channels, size_text
-from medseg.errors import ConfigError, DataError, closest
+from medseg.data.base import Case, register_dataset
+from medseg.data.files import FileDataset
+from medseg.data.io import is_image_file, read_image, read_mask, size_text
+from medseg.data.records import Inventory, Problem, Record, natural_key
+from medseg.errors import ConfigError, DataError
 
 _SPLITS = {"train": "training", "test": "test"}
 _LAYOUT = "training/{images,1st_manual,mask} and test/{images,1st_manual,2nd_manual,mask}"
-_MAX_LISTED = 10
 
 
 def _case_id(path: Path) -> str:
@@ -43,16 +44,12 @@ def _case_id(path: Path) -> str:
     return path.stem.split("_")[0]
 
 
-def _sort_key(case_id: str) -> tuple[int, int | str]:
-    return (0, int(case_id)) if case_id.isdigit() else (1, case_id)
-
-
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    return sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)), key=lambda p: natural_key(p.name))
 
 
 @register_dataset("drive")
-class DriveDataset(CaseDataset):
+class DriveDataset(FileDataset):
     """DRIVE (Staal et al., IEEE TMI 2004): 20 training (ids 21-40) and 20 test (01-20) images.
 
     Args:
@@ -60,12 +57,14 @@ class DriveDataset(CaseDataset):
             ``DRIVE/``; None uses ``$MEDSEG_DATA/DRIVE`` or ``<repo>/../shared/data/DRIVE``.
         split: "train" (``training/``) or "test" (``test/``).
         channels: "green" (default, C = 1, the standard fundus vessel channel), "rgb" (C = 3) or
-            "gray" (C = 1, BT.601 luminance).
+            "gray" (C = 1, BT.601 luminance): the first step of the default pipeline
+            ``[<channels>, zscore]``.
         annotator: 1 (``1st_manual``, the reference) or 2 (``2nd_manual``, test split only).
+        preprocess, split_file, centerline: see :class:`~medseg.data.files.FileDataset`.
 
     Cases: ``id`` "21".."40" / "01".."20"; ``image`` float32 (C, 584, 565) z-scored per channel
-    over the FOV and 0 outside it; ``mask`` uint8 (584, 565) {0, 1}; ``fov`` bool (584, 565); ``display`` the raw
-    uint8 RGB image (584, 565, 3); ``path`` the TIFF.
+    over the FOV and 0 outside it (default pipeline); ``mask`` uint8 (584, 565) {0, 1}; ``fov``
+    bool (584, 565); ``display`` the raw uint8 RGB image (584, 565, 3); ``path`` the TIFF.
 
     Raises:
         ConfigError: unknown split or channels, annotator not 1/2, annotator 2 for "train".
@@ -76,120 +75,111 @@ class DriveDataset(CaseDataset):
             Files are only read, never modified.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        split: str = "train",
-        channels: str = "green",
-        annotator: int = 1,
-    ) -> None:
+    dataset_name = "drive"
+    folder = "DRIVE"
+    layout = _LAYOUT
+    splits = ("train", "test")
+    option_defaults = {"channels": "green", "annotator": 1}
+
+    @classmethod
+    def default_pipeline(cls, opts: dict[str, Any]) -> list:
+        return [opts["channels"], "zscore"]
+
+    @classmethod
+    def check_split(cls, split: str, opts: dict[str, Any]) -> None:
         if split not in _SPLITS:
+            from medseg.errors import closest
+
             near = closest(str(split), _SPLITS)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ConfigError(f"DRIVE split must be 'train' or 'test', got {split!r}{hint}")
-        if channels not in ("green", "rgb", "gray"):
-            raise ConfigError(f"DRIVE channels must be 'green', 'rgb' or 'gray', got {channels!r}")
-        if annotator not in (1, 2):
-            raise ConfigError(f"DRIVE annotator must be 1 or 2, got {annotator!r}")
-        if annotator == 2 and split != "test":
+        if opts["channels"] not in ("green", "rgb", "gray"):
+            raise ConfigError(f"DRIVE channels must be 'green', 'rgb' or 'gray', got {opts['channels']!r}")
+        if opts["annotator"] not in (1, 2):
+            raise ConfigError(f"DRIVE annotator must be 1 or 2, got {opts['annotator']!r}")
+        if opts["annotator"] == 2 and split != "test":
             raise ConfigError("DRIVE has a second annotator (2nd_manual) only for the test split")
-        self.root = self._find_root(resolve_root(root, "DRIVE"))
-        self.channels = channels
-        self.annotator = annotator
-        pairs = self._pair_files(split, annotator)
-        cases = [self._load(cid, img, gt, fov, channels) for cid, (img, gt, fov) in pairs.items()]
-        super().__init__(cases, name="drive", split=split)
+
+    @classmethod
+    def looks_like_root(cls, path: Path) -> bool:
+        return (path / "training").is_dir() or (path / "test").is_dir()
+
+    @classmethod
+    def find(cls, root: Path, opts: dict[str, Any]) -> Inventory:
+        records: list[Record] = []
+        problems: list[Problem] = []
+        for split, word in _SPLITS.items():
+            annotator = opts["annotator"] if split == "test" else 1
+            recs, probs = cls._pair_files(root, split, word, annotator)
+            records += recs
+            problems += probs
+        return Inventory("drive", root, records, problems, split_source="layout (training/, test/)")
 
     @staticmethod
-    def _find_root(root: Path) -> Path:
-        if not root.exists():
-            raise DataError(f"DRIVE folder {root} does not exist (expected a folder with {_LAYOUT})")
-        if not root.is_dir():
-            raise DataError(f"DRIVE folder {root} is not a folder")
-        if not (root / "training").is_dir() and not (root / "test").is_dir() and (root / "DRIVE").is_dir():
-            return root / "DRIVE"
-        return root
-
-    def _pair_files(self, split: str, annotator: int) -> dict[str, tuple[Path, Path, Path]]:
-        """Match every image with its ground truth and FOV file; list all problems at once."""
-        word = _SPLITS[split]
-        base = self.root / word
+    def _pair_files(root: Path, split: str, word: str, annotator: int) -> tuple[list[Record], list[Problem]]:
+        """Match every image with its ground truth and FOV file; report all problems."""
+        base = root / word
         if not base.is_dir():
-            raise DataError(
-                f"DRIVE folder {self.root} has no '{word}' folder ({base} is missing); "
-                f"expected the original DRIVE layout: {_LAYOUT}"
-            )
+            return [], [Problem(base, f"DRIVE folder {root} has no '{word}' folder; expected the original "
+                                      f"DRIVE layout: {_LAYOUT}", split=split)]
         gt_dir_name = "1st_manual" if annotator == 1 else "2nd_manual"
         folders = {"images": base / "images", gt_dir_name: base / gt_dir_name, "mask": base / "mask"}
         for what, folder in folders.items():
             if not folder.is_dir():
-                raise DataError(
-                    f"DRIVE {word} folder {base} has no '{what}' folder ({folder} is missing); "
-                    f"expected {word}/images, {word}/{gt_dir_name} and {word}/mask"
-                )
+                return [], [Problem(folder, f"DRIVE {word} folder {base} has no '{what}' folder; expected "
+                                            f"{word}/images, {word}/{gt_dir_name} and {word}/mask", split=split)]
         images = _image_files(folders["images"])
         if not images:
             others = [p.name for p in folders["images"].iterdir()]
             extra = f" (it holds only: {', '.join(others[:5])})" if others else ""
-            raise DataError(
-                f"DRIVE image folder {folders['images']} holds no images{extra}; expected files "
-                f"such as {'21_training' if split == 'train' else '01_test'}.tif"
-            )
-        gt_files = _image_files(folders[gt_dir_name])
-        fov_files = _image_files(folders["mask"])
-        gt_by_stem = {p.stem: p for p in gt_files}
-        fov_by_stem = {p.stem: p for p in fov_files}
-
-        problems: list[str] = []
-        pairs: dict[str, tuple[Path, Path, Path]] = {}
+            example = "21_training" if split == "train" else "01_test"
+            return [], [Problem(folders["images"], f"DRIVE image folder holds no images{extra}; expected files "
+                                                   f"such as {example}.tif", split=split)]
+        gt_by_stem = {p.stem: p for p in _image_files(folders[gt_dir_name])}
+        fov_by_stem = {p.stem: p for p in _image_files(folders["mask"])}
+        problems: list[Problem] = []
+        records: list[Record] = []
         by_id: dict[str, Path] = {}
         for img in images:
             cid = _case_id(img)
             if cid in by_id:
-                problems.append(f"images {by_id[cid]} and {img} have the same id {cid!r}")
+                problems.append(Problem(img, f"image has the same id {cid!r} as {by_id[cid]}", split=split))
                 continue
             by_id[cid] = img
             gt = gt_by_stem.get(f"{cid}_manual{annotator}")
             fov = fov_by_stem.get(f"{cid}_{word}_mask")
             if gt is None:
-                problems.append(
-                    f"image {img} has no vessel mask: expected {folders[gt_dir_name] / f'{cid}_manual{annotator}.gif'}"
-                )
+                want = folders[gt_dir_name] / f"{cid}_manual{annotator}.gif"
+                problems.append(Problem(img, f"image has no vessel mask: expected {want}", split=split))
             if fov is None:
-                problems.append(
-                    f"image {img} has no FOV mask: expected {folders['mask'] / f'{cid}_{word}_mask.gif'}"
-                )
+                want = folders["mask"] / f"{cid}_{word}_mask.gif"
+                problems.append(Problem(img, f"image has no FOV mask: expected {want}", split=split))
             if gt is not None and fov is not None:
-                pairs[cid] = (img, gt, fov)
-        for kind, files in (("vessel mask", gt_files), ("FOV mask", fov_files)):
+                records.append(Record(cid, split, img, mask=gt, fov=fov))
+        for kind, files in (("vessel mask", gt_by_stem.values()), ("FOV mask", fov_by_stem.values())):
             for f in files:
                 if _case_id(f) not in by_id:
-                    problems.append(
-                        f"{kind} {f} has no image: expected {folders['images'] / f'{_case_id(f)}_{word}.tif'}"
-                    )
-        if problems:
-            shown = problems[:_MAX_LISTED]
-            more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-            raise DataError(
-                f"DRIVE {word} folder {base} is inconsistent ({len(problems)} problem"
-                f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(shown) + more
-            )
-        return {cid: pairs[cid] for cid in sorted(pairs, key=_sort_key)}
+                    want = folders["images"] / f"{_case_id(f)}_{word}.tif"
+                    problems.append(Problem(f, f"{kind} has no image: expected {want}", split=split))
+        records.sort(key=lambda r: natural_key(r.id))
+        return records, problems
 
-    @staticmethod
-    def _load(cid: str, img_path: Path, gt_path: Path, fov_path: Path, channels: str) -> Case:
-        raw = read_image(img_path)
-        mask = read_mask(gt_path)
-        fov = read_mask(fov_path).astype(bool)
-        for what, arr, path in (("mask", mask, gt_path), ("FOV mask", fov, fov_path)):
+    @classmethod
+    def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
+        raw = read_image(record.image)
+        if raw.dtype != np.uint8:
+            raise DataError(f"image {record.image} is {raw.dtype}; DRIVE images are 8-bit RGB")
+        mask = read_mask(record.mask)
+        fov = read_mask(record.fov).astype(bool)
+        for what, arr, path in (("mask", mask, record.mask), ("FOV mask", fov, record.fov)):
             if arr.shape != raw.shape[:2]:
                 raise DataError(
-                    f"{what} {path} is {size_text(arr.shape)} but image {img_path} is {size_text(raw.shape)}"
+                    f"{what} {path} is {size_text(arr.shape)} but image {record.image} is {size_text(raw.shape)}"
                 )
         if not fov.any():
-            raise DataError(f"FOV mask {fov_path} is empty (no pixel above half its maximum)")
-        image = zscore_in_fov(select_channels(raw, channels, img_path), fov)
-        return Case(id=cid, image=image, mask=mask, fov=fov, display=raw, path=str(img_path))
+            raise DataError(f"FOV mask {record.fov} is empty (no pixel above half its maximum)")
+        image = (raw[None] if raw.ndim == 2 else np.moveaxis(raw, -1, 0)).astype(np.float32)
+        return [Case(id=record.id, image=image, mask=mask, fov=fov, display=raw, path=str(record.image))]
 
 
 __all__ = ["DriveDataset"]

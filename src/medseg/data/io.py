@@ -32,13 +32,53 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _open_decoded(path: str | os.PathLike, what: str) -> Image.Image:
-    """Open ``path`` with Pillow and decode all its pixels; DataError on any failure."""
-    p = Path(path)
+def _is_tiff(p: Path) -> bool:
+    return p.suffix.lower() in (".tif", ".tiff")
+
+
+def _read_tiff(p: Path, what: str) -> np.ndarray:
+    """Decode a TIFF with tifffile (for files Pillow refuses, e.g. CVC-ClinicDB's RGB TIFFs whose
+    header says MinIsBlack with 3 samples per pixel)."""
+    import tifffile
+
+    try:
+        arr = np.asarray(tifffile.imread(p))
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+        raise DataError(f"{what} {p} cannot be decoded (truncated or corrupt TIFF?): {exc}") from None
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar configuration
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+        raise DataError(f"{what} {p} has array shape {arr.shape}; expected (H, W) or (H, W, 3)")
+    return arr
+
+
+def _tiff_fallback(p: Path, what: str, pil_error: DataError) -> np.ndarray:
+    """tifffile's reading of a TIFF Pillow failed on; if tifffile fails too, Pillow's error with
+    tifffile's reason appended."""
+    try:
+        return _read_tiff(p, what)
+    except DataError as tiff_error:
+        reason = str(tiff_error).split(": ", 1)[-1]
+        raise DataError(f"{pil_error} (tifffile: {reason})") from None
+
+
+def _check_exists(p: Path, what: str) -> None:
     if not p.exists():
         raise DataError(f"{what} {p} does not exist")
     if not p.is_file():
         raise DataError(f"{what} {p} is not a file")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"{what} {p} cannot be read (permission denied)")
+
+
+def _open_decoded(path: str | os.PathLike, what: str) -> Image.Image:
+    """Open ``path`` with Pillow and decode all its pixels; DataError on any failure."""
+    p = Path(path)
+    _check_exists(p, what)
     try:
         with warnings.catch_warnings():  # Pillow warns (e.g. "Corrupt EXIF") before failing
             warnings.simplefilter("ignore")
@@ -46,6 +86,8 @@ def _open_decoded(path: str | os.PathLike, what: str) -> Image.Image:
                 im.load()  # decodes everything: a truncated file fails here
                 # Copy so the file handle can be closed; the copy keeps mode and palette.
                 return im.copy()
+    except PermissionError:
+        raise DataError(f"{what} {p} cannot be read (permission denied)") from None
     except Image.UnidentifiedImageError:
         size = p.stat().st_size
         raise DataError(
@@ -59,42 +101,106 @@ def _open_decoded(path: str | os.PathLike, what: str) -> Image.Image:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit image as stored (no resampling, no colour management).
+    """Read an image as stored (no resampling, no colour management).
 
     Args:
-        path: an image file Pillow can read (TIFF, GIF, PNG, JPEG, BMP, ...).
+        path: an image file Pillow can read (TIFF, GIF, PNG, JPEG, BMP, ...); TIFFs Pillow
+            cannot identify (CVC-ClinicDB's RGB TIFFs) are read with tifffile.
 
     Returns:
-        uint8 array, ``(H, W)`` for grey images (Pillow modes L, 1, LA) or ``(H, W, 3)`` for
+        ``(H, W)`` for grey images (Pillow modes L, 1, LA, I;16, I, F) or ``(H, W, 3)`` for
         colour ones (RGB; RGBA/CMYK/YCbCr are converted to RGB, alpha dropped; palette images are
-        expanded through their palette to grey or RGB). Values 0..255.
+        expanded through their palette to grey or RGB). dtype uint8 (0..255) for 8-bit files,
+        uint16 for 16-bit files, int32 / float32 for 32-bit ones: the stored values, never
+        rescaled (see :func:`to_display` for an 8-bit view).
 
     Raises:
-        DataError: the file is missing, not an image, truncated/corrupt, or not 8 bits per
-            channel (16-bit and float images are refused rather than silently rescaled). The
-            message names the full path.
+        DataError: the file is missing, unreadable, not an image, truncated/corrupt, or holds
+            NaN/infinite values. The message names the full path.
     """
-    im = _open_decoded(path, "image")
+    p = Path(path)
+    try:
+        im = _open_decoded(p, "image")
+    except DataError as pil_error:
+        if not _is_tiff(p) or not p.is_file():
+            raise
+        arr = _tiff_fallback(p, "image", pil_error)
+        _check_finite(arr, p, "image")
+        return arr
     mode = im.mode
     if mode in ("L", "RGB"):
-        pass
-    elif mode == "1":
-        im = im.convert("L")
-    elif mode == "LA":
-        im = im.convert("L")
-    elif mode == "P":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode in ("1", "LA"):
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    if mode == "P":
         rgb = np.asarray(im.convert("RGB"))
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
             return np.ascontiguousarray(rgb[..., 0])
         return rgb
-    elif mode in ("RGBA", "CMYK", "YCbCr", "PA", "RGBX"):
-        im = im.convert("RGB")
-    else:
-        raise DataError(
-            f"image {Path(path)} has Pillow mode {mode!r}; only 8-bit grey or colour images are "
-            "supported (convert 16-bit/float images to 8 bits first)"
-        )
-    return np.asarray(im, dtype=np.uint8).copy()
+    if mode in ("RGBA", "CMYK", "YCbCr", "PA", "RGBX", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)
+    if mode in ("I", "F"):
+        arr = np.asarray(im)
+        _check_finite(arr, p, "image")
+        return arr.copy()
+    raise DataError(f"image {p} has Pillow mode {mode!r}, which medseg cannot interpret")
+
+
+def _check_finite(arr: np.ndarray, p: Path, what: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{what} {p} contains NaN or infinite values")
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """An 8-bit view of an image for figures: uint8 passes through; other dtypes are min-max
+    scaled to 0..255 (non-finite values become 0).
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)`` of any numeric dtype.
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        return a
+    f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(f.min()), float(f.max())
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.clip(np.rint((f - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+
+
+def probe(path: str | os.PathLike) -> dict:
+    """File facts for ``medseg data check``, read from the header only (no decoding).
+
+    Returns:
+        ``{"format": "PNG", "mode": "L", "size": (W, H)}`` for images Pillow identifies;
+        ``{"format": "TIFF", "mode": "tifffile", "size": (W, H), "dtype": "uint8"}`` for TIFFs
+        only tifffile reads; ``{"format": "?", "mode": "?", "size": None}`` when neither can.
+    """
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as im:
+                return {"format": im.format or "?", "mode": im.mode, "size": tuple(im.size)}
+    except Exception:
+        pass
+    if _is_tiff(p):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(p) as tf:
+                page = tf.pages[0]
+                shape = page.shape
+                return {"format": "TIFF", "mode": f"tifffile {page.photometric.name} x{page.samplesperpixel}",
+                        "size": (int(shape[1]), int(shape[0])), "dtype": str(page.dtype)}
+        except Exception:
+            pass
+    return {"format": "?", "mode": "?", "size": None}
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -112,7 +218,14 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     Raises:
         DataError: missing, unreadable, truncated file (message names the full path).
     """
-    im = _open_decoded(path, "mask")
+    p = Path(path)
+    try:
+        im = _open_decoded(p, "mask")
+    except DataError as pil_error:
+        if not _is_tiff(p) or not p.is_file():
+            raise
+        arr = _tiff_fallback(p, "mask", pil_error)
+        return _rgb_to_grey(arr) if arr.ndim == 3 else arr
     if im.mode in ("P", "PA"):
         rgb = np.asarray(im.convert("RGB"))
         return _rgb_to_grey(rgb)
@@ -239,4 +352,6 @@ __all__ = [
     "read_mask",
     "select_channels",
     "size_text",
+    "to_display",
+    "probe",
 ]
