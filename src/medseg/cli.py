@@ -132,6 +132,49 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_options(items: Sequence[str] | None) -> dict:
+    """``["annotator=2", "layer=DVC"]`` -> ``{"annotator": 2, "layer": "DVC"}`` (YAML scalars)."""
+    import yaml
+
+    from medseg.errors import ConfigError
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from medseg.atomic import write_text_atomic
+    from medseg.data.check import check_dataset
+
+    report = check_dataset(args.dataset, args.data_root, split_file=args.split_file, **_dataset_options(args.set))
+    print(report.text())
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=1))
+    return 0 if report.ok else 1
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from medseg.data import DATASETS, list_datasets
+    from medseg.data.files import FileDataset
+
+    print(f"{'dataset':<14}{'folder':<24}layout")
+    for name in list_datasets():
+        cls = DATASETS.get(name)
+        if isinstance(cls, type) and issubclass(cls, FileDataset):
+            print(f"{name:<14}{cls.folder:<24}{cls.layout}")
+        else:
+            print(f"{name:<14}{'(generated)':<24}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description="Medical image segmentation: train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
@@ -160,6 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the checkpoint's)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("data", help="inspect datasets: `medseg data check`, `medseg data list`")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser(
+        "check", help="check a dataset folder: counts, pairing, sizes, modes, labels, FOV, class balance, splits"
+    )
+    q.add_argument("--dataset", required=True, help="registered dataset name (medseg data list)")
+    q.add_argument("--data-root", help="the dataset folder (default: $MEDSEG_DATA/<folder> or ../shared/data/<folder>)")
+    q.add_argument("--split-file", type=Path, help="JSON/YAML split file replacing the dataset's own split")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. annotator=2 (repeatable)")
+    q.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    q.set_defaults(func=cmd_data_check)
+    q = data_sub.add_parser("list", help="list registered datasets with their expected layouts")
+    q.set_defaults(func=cmd_data_list)
 
     p = sub.add_parser("models", help="list registered networks with their parameter counts")
     p.add_argument("--json", action="store_true")

@@ -81,7 +81,11 @@ class Problem:
     split: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        """``"<path>: <message>"``, or the message alone when it already names the path."""
+        where = str(self.path)
+        if not where or where in self.message:
+            return self.message
+        return f"{where}: {self.message}"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medseg.config import Config
 from medseg.data import AugmentConfig, CaseDataset, PatchDataset, create_dataset, full_image_sample
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 
 
 def _rank_world() -> tuple[int, int]:
@@ -63,12 +63,30 @@ class FullImages(Dataset):
         return full_image_sample(self.cases[i])
 
 
-def split_train_val(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_train_val(
+    ids: list[str], val_fraction: float, seed: int, groups: list[str] | None = None
+) -> tuple[list[str], list[str]]:
     """Seeded split of training ids into (train, validation); at least one of each.
 
+    Args:
+        ids: case ids of the training split.
+        val_fraction: fraction of the ids (of the patients, with ``groups``) for validation.
+        seed: numpy seed.
+        groups: the patient of each id (e.g. the volume of each slice); when given, whole
+            patients go to validation, so no patient is in both. None: every id is its own.
+
     Raises:
-        DataError: fewer than two training images.
+        DataError: fewer than two training images (patients).
     """
+    if groups is not None and len(set(groups)) != len(ids):
+        if len(groups) != len(ids):
+            raise DataError(f"{len(groups)} groups for {len(ids)} ids")
+        distinct = list(dict.fromkeys(groups))
+        g_train, g_val = split_train_val(distinct, val_fraction, seed)
+        val_set = set(g_val)
+        val = [i for i, g in zip(ids, groups) if g in val_set]
+        train = [i for i, g in zip(ids, groups) if g not in val_set]
+        return train, val
     if len(ids) < 2:
         raise DataError(f"need at least 2 training images to carve a validation split, found {len(ids)}")
     n_val = min(len(ids) - 1, max(1, int(round(val_fraction * len(ids)))))
@@ -94,7 +112,15 @@ class SegDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         full = train_cases if train_cases is not None else load_split(cfg, "train")
-        self.train_ids, self.val_ids = split_train_val(list(full.ids), cfg.data.val_fraction, cfg.seed)
+        if full.num_classes != 2:
+            raise ConfigError(
+                f"dataset {cfg.data.dataset!r} has {full.num_classes} classes (label maps 0..{full.num_classes - 1}); "
+                "the training engine trains binary segmentation: merge the labels with the dataset option "
+                "classes=binary (--set data.args.classes=binary) where the dataset offers it"
+            )
+        self.train_ids, self.val_ids = split_train_val(
+            list(full.ids), cfg.data.val_fraction, cfg.seed, groups=full.groups
+        )
         self.train_cases = full.subset(self.train_ids)
         self.val_cases = full.subset(self.val_ids)
         self.augment = AugmentConfig.from_dict(cfg.data.augment)

@@ -113,6 +113,33 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
     )
 
 
+def check_training_data(cfg: Config):
+    """Run ``medseg data check`` on the recipe's dataset (cached) and refuse it on errors.
+
+    Returns:
+        The :class:`~medseg.data.check.CheckReport`, or None for generated datasets.
+
+    Raises:
+        DataError: the check found errors (each listed, naming its file).
+    """
+    from medseg.data import DATASETS, list_datasets
+    from medseg.data.check import check_cached, require_clean
+    from medseg.data.files import FileDataset
+
+    list_datasets()  # imports every dataset module
+    cls = DATASETS.get(cfg.data.dataset)
+    if not (isinstance(cls, type) and issubclass(cls, FileDataset)):
+        return None  # generated data: nothing to check
+    args = dict(cfg.data.args)
+    split_file = args.pop("split_file", None)
+    report, cached = check_cached(cfg.data.dataset, cfg.data.root, split_file, **args)
+    warn = len(report.warnings)
+    print(f"medseg: data check of {cfg.data.dataset} ({'cached' if cached else 'ran'}): "
+          f"{len(report.errors)} errors, {warn} warnings")
+    require_clean(report)
+    return report
+
+
 def train(
     cfg: Config,
     run_dir: str | os.PathLike,
@@ -145,6 +172,7 @@ def train(
     run_dir = Path(run_dir)
     ckpt_path = _check_run_dir(run_dir, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data_report = check_training_data(cfg)
     datamodule = SegDataModule(cfg)
     check_roi(build_network(cfg, datamodule.in_channels), roi_size(cfg))
     module = SegmentationModule(cfg.to_dict(), in_channels=datamodule.in_channels)
@@ -153,6 +181,8 @@ def train(
         write_yaml_atomic(cfg.to_dict(), run_dir / "config.yaml")
         splits = {"train": datamodule.train_ids, "validation": datamodule.val_ids}
         write_text_atomic(run_dir / "splits.json", json.dumps(splits, indent=2))
+        if data_report is not None:
+            write_text_atomic(run_dir / "data_check.json", json.dumps(data_report.to_dict(), indent=1))
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
