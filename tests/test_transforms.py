@@ -199,3 +199,40 @@ def test_full_image_sample(cases):
     assert torch.equal(s["mask"][0], torch.from_numpy(c.mask.astype(np.float32)))
     s["image"].zero_()
     assert c.image.any()  # a copy, the case is untouched
+
+
+# --------------------------------------------------------------------------- colour jitter
+
+
+def test_color_jitter_identity_grey_and_hue_turn():
+    from medseg.data.transforms import color_jitter
+
+    img = torch.rand(3, 5, 6)
+    assert torch.allclose(color_jitter(img, 1.0, 0.0), img, atol=1e-5)
+    grey = color_jitter(img, 0.0, 0.0)
+    luma = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+    for ch in grey:  # no chroma left: every channel equals the luminance
+        assert torch.allclose(ch, luma, atol=1e-5)
+    # luminance is kept by any jitter; a full turn is the identity; two half turns too
+    j = color_jitter(img, 1.3, 0.2)
+    assert torch.allclose(0.299 * j[0] + 0.587 * j[1] + 0.114 * j[2], luma, atol=1e-5)
+    assert torch.allclose(color_jitter(img, 1.0, 1.0), img, atol=1e-5)
+    assert torch.allclose(color_jitter(color_jitter(img, 1.0, 0.25), 1.0, -0.25), img, atol=1e-5)
+    with pytest.raises(ValueError, match="3, H, W"):
+        color_jitter(torch.rand(1, 4, 4), 1.0, 0.0)
+
+
+def test_color_jitter_in_patches_only_for_rgb():
+    cases = [
+        Case("a", np.random.default_rng(0).normal(size=(3, 24, 24)).astype(np.float32),
+             np.zeros((24, 24), np.uint8), np.ones((24, 24), bool), np.zeros((24, 24, 3), np.uint8))
+    ]
+    aug = AugmentConfig.none()
+    aug.color_jitter_prob = 1.0
+    aug.saturation = 0.5
+    plain = PatchDataset(cases, 16, 4, AugmentConfig.none(), seed=1)
+    jit = PatchDataset(cases, 16, 4, aug, seed=1)
+    assert not torch.allclose(plain[0]["image"], jit[0]["image"])
+    assert torch.equal(jit[(0, 1)]["image"], jit[(0, 1)]["image"])  # reproducible
+    with pytest.raises(ConfigError, match="hue"):
+        AugmentConfig.from_dict({"hue": 0.7})

@@ -35,14 +35,17 @@ class ModelConfig:
 class DataConfig:
     """Dataset, validation split and training patches.
 
-    ``val_fraction`` of the training images (at least one) is carved out as the validation set
-    with ``seed``; the test split is never used for model selection.
+    ``val_fraction`` of the training images (at least one; whole patients where the dataset
+    groups images by patient) is carved out as the validation set with ``seed``, unless
+    ``val_split`` names a split of the dataset to validate on instead (ROSSA's "val"); the test
+    split is never used for model selection.
     """
 
     dataset: str = "synthetic_vessels"
     root: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 0.2
+    val_split: str | None = None
     patch_size: int = 64
     samples_per_epoch: int = 64
     foreground_prob: float = 0.0

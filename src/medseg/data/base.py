@@ -307,7 +307,7 @@ def resolve_root(root: str | os.PathLike | None, folder: str) -> Path:
 
 
 _BUILTIN_MODULES = ("drive", "synthetic")
-_NOT_DATASETS = {"base", "io", "transforms", "records", "preprocess", "files", "check", "volume_io", "splits"}
+_NOT_DATASETS = {"base", "io", "transforms", "records", "preprocess", "files", "check", "volume_io", "fov"}
 
 
 def _import_all() -> None:

@@ -11,7 +11,8 @@ Every dataset has a default pipeline (its class attribute ``default_preprocess``
 the stored values (0..255 for 8-bit images) and return a new Case; masks, FOV and centerline
 change only under ``resize`` (nearest neighbour, so they keep their label values).
 
-Steps (intensity steps are MONAI transforms where MONAI has one, so 2-D and 3-D data share them):
+Steps (intensity steps are MONAI transforms where MONAI has one, so 2-D and 3-D data share them;
+every step leaves its input case untouched and returns a new one):
 
 ========== ===================================================================================
 green      keep the G channel of an RGB image (grey images pass unchanged): the fundus vessel
@@ -22,7 +23,7 @@ rgb        keep three channels; a grey image is repeated into R, G and B (so mix
 clahe      contrast-limited adaptive histogram equalisation per channel (scikit-image
            ``equalize_adapthist``; options clip_limit=0.01, kernel_size=None, nbins=256); the
            channel is first min-max scaled to [0, 1]; output in [0, 1]
-denoise    Gaussian smoothing, options sigma=1.0 (pixels) (MONAI ``GaussianSmooth``)
+denoise    Gaussian smoothing, options sigma=1.0 (pixels), borders reflected (SciPy)
 minmax     per-channel min-max scaling to [lower, upper] (default [0, 1]) (MONAI ``ScaleIntensity``)
 zscore     per channel (x - mean) / std over region="fov" (default) or "image"; with region fov,
            pixels outside the FOV are set to ``outside`` (default 0)
@@ -107,20 +108,22 @@ def clahe(case: Case, clip_limit: float = 0.01, kernel_size: int | None = None, 
 
 
 def denoise(case: Case, sigma: float = 1.0) -> Case:
-    """Gaussian smoothing with std ``sigma`` pixels (MONAI ``GaussianSmooth``)."""
-    from monai.transforms import GaussianSmooth
+    """Gaussian smoothing of each channel with std ``sigma`` pixels, borders reflected
+    (``scipy.ndimage.gaussian_filter``, truncated at 4 sigma). MONAI's ``GaussianSmooth`` pads
+    with zeros, which darkens a border band of every image, so it is not used here."""
+    from scipy.ndimage import gaussian_filter
 
     if sigma <= 0:
         raise ConfigError(f"denoise sigma must be > 0 pixels, got {sigma}")
-    out = GaussianSmooth(sigma=float(sigma))(case.image)
-    return _replace(case, image=np.asarray(out, dtype=np.float32))
+    out = np.stack([gaussian_filter(ch.astype(np.float32), float(sigma), mode="reflect") for ch in case.image])
+    return _replace(case, image=out.astype(np.float32))
 
 
 def minmax(case: Case, lower: float = 0.0, upper: float = 1.0) -> Case:
     """Per-channel min-max scaling to [lower, upper] (MONAI ``ScaleIntensity``)."""
     from monai.transforms import ScaleIntensity
 
-    out = ScaleIntensity(minv=lower, maxv=upper, channel_wise=True)(case.image)
+    out = ScaleIntensity(minv=lower, maxv=upper, channel_wise=True)(case.image.copy())
     return _replace(case, image=np.asarray(out, dtype=np.float32))
 
 
@@ -140,7 +143,7 @@ def percentile(case: Case, lower: float = 0.5, upper: float = 99.5, clip: bool =
     if not 0 <= lower < upper <= 100:
         raise ConfigError(f"percentile needs 0 <= lower < upper <= 100, got {lower}, {upper}")
     t = ScaleIntensityRangePercentiles(lower, upper, 0.0, 1.0, clip=clip, channel_wise=True)
-    return _replace(case, image=np.asarray(t(case.image), dtype=np.float32))
+    return _replace(case, image=np.asarray(t(case.image.copy()), dtype=np.float32))
 
 
 def hu_window(case: Case, level: float = 40.0, width: float = 400.0) -> Case:
@@ -150,7 +153,7 @@ def hu_window(case: Case, level: float = 40.0, width: float = 400.0) -> Case:
     if width <= 0:
         raise ConfigError(f"hu_window width must be > 0 HU, got {width}")
     t = ScaleIntensityRange(level - width / 2, level + width / 2, 0.0, 1.0, clip=True)
-    return _replace(case, image=np.asarray(t(case.image), dtype=np.float32))
+    return _replace(case, image=np.asarray(t(case.image.copy()), dtype=np.float32))
 
 
 def resize(case: Case, size: Sequence[int] = (352, 352)) -> Case:
@@ -162,7 +165,7 @@ def resize(case: Case, size: Sequence[int] = (352, 352)) -> Case:
     hw = (int(size[0]), int(size[1]))
     if hw == case.shape:
         return case
-    img = Resize(hw, mode="bilinear", anti_aliasing=True)(case.image)
+    img = Resize(hw, mode="bilinear", anti_aliasing=True)(case.image.copy())
     near = Resize(hw, mode="nearest")
 
     def lab(a: np.ndarray) -> np.ndarray:
@@ -185,14 +188,12 @@ def resize(case: Case, size: Sequence[int] = (352, 352)) -> Case:
 def imagenet(
     case: Case, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, max_value: float = 255.0
 ) -> Case:
-    """ImageNet normalisation ``(x / max_value - mean) / std`` per channel (MONAI ``NormalizeIntensity``)."""
-    from monai.transforms import NormalizeIntensity
-
+    """ImageNet normalisation ``(x / max_value - mean) / std`` per channel (the statistics of
+    torchvision's ImageNet-pretrained encoders; an affine map, so plain numpy)."""
     _channels(case, "imagenet", len(mean))
-    m = np.asarray(mean, np.float32) * max_value
-    s = np.asarray(std, np.float32) * max_value
-    out = NormalizeIntensity(subtrahend=m, divisor=s, channel_wise=True)(case.image)
-    return _replace(case, image=np.asarray(out, dtype=np.float32))
+    m = np.asarray(mean, np.float32)[:, None, None] * max_value
+    s = np.asarray(std, np.float32)[:, None, None] * max_value
+    return _replace(case, image=((case.image - m) / s).astype(np.float32))
 
 
 #: Step name -> function(case, **options) -> case.

@@ -329,14 +329,17 @@ def apply_split_file(inv: Inventory, path: str | os.PathLike) -> Inventory:
 
 
 def split_integrity(records: Iterable[Record]) -> list[Problem]:
-    """Problems with a split assignment: an id in two splits, a patient in two splits."""
+    """Problems with a split assignment: an id in two splits, a patient in two splits.
+
+    They concern the dataset as a whole (``Problem.split`` None), so loading any split fails:
+    a leaky split makes both training and evaluation meaningless."""
     problems: list[Problem] = []
     id_split: dict[str, Record] = {}
     group_split: dict[str, Record] = {}
     for r in records:
         prev = id_split.get(r.id)
         if prev is not None and prev.split != r.split:
-            problems.append(Problem(r.image, f"id {r.id!r} is in split {prev.split!r} and in split {r.split!r}", split=r.split))
+            problems.append(Problem(r.image, f"id {r.id!r} is in split {prev.split!r} and in split {r.split!r}"))
         id_split.setdefault(r.id, r)
         if r.patient is not None:
             prevg = group_split.get(r.patient)
@@ -346,7 +349,6 @@ def split_integrity(records: Iterable[Record]) -> list[Problem]:
                         r.image,
                         f"patient {r.patient!r} is in split {prevg.split!r} ({prevg.id}) and in split "
                         f"{r.split!r} ({r.id})",
-                        split=r.split,
                     )
                 )
             group_split.setdefault(r.patient, r)

@@ -17,8 +17,10 @@ Augmentation (:class:`AugmentConfig`) uses MONAI's dictionary transforms, applie
 2. centre crop to the patch size, then ``RandFlipd`` along each axis;
 3. intensity, on the image only: brightness/contrast (``RandShiftIntensityd`` offset in
    +-brightness and ``RandScaleIntensityd`` factor 1 + U(+-contrast), applied together),
-   gamma (``RandAdjustContrastd``), Gaussian noise (``RandGaussianNoised``, std U(0, noise_std)).
-   Images are z-scored, so brightness and noise are in units of the image's FOV std.
+   gamma (``RandAdjustContrastd``), Gaussian noise (``RandGaussianNoised``, std U(0, noise_std)),
+   and, for 3-channel images, colour jitter (:func:`color_jitter`: saturation and hue in YIQ
+   space; MONAI has no hue/saturation transform). Images are normalised, so brightness and noise
+   are in units of the image's std.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class AugmentConfig:
         gamma_prob, gamma: probability and (min, max) of a gamma curve (on the patch rescaled to
             [0, 1] and back, MONAI ``RandAdjustContrastd``).
         noise_prob, noise_std: probability and maximal std of additive Gaussian noise.
+        color_jitter_prob: probability of a colour jitter (3-channel images only; default 0).
+        saturation: chroma scale range 1 +- saturation.
+        hue: hue rotation range +- hue turns (0.5 = 180 degrees), as in torchvision's ColorJitter.
 
     Raises (construction and :meth:`from_dict`):
         ConfigError: probability outside [0, 1], negative magnitude, or a bad range.
@@ -87,6 +92,9 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.7, 1.5)
     noise_prob: float = 0.2
     noise_std: float = 0.1
+    color_jitter_prob: float = 0.0
+    saturation: float = 0.2
+    hue: float = 0.05
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -109,6 +117,8 @@ class AugmentConfig:
             setattr(self, f.name, value)
         if self.elastic_spacing <= 0:
             raise ConfigError(f"augment.elastic_spacing must be > 0, got {self.elastic_spacing}")
+        if self.hue > 0.5:
+            raise ConfigError(f"augment.hue must be in [0, 0.5] turns, got {self.hue}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "AugmentConfig":
@@ -353,6 +363,11 @@ class PatchDataset(Dataset):
             for t in self.brightness_contrast:
                 t.set_random_state(state=state)
                 data = t(data)
+        a = self.augment
+        if a.color_jitter_prob > 0 and data["image"].shape[0] == 3 and rng.random() < a.color_jitter_prob:
+            sat = 1.0 + rng.uniform(-a.saturation, a.saturation)
+            turn = rng.uniform(-a.hue, a.hue)
+            data["image"] = color_jitter(_plain(data["image"]), sat, turn)
         for t in self.intensity:
             t.set_random_state(state=state)
             data = t(data)
@@ -364,6 +379,39 @@ class PatchDataset(Dataset):
             f"samples_per_epoch={self.samples_per_epoch}, seed={self.seed}, "
             f"foreground_prob={self.foreground_prob}, window={self.window})"
         )
+
+
+#: RGB -> YIQ (NTSC, FCC 1953 coefficients); Y is BT.601 luminance, (I, Q) the chroma plane.
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def color_jitter(image: torch.Tensor, saturation: float, hue_turns: float) -> torch.Tensor:
+    """Scale the chroma by ``saturation`` and rotate the hue by ``hue_turns`` full turns.
+
+    Works in YIQ: luminance Y is kept; the chroma vector (I, Q) is multiplied by ``saturation``
+    and rotated by ``2 pi hue_turns``; the result goes back to RGB. The map is linear, so it can
+    act on normalised images too (it then jitters the normalised channels).
+
+    Args:
+        image: float ``(3, H, W)`` RGB.
+        saturation: >= 0; 1 keeps the colours, 0 gives grey (R = G = B = Y).
+        hue_turns: rotation in turns (0.5 = 180 degrees).
+
+    Returns:
+        float32 ``(3, H, W)``.
+
+    Raises:
+        ValueError: not a 3-channel image or negative saturation.
+    """
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"color_jitter needs a (3, H, W) image, got {tuple(image.shape)}")
+    if saturation < 0:
+        raise ValueError(f"saturation must be >= 0, got {saturation}")
+    a = 2 * math.pi * hue_turns
+    c, s = math.cos(a) * saturation, math.sin(a) * saturation
+    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    m = torch.linalg.inv(_RGB2YIQ) @ chroma @ _RGB2YIQ
+    return torch.einsum("ij,jhw->ihw", m, image.float()).contiguous()
 
 
 def full_image_sample(case: Case) -> dict[str, Any]:
@@ -381,4 +429,4 @@ def full_image_sample(case: Case) -> dict[str, Any]:
     }
 
 
-__all__ = ["AugmentConfig", "PatchDataset", "full_image_sample"]
+__all__ = ["AugmentConfig", "PatchDataset", "full_image_sample", "color_jitter"]

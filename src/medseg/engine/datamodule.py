@@ -118,11 +118,21 @@ class SegDataModule(L.LightningDataModule):
                 "the training engine trains binary segmentation: merge the labels with the dataset option "
                 "classes=binary (--set data.args.classes=binary) where the dataset offers it"
             )
-        self.train_ids, self.val_ids = split_train_val(
-            list(full.ids), cfg.data.val_fraction, cfg.seed, groups=full.groups
-        )
-        self.train_cases = full.subset(self.train_ids)
-        self.val_cases = full.subset(self.val_ids)
+        if cfg.data.val_split is not None:
+            if cfg.data.val_split in ("train", "test"):
+                raise ConfigError(f"data.val_split must be a validation split, not {cfg.data.val_split!r}")
+            self.val_cases = load_split(cfg, cfg.data.val_split)
+            self.train_cases = full
+            self.train_ids, self.val_ids = list(full.ids), list(self.val_cases.ids)
+            shared = sorted(set(full.groups) & set(self.val_cases.groups))
+            if shared:
+                raise DataError(f"patients in both the train and {cfg.data.val_split!r} splits: {', '.join(shared[:10])}")
+        else:
+            self.train_ids, self.val_ids = split_train_val(
+                list(full.ids), cfg.data.val_fraction, cfg.seed, groups=full.groups
+            )
+            self.train_cases = full.subset(self.train_ids)
+            self.val_cases = full.subset(self.val_ids)
         self.augment = AugmentConfig.from_dict(cfg.data.augment)
         self.patches = PatchDataset(
             self.train_cases,
