@@ -112,7 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medseg.inference.predict import predict_folder
 
     written = predict_folder(args.model, args.input, args.output, threshold=args.threshold)
-    print(f"wrote {len(written)} probability maps and masks to {args.output}")
+    print(f"wrote {len(written)} files (probability maps and masks, NIfTI label maps) to {args.output}")
     return 0
 
 
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="probability maps and masks for a folder of images")
     p.add_argument("-m", "--model", required=True, type=Path, help="checkpoint (.ckpt) written by medseg train")
-    p.add_argument("-i", "--input", required=True, type=Path, help="folder of images (png, jpg, tif, gif, bmp)")
+    p.add_argument("-i", "--input", required=True, type=Path, help="folder of images (png, jpg, tif, gif, bmp) and/or volumes (.nii, .nii.gz, DICOM series folders), or one volume")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the checkpoint's)")
     p.set_defaults(func=cmd_predict)
