@@ -102,8 +102,25 @@ def retina_case(record: Record, raw: np.ndarray, mask: np.ndarray, fov_mode: str
     )
 
 
+class FundusDataset(FileDataset):
+    """Shared options of fundus datasets without FOV files (CHASE_DB1, STARE): ``channels``
+    (green/rgb/gray, the first step of the default pipeline ``[<channels>, zscore]``),
+    ``annotator`` (1 or 2) and ``fov`` ("computed" or "none"); see :func:`check_retina_options`."""
+
+    splits = ("train", "test")
+    option_defaults = {"channels": "green", "annotator": 1, "fov": "computed"}
+
+    @classmethod
+    def default_pipeline(cls, opts: dict[str, Any]) -> list:
+        return [opts["channels"], "zscore"]
+
+    @classmethod
+    def check_split(cls, split: str, opts: dict[str, Any]) -> None:
+        check_retina_options(cls.folder, opts)
+
+
 @register_dataset("chase_db1")
-class ChaseDB1Dataset(FileDataset):
+class ChaseDB1Dataset(FundusDataset):
     """CHASE_DB1 (Fraz et al., IEEE TBME 2012): 28 images of 14 children, split 20 train / 8 test.
 
     Args:
@@ -136,16 +153,6 @@ class ChaseDB1Dataset(FileDataset):
     dataset_name = "chase_db1"
     folder = "CHASE_DB1"
     layout = _LAYOUT
-    splits = ("train", "test")
-    option_defaults = {"channels": "green", "annotator": 1, "fov": "computed"}
-
-    @classmethod
-    def default_pipeline(cls, opts: dict[str, Any]) -> list:
-        return [opts["channels"], "zscore"]
-
-    @classmethod
-    def check_split(cls, split: str, opts: dict[str, Any]) -> None:
-        check_retina_options("CHASE_DB1", opts)
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
@@ -212,4 +219,4 @@ class ChaseDB1Dataset(FileDataset):
         return [retina_case(record, raw, mask, opts["fov"], "CHASE_DB1")]
 
 
-__all__ = ["ChaseDB1Dataset", "check_retina_options", "retina_case", "LAST_TRAIN_CHILD", "FOV_MODES"]
+__all__ = ["ChaseDB1Dataset", "FundusDataset", "check_retina_options", "retina_case", "LAST_TRAIN_CHILD", "FOV_MODES"]

@@ -42,8 +42,7 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.base import Case, register_dataset
-from medseg.data.chase_db1 import check_retina_options, retina_case
-from medseg.data.files import FileDataset
+from medseg.data.chase_db1 import FundusDataset, retina_case
 from medseg.data.io import LUMA_WEIGHTS, binarize_mask, read_image, read_label
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
 from medseg.errors import DataError
@@ -172,7 +171,7 @@ def _scan(folder: Path, pattern: re.Pattern, what: str, problems: list[Problem])
 
 
 @register_dataset("stare")
-class StareDataset(FileDataset):
+class StareDataset(FundusDataset):
     """STARE (Hoover et al., IEEE TMI 2000): the 20 labelled images, split 10 train / 10 test.
 
     Args:
@@ -204,16 +203,6 @@ class StareDataset(FileDataset):
     dataset_name = "stare"
     folder = "STARE"
     layout = _LAYOUT
-    splits = ("train", "test")
-    option_defaults = {"channels": "green", "annotator": 1, "fov": "computed"}
-
-    @classmethod
-    def default_pipeline(cls, opts: dict[str, Any]) -> list:
-        return [opts["channels"], "zscore"]
-
-    @classmethod
-    def check_split(cls, split: str, opts: dict[str, Any]) -> None:
-        check_retina_options("STARE", opts)
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
