@@ -90,3 +90,63 @@ def test_training_refuses_a_dataset_with_errors(fake_drive, tmp_path):
     with pytest.raises(DataError, match=r"22_training.tif.*no FOV mask(.|\n)*medseg data check"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# --------------------------------------------------------------------------- the real folders
+
+REAL = {  # dataset -> (folder under ../shared/data, images per split)
+    "drive": ("DRIVE", {"train": 20, "test": 20}),
+    "chase_db1": ("CHASE_DB1", {"train": 20, "test": 8}),
+    "rossa": ("ROSSA", {"train": 100, "val": 100, "test": 100}),
+    "octa500": ("OCTA500_3M", {"test": 50}),
+    "kvasir_seg": ("Kvasir-SEG", {"train": 880, "test": 120}),
+    "cvc_clinicdb": ("CVC-ClinicDB", {"train": 25, "test": 25}),
+    "msd": ("Hippocampus_MSD_Task04", {"train": 208, "test": 52}),
+}
+
+
+def _real(folder: str) -> Path:
+    from medseg.data.base import data_root
+
+    root = data_root()
+    if root is None or not (root / folder).is_dir():
+        pytest.skip(f"{folder} is not in ../shared/data (set $MEDSEG_DATA to the folder holding it)")
+    return root / folder
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_check_passes_on_every_real_folder(name):
+    folder, counts = REAL[name]
+    report = check_dataset(name, _real(folder))
+    assert report.ok, report.text()
+    assert {s.split: s.records for s in report.splits} == counts
+    assert all(s.read_ok == s.records for s in report.splits)
+    assert not [p for p in report.warnings if "empty" in p.message or "all foreground" in p.message] or name == "msd"
+
+
+def test_check_reports_each_defect_planted_in_a_copy_of_real_data(tmp_path, capsys):
+    import shutil
+
+    src = _real("ROSSA")
+    root = tmp_path / "ROSSA"
+    for split, ids in (("train_manual", range(1, 6)), ("val", range(101, 103)), ("test", range(201, 203))):
+        for sub in ("image", "label"):
+            (root / split / sub).mkdir(parents=True)
+            for i in ids:
+                shutil.copyfile(src / split / sub / f"{i}.png", root / split / sub / f"{i}.png")
+    assert check_dataset("rossa", root).ok
+    planted = {
+        "1.png": lambda: (root / "train_manual/image/1.png").write_bytes((root / "train_manual/image/1.png").read_bytes()[:500]),
+        "2.png": lambda: (root / "train_manual/label/2.png").unlink(),
+        "3.png": lambda: Image.fromarray(np.zeros((100, 100), np.uint8)).save(root / "train_manual/label/3.png"),
+        "4.png": lambda: (root / "train_manual/image/4.png").write_text("not a png"),
+        "102.png": lambda: Image.fromarray(np.tile(np.arange(320, dtype=np.uint16) % 256, (320, 1)).astype(np.uint8)).save(root / "val/label/102.png"),
+        "999.png": lambda: shutil.copyfile(root / "test/label/201.png", root / "test/label/999.png"),
+    }
+    for plant in planted.values():
+        plant()
+    assert main(["data", "check", "--dataset", "rossa", "--data-root", str(root)]) == 1
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error: ")]
+    for name in planted:
+        assert sum(f"/{name}" in e for e in errors) >= 1, (name, errors)
+    assert len(errors) == len(planted), errors

@@ -165,13 +165,15 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     from medseg.data import DATASETS, list_datasets
     from medseg.data.files import FileDataset
 
-    print(f"{'dataset':<14}{'folder':<24}layout")
-    for name in list_datasets():
+    names = list_datasets()
+    width = max(len(n) for n in names) + 2
+    print(f"{'dataset':<{width}}{'folder':<24}layout")
+    for name in names:
         cls = DATASETS.get(name)
         if isinstance(cls, type) and issubclass(cls, FileDataset):
-            print(f"{name:<14}{cls.folder:<24}{cls.layout}")
+            print(f"{name:<{width}}{cls.folder:<24}{cls.layout}")
         else:
-            print(f"{name:<14}{'(generated)':<24}")
+            print(f"{name:<{width}}{'(generated)':<24}")
     return 0
 
 

@@ -6,7 +6,16 @@
   the file.
 - :mod:`medseg.data.synthetic`: ``"synthetic_vessels"``, the built-in default input (generated,
   no files).
-- :mod:`medseg.data.drive`: ``"drive"``, DRIVE in its original layout.
+- :mod:`medseg.data.records`, :mod:`medseg.data.files`: inventories (records, problems, splits)
+  and the :class:`~medseg.data.files.FileDataset` base every file dataset builds on.
+- :mod:`medseg.data.preprocess`: the preprocessing steps a recipe can name.
+- :mod:`medseg.data.check`: ``medseg data check``.
+- file datasets, each in its released layout: :mod:`~medseg.data.drive` (``drive``),
+  :mod:`~medseg.data.chase_db1` (``chase_db1``), :mod:`~medseg.data.stare` (``stare``),
+  :mod:`~medseg.data.octa` (``rose1``, ``rose2``, ``rossa``, ``octa500``),
+  :mod:`~medseg.data.polyp` (``kvasir_seg``, ``cvc_clinicdb``), :mod:`~medseg.data.folder`
+  (``folder``), :mod:`~medseg.data.volumes` (``msd``, ``dicom``; readers and NIfTI write-back in
+  :mod:`~medseg.data.volume_io`).
 - :mod:`medseg.data.transforms`: :class:`PatchDataset`, :class:`AugmentConfig`,
   :func:`full_image_sample` (MONAI augmentation; imported lazily because MONAI is slow to load).
 """
