@@ -16,6 +16,7 @@ in order and fails before training with a :class:`~medseg.errors.DataError` that
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -171,18 +172,20 @@ class FileDataset(CaseDataset):
         return inv
 
     @classmethod
+    @abstractmethod
     def find(cls, root: Path, opts: dict[str, Any]) -> Inventory:
-        """Records of all splits of the folder ``root`` (subclasses implement it)."""
-        raise NotImplementedError
+        """Records of all splits of the folder ``root``, decoding nothing; pairing problems go
+        into ``Inventory.problems`` (each subclass walks its own layout)."""
 
     @classmethod
+    @abstractmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
-        """Decode one record into raw cases (stored values; subclasses implement it).
+        """Decode one record into raw cases (stored values; one per image, or one per slice).
 
         Raises:
-            DataError: naming the file and the problem.
+            DataError: naming the file and the problem (only DataError: the data check relies
+                on it).
         """
-        raise NotImplementedError
 
 
 def load_records(cls: type[FileDataset], records: list[Record], opts: dict[str, Any]) -> tuple[list[Case], list[str]]:

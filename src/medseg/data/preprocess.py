@@ -212,6 +212,25 @@ STEPS: dict[str, Callable[..., Case]] = {
 }
 
 
+def parse_named(item: Any, what: str) -> tuple[str, Any]:
+    """Split a named option spec into ``(name, options)``.
+
+    Accepts ``"name"``, ``{"name": {options}}`` (None options mean none) and
+    ``{"name": "name", **options}``.
+
+    Raises:
+        ConfigError: anything else (the message names ``what``).
+    """
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, Mapping) and "name" in item:
+        return str(item["name"]), {k: v for k, v in item.items() if k != "name"}
+    if isinstance(item, Mapping) and len(item) == 1:
+        name, opts = next(iter(item.items()))
+        return str(name), ({} if opts is None else opts)
+    raise ConfigError(f"{what} {item!r} must be a name or a one-key mapping name: {{options}}")
+
+
 def parse_steps(spec: Sequence[Any] | None) -> list[tuple[str, dict]]:
     """Normalise a pipeline spec to ``[(name, options), ...]``.
 
@@ -228,15 +247,7 @@ def parse_steps(spec: Sequence[Any] | None) -> list[tuple[str, dict]]:
         raise ConfigError(f"preprocess must be a list of steps, got {spec!r}")
     out: list[tuple[str, dict]] = []
     for item in spec:
-        if isinstance(item, str):
-            name, opts = item, {}
-        elif isinstance(item, Mapping) and "name" in item:
-            name, opts = str(item["name"]), {k: v for k, v in item.items() if k != "name"}
-        elif isinstance(item, Mapping) and len(item) == 1:
-            name, opts = next(iter(item.items()))
-            opts = {} if opts is None else opts
-        else:
-            raise ConfigError(f"preprocess step {item!r} must be a name or a one-key mapping name: {{options}}")
+        name, opts = parse_named(item, "preprocess step")
         if name not in STEPS:
             near = closest(str(name), STEPS)
             hint = f"; did you mean {near[0]!r}?" if near else ""
@@ -285,4 +296,4 @@ class Pipeline:
         return f"Pipeline({self.describe()})"
 
 
-__all__ = ["STEPS", "IMAGENET_MEAN", "IMAGENET_STD", "parse_steps", "Pipeline"] + list(STEPS)
+__all__ = ["STEPS", "IMAGENET_MEAN", "IMAGENET_STD", "parse_named", "parse_steps", "Pipeline"] + list(STEPS)

@@ -699,15 +699,9 @@ def parse_intensity(spec: Any) -> tuple[str | None, dict]:
 
     if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
         return None, {}
-    if isinstance(spec, str):
-        name, opts = spec, {}
-    elif isinstance(spec, Mapping) and "name" in spec:
-        name, opts = str(spec["name"]), {k: v for k, v in spec.items() if k != "name"}
-    elif isinstance(spec, Mapping) and len(spec) == 1:
-        name, opts = next(iter(spec.items()))
-        opts = {} if opts is None else opts
-    else:
-        raise ConfigError(f"intensity must be a method name or a one-key mapping name: {{options}}, got {spec!r}")
+    from medseg.data.preprocess import parse_named
+
+    name, opts = parse_named(spec, "intensity")
     if name == "auto":
         if opts:
             raise ConfigError("intensity 'auto' takes no options; name the method to set options")
