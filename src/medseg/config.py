@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from medseg.atomic import write_text_atomic
-from medseg.errors import ConfigError, closest
+from medseg.errors import ConfigError, closest, did_you_mean
 
 
 @dataclass
@@ -362,8 +362,7 @@ def validate(cfg: Config) -> None:
 
 
 def _choice_msg(key: str, value: str, choices: tuple[str, ...]) -> str:
-    near = closest(value, choices)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
+    hint = did_you_mean(value, choices)
     return f"{key} {value!r} is not one of {', '.join(choices)}{hint}"
 
 

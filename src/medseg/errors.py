@@ -41,6 +41,12 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return found
 
 
+def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
+    """``"; did you mean 'x'?"`` with the ``n`` closest of ``choices`` to ``name``, or ``""``."""
+    near = closest(str(name), choices)[:n]
+    return f"; did you mean {', '.join(repr(c) for c in near)}?" if near else ""
+
+
 def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     """Format ``unknown <kind> 'name'; did you mean ...? Valid: ...`` for error messages."""
     choices = sorted(choices)

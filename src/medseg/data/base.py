@@ -20,7 +20,7 @@ from typing import Any, Iterator, overload
 import numpy as np
 from torch.utils.data import Dataset
 
-from medseg.errors import DataError, closest
+from medseg.errors import DataError, did_you_mean
 from medseg.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -249,8 +249,7 @@ class CaseDataset(Dataset, Sequence):
         """
         key = str(case_id)
         if key not in self._index:
-            near = closest(key, self._index)
-            hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+            hint = did_you_mean(key, self._index, n=3)
             raise DataError(
                 f"dataset {self.name!r} split {self.split!r} has no case {key!r}{hint} "
                 f"({len(self)} cases: {', '.join(self.ids[:8])}{', ...' if len(self) > 8 else ''})"

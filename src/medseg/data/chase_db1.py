@@ -40,7 +40,7 @@ from medseg.data.files import FileDataset
 from medseg.data.fov import fov_from_image
 from medseg.data.io import is_image_file, read_image, read_mask, size_text
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
-from medseg.errors import ConfigError, DataError, closest
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 _LAYOUT = "a flat folder of Image_XXY.jpg with Image_XXY_1stHO.png and Image_XXY_2ndHO.png (XX = 01..14, Y = L/R)"
 _IMAGE_RE = re.compile(r"^(Image_(\d{2})([LR]))\.jpe?g$", re.IGNORECASE)
@@ -66,8 +66,7 @@ def check_retina_options(name: str, opts: dict[str, Any]) -> None:
     if opts["annotator"] not in (1, 2) or isinstance(opts["annotator"], bool):
         raise ConfigError(f"{name} annotator must be 1 or 2, got {opts['annotator']!r}")
     if opts["fov"] not in FOV_MODES:
-        near = closest(str(opts["fov"]), FOV_MODES)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(str(opts["fov"]), FOV_MODES)
         raise ConfigError(f"{name} fov must be 'computed' or 'none', got {opts['fov']!r}{hint}")
 
 

@@ -28,7 +28,7 @@ from medseg.atomic import write_text_atomic
 from medseg.data.base import DATASETS, _import_all
 from medseg.data.files import FileDataset
 from medseg.data.io import probe
-from medseg.data.records import Problem, Record, problems_message
+from medseg.data.records import Inventory, Problem, Record, problems_message
 from medseg.errors import ConfigError, DataError
 
 #: Bump when the report's content changes, so that old cache entries are not reused.
@@ -220,13 +220,23 @@ def check_dataset(
         ConfigError: unknown dataset or option. A missing root is reported as a problem.
     """
     cls = dataset_class(name)
-    options = {k: v for k, v in options.items() if k not in ("preprocess", "centerline")}
+    options = _stored_data_options(options)
     opts = cls.parse_options(options)
     try:
         inv = cls.inventory(root, split_file=split_file, **options)
     except DataError as exc:
         where = str(root) if root is not None else cls.folder
         return CheckReport(name, where, opts, "-", [], [Problem("", str(exc))])
+    return _check_inventory(cls, name, inv, opts)
+
+
+def _stored_data_options(options: dict) -> dict:
+    """Dataset options minus those about loading, not about the stored files."""
+    return {k: v for k, v in options.items() if k not in ("preprocess", "centerline")}
+
+
+def _check_inventory(cls: type[FileDataset], name: str, inv: Inventory, opts: dict) -> CheckReport:
+    """Decode every record of ``inv`` and build the report (see :func:`check_dataset`)."""
     problems = list(inv.problems)
     summaries = []
     for split in inv.splits:
@@ -316,17 +326,11 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "medseg"
 
 
-def fingerprint(name: str, root: str | os.PathLike | None, split_file: str | os.PathLike | None,
-                options: dict) -> str:
+def fingerprint(name: str, inv: Inventory, split_file: str | os.PathLike | None, options: dict) -> str:
     """A hash of everything the check depends on: dataset, folder, options, split file content,
-    and the path, size and modification time of every file the inventory lists.
-
-    Raises:
-        ConfigError / DataError: as :meth:`FileDataset.inventory`.
+    and the path, size and modification time of every file the inventory ``inv`` lists.
     """
     cls = dataset_class(name)
-    options = {k: v for k, v in options.items() if k not in ("preprocess", "centerline")}
-    inv = cls.inventory(root, split_file=split_file, **options)
     h = hashlib.sha256()
     h.update(json.dumps([REPORT_VERSION, name, str(inv.root.resolve()), _jsonable(cls.parse_options(options))],
                         sort_keys=True).encode())
@@ -353,17 +357,20 @@ def check_cached(name: str, root: str | os.PathLike | None = None, split_file: s
         ``(report, from_cache)``. Reports are stored atomically under ``cache_dir()/data-check``;
         a cache that cannot be written is ignored (the check is only repeated next time).
     """
+    cls = dataset_class(name)
+    options = _stored_data_options(options)
     try:
-        key = fingerprint(name, root, split_file, options)
+        inv = cls.inventory(root, split_file=split_file, **options)
     except DataError:
         return check_dataset(name, root, split_file, **options), False
+    key = fingerprint(name, inv, split_file, options)
     path = cache_dir() / "data-check" / f"{name}-{key[:32]}.json"
     if path.is_file():
         try:
             return CheckReport.from_dict(json.loads(path.read_text())), True
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is recomputed
-    report = check_dataset(name, root, split_file, **options)
+    report = _check_inventory(cls, name, inv, cls.parse_options(options))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(report.to_dict(), indent=1))

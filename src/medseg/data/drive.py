@@ -33,7 +33,7 @@ from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
 from medseg.data.io import is_image_file, read_image, read_mask, size_text
 from medseg.data.records import Inventory, Problem, Record, natural_key
-from medseg.errors import ConfigError, DataError
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 _SPLITS = {"train": "training", "test": "test"}
 _LAYOUT = "training/{images,1st_manual,mask} and test/{images,1st_manual,2nd_manual,mask}"
@@ -88,10 +88,7 @@ class DriveDataset(FileDataset):
     @classmethod
     def check_split(cls, split: str, opts: dict[str, Any]) -> None:
         if split not in _SPLITS:
-            from medseg.errors import closest
-
-            near = closest(str(split), _SPLITS)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
+            hint = did_you_mean(str(split), _SPLITS)
             raise ConfigError(f"DRIVE split must be 'train' or 'test', got {split!r}{hint}")
         if opts["channels"] not in ("green", "rgb", "gray"):
             raise ConfigError(f"DRIVE channels must be 'green', 'rgb' or 'gray', got {opts['channels']!r}")

@@ -25,7 +25,7 @@ import numpy as np
 from medseg.data.base import Case, CaseDataset, resolve_root
 from medseg.data.preprocess import Pipeline
 from medseg.data.records import Inventory, Record, apply_split_file, problems_message, split_integrity
-from medseg.errors import ConfigError, DataError, closest
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 
 def skeleton_centerline(mask: np.ndarray) -> np.ndarray:
@@ -89,8 +89,7 @@ class FileDataset(CaseDataset):
         inv = self.inventory(root, split_file=split_file, **options)
         inv.raise_errors(split)
         if split not in inv.splits:
-            near = closest(str(split), inv.splits)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
+            hint = did_you_mean(str(split), inv.splits)
             raise ConfigError(
                 f"{self.dataset_name} has no split {split!r}{hint} (splits: {', '.join(inv.splits) or 'none'})"
             )
@@ -118,8 +117,7 @@ class FileDataset(CaseDataset):
         """
         for key in options:
             if key not in cls.option_defaults:
-                near = closest(key, cls.option_defaults)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
+                hint = did_you_mean(key, cls.option_defaults)
                 known = ", ".join(cls.option_defaults) or "none"
                 raise ConfigError(f"dataset {cls.dataset_name!r} has no option {key!r}{hint} (options: {known})")
         return {**cls.option_defaults, **options}

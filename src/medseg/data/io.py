@@ -56,14 +56,23 @@ def _read_tiff(p: Path, what: str) -> np.ndarray:
     return arr
 
 
-def _tiff_fallback(p: Path, what: str, pil_error: DataError) -> np.ndarray:
-    """tifffile's reading of a TIFF Pillow failed on; if tifffile fails too, Pillow's error with
-    tifffile's reason appended."""
+def _decode(p: Path, what: str) -> Image.Image | np.ndarray:
+    """The decoded Pillow image, or, for a TIFF Pillow cannot read, tifffile's array.
+
+    Raises:
+        DataError: Pillow fails (and, for a TIFF, tifffile too: Pillow's error with tifffile's
+            reason appended).
+    """
     try:
-        return _read_tiff(p, what)
-    except DataError as tiff_error:
-        reason = str(tiff_error).split(": ", 1)[-1]
-        raise DataError(f"{pil_error} (tifffile: {reason})") from None
+        return _open_decoded(p, what)
+    except DataError as pil_error:
+        if not _is_tiff(p) or not p.is_file():
+            raise
+        try:
+            return _read_tiff(p, what)
+        except DataError as tiff_error:
+            reason = str(tiff_error).split(": ", 1)[-1]
+            raise DataError(f"{pil_error} (tifffile: {reason})") from None
 
 
 def _check_exists(p: Path, what: str) -> None:
@@ -119,14 +128,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             NaN/infinite values. The message names the full path.
     """
     p = Path(path)
-    try:
-        im = _open_decoded(p, "image")
-    except DataError as pil_error:
-        if not _is_tiff(p) or not p.is_file():
-            raise
-        arr = _tiff_fallback(p, "image", pil_error)
-        _check_finite(arr, p, "image")
-        return arr
+    im = _decode(p, "image")
+    if isinstance(im, np.ndarray):  # a TIFF only tifffile could read
+        _check_finite(im, p, "image")
+        return im
     mode = im.mode
     if mode in ("L", "RGB"):
         return np.asarray(im, dtype=np.uint8).copy()
@@ -218,14 +223,9 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     Raises:
         DataError: missing, unreadable, truncated file (message names the full path).
     """
-    p = Path(path)
-    try:
-        im = _open_decoded(p, "mask")
-    except DataError as pil_error:
-        if not _is_tiff(p) or not p.is_file():
-            raise
-        arr = _tiff_fallback(p, "mask", pil_error)
-        return _rgb_to_grey(arr) if arr.ndim == 3 else arr
+    im = _decode(Path(path), "mask")
+    if isinstance(im, np.ndarray):  # a TIFF only tifffile could read
+        return _rgb_to_grey(im) if im.ndim == 3 else im
     if im.mode in ("P", "PA"):
         rgb = np.asarray(im.convert("RGB"))
         return _rgb_to_grey(rgb)

@@ -53,7 +53,7 @@ from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
 from medseg.data.io import is_image_file, read_image, read_mask, size_text, to_display
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
-from medseg.errors import ConfigError, DataError, closest
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 #: Pipeline of all OCTA loaders (see the module docstring for why).
 OCTA_PREPROCESS = ("gray", "minmax")
@@ -197,8 +197,7 @@ def _read_octa_case(record: Record, meta: dict[str, Any]) -> Case:
 def _choice(dataset: str, option: str, value: Any, choices: Sequence[str]) -> None:
     """Raise ConfigError unless ``value`` is one of ``choices`` (closest suggested)."""
     if value not in choices:
-        near = closest(str(value), choices)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(str(value), choices)
         raise ConfigError(f"{dataset} option {option} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
 
 

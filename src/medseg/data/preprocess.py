@@ -48,7 +48,7 @@ import numpy as np
 
 from medseg.data.base import Case, zscore_in_fov
 from medseg.data.io import LUMA_WEIGHTS
-from medseg.errors import ConfigError, DataError, closest
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -249,8 +249,7 @@ def parse_steps(spec: Sequence[Any] | None) -> list[tuple[str, dict]]:
     for item in spec:
         name, opts = parse_named(item, "preprocess step")
         if name not in STEPS:
-            near = closest(str(name), STEPS)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
+            hint = did_you_mean(str(name), STEPS)
             raise ConfigError(f"unknown preprocess step {name!r}{hint} (steps: {', '.join(STEPS)})")
         if not isinstance(opts, Mapping):
             raise ConfigError(f"options of preprocess step {name!r} must be a mapping, got {opts!r}")

@@ -47,7 +47,7 @@ from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
 from medseg.data.base import Case, CaseDataset
-from medseg.errors import ConfigError, DataError, closest
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 _KEYS = ("image", "mask", "fov")
 _MODES = ("bilinear", "nearest", "nearest")
@@ -137,8 +137,7 @@ class AugmentConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in d:
             if key not in valid:
-                near = closest(str(key), valid)
-                hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+                hint = did_you_mean(str(key), valid, n=3)
                 raise ConfigError(f"unknown augment option {key!r}{hint} Valid options: {', '.join(valid)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import atomic_path
-from medseg.errors import ConfigError, DataError
+from medseg.errors import ConfigError, DataError, did_you_mean
 
 #: File name endings read as NIfTI.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -695,8 +695,6 @@ def parse_intensity(spec: Any) -> tuple[str | None, dict]:
     Raises:
         ConfigError: unknown method (closest suggested), unknown or invalid option.
     """
-    from medseg.errors import closest
-
     if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
         return None, {}
     from medseg.data.preprocess import parse_named
@@ -707,8 +705,7 @@ def parse_intensity(spec: Any) -> tuple[str | None, dict]:
             raise ConfigError("intensity 'auto' takes no options; name the method to set options")
         return "auto", {}
     if name not in INTENSITY_METHODS:
-        near = closest(str(name), INTENSITY_METHODS)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(str(name), INTENSITY_METHODS)
         raise ConfigError(f"unknown intensity method {name!r}{hint} (methods: auto, none, {', '.join(INTENSITY_METHODS)})")
     if not isinstance(opts, Mapping):
         raise ConfigError(f"options of intensity method {name!r} must be a mapping, got {opts!r}")
