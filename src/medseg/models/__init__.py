@@ -10,6 +10,21 @@ still load.
 A network that needs H and W to be multiples of some number (DSCNet: 8) says so in a class
 attribute ``size_divisor``; sliding-window inference checks its window against it.
 
+Class attribute ``output_activation``: "auto" (default: the outputs are logits; sigmoid for one
+channel, softmax otherwise) or "none" (the original's outputs are already probabilities in
+[0, 1], e.g. OCTA-Net's sigmoid heads and its fine stage's weighted sum; kept as they are since
+its MSE losses are defined on them).
+
+Networks with several outputs (deep supervision, extra heads) return only the main output from
+``forward`` (what evaluation, export and inference use) and all of them, named, from
+``forward_outputs(x) -> dict[str, Tensor]``: key "out" is the main output (the same tensor
+``forward`` returns), the others are named by the network ("aux1", "pixel", "centerline",
+"boundary", ...), each (N, C_k, H, W) at the input resolution. The engine's losses address
+outputs by these names.
+
+Every network keeps its ImageNet backbone, if any, in an attribute ``encoder`` (see
+:mod:`medseg.models.encoders`).
+
 Use :func:`create_model` to build one by name and :func:`list_models` to see what exists.
 """
 
@@ -48,8 +63,13 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def _import_all() -> None:
-    # Importing a module registers its networks.
-    from medseg.models import dscnet, unet  # noqa: F401
+    # Importing a module registers its networks: every public module of this package.
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name not in ("weights", "encoders", "blocks"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 __all__ = ["MODELS", "register_model", "create_model", "list_models", "count_parameters"]
