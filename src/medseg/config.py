@@ -60,6 +60,19 @@ class TrainConfig:
     ``precision``: "auto" gives bf16/16-mixed on a GPU and 32-true on the CPU; any Lightning
     precision string is accepted. ``devices``/``num_nodes``/``strategy`` set multi-GPU and
     multi-node DDP (``strategy: ddp``).
+
+    ``gradient_clip_algorithm``: "norm" or "value" (PraNet clamps every gradient to +-0.5).
+    ``freeze_offsets_steps`` / ``freeze_encoder_steps``: the DSConv offset branches / the
+    ImageNet encoder (parameters under ``encoder.``) get no updates for the first N optimiser
+    steps. ``gradient_checkpointing``: recompute encoder activations in the backward pass
+    (networks with an ``encoder`` that supports it). ``multiscale``: scale factors of the
+    training batch (PraNet: [0.75, 1, 1.25]), each rounded to a multiple of
+    ``multiscale_divisor`` px; the losses at the scales are averaged into one step.
+    ``trainable``: parameter-name prefixes that train (empty: all); the others are frozen and
+    their modules kept in eval mode. ``stages``: a list of stages run one after another, each a
+    mapping of overrides of this recipe (``name``, ``max_epochs``, ``lr``, ``trainable``,
+    ``augment``, ``loss``, ``batch_size``, ``patch_size``, ``samples_per_epoch``,
+    ``freeze_encoder_steps``); stage k starts from the best weights of stage k-1.
     """
 
     max_epochs: int = 20
@@ -76,16 +89,27 @@ class TrainConfig:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     freeze_offsets_steps: int = 0
+    gradient_clip_algorithm: str = "norm"
+    freeze_encoder_steps: int = 0
+    gradient_checkpointing: bool = False
+    multiscale: list[float] = field(default_factory=list)
+    multiscale_divisor: int = 32
+    trainable: list[str] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class OptimConfig:
-    """AdamW (Loshchilov & Hutter, ICLR 2019)."""
+    """Optimiser: "adamw" (Loshchilov & Hutter, ICLR 2019), "adam" (coupled L2 weight decay, as
+    torch.optim.Adam: PraNet, OCTA-Net) or "sgd" (``momentum``, ``nesterov``: CPFNet,
+    H-DenseUNet)."""
 
     name: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    nesterov: bool = False
 
 
 @dataclass
@@ -109,13 +133,22 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    """Training loss on logits (N, 1, H, W) against binary targets.
+    """Training loss (see :mod:`medseg.losses`).
 
     name: "bce" (mean BCE, the DSCNet released code), "bce_dice" (BCE + ``dice_weight`` * soft
-    Dice), "continuity" (BCE + ``alpha`` * L1 between Sobel gradients of prediction and target)
-    or "cldice" (soft Dice + ``alpha`` * soft clDice, Shit et al. CVPR 2021, MONAI's
-    SoftDiceclDiceLoss, ``cldice_iters`` skeleton iterations). ``fov_only`` restricts the loss
-    to FOV pixels.
+    Dice), "continuity" (BCE + ``alpha`` * L1 between Sobel gradients of prediction and target),
+    "cldice" (soft Dice + ``alpha`` * soft clDice, Shit et al. CVPR 2021, MONAI's
+    SoftDiceclDiceLoss, ``cldice_iters`` skeleton iterations), "structure" (PraNet's weighted
+    BCE + weighted IoU), "ce_dice" (cross-entropy with ``class_weights`` + ``dice_weight`` *
+    multi-class soft Dice, background included when ``include_background``; CPFNet,
+    H-DenseUNet), "mse" or "mse_dice" (on probabilities; OCTA-Net). ``fov_only`` restricts
+    binary losses to FOV pixels.
+
+    Several outputs (deep supervision, extra heads; see ``forward_outputs`` in
+    :mod:`medseg.models`): ``outputs`` maps output name -> weight (default {"out": 1}),
+    ``targets`` output name -> "mask" (default), "centerline" or "boundary" (a band of
+    ``boundary_width`` px on each side of the mask's edges), ``output_losses`` output name ->
+    loss name where one output needs another loss than ``name``.
     """
 
     name: str = "bce_dice"
@@ -123,6 +156,12 @@ class LossConfig:
     alpha: float = 0.5
     cldice_iters: int = 3
     fov_only: bool = False
+    class_weights: list[float] = field(default_factory=list)
+    include_background: bool = True
+    outputs: dict[str, float] = field(default_factory=lambda: {"out": 1.0})
+    targets: dict[str, str] = field(default_factory=dict)
+    output_losses: dict[str, str] = field(default_factory=dict)
+    boundary_width: int = 1
 
 
 @dataclass
@@ -163,7 +202,7 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
 
-_FREE_FORM = {"model.args", "data.args", "data.augment"}
+_FREE_FORM = {"model.args", "data.args", "data.augment", "loss.outputs", "loss.targets", "loss.output_losses"}
 
 
 def _plain(value: Any) -> Any:
@@ -347,18 +386,47 @@ def validate(cfg: Config) -> None:
         (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
         (cfg.train.accumulate_grad_batches > 0, "train.accumulate_grad_batches must be > 0"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (cfg.optim.name == "adamw", f"optim.name must be 'adamw', got {cfg.optim.name!r}"),
+        (cfg.optim.name in OPTIMIZERS, _choice_msg("optim.name", cfg.optim.name, OPTIMIZERS)),
+        (cfg.train.gradient_clip_algorithm in ("norm", "value"),
+         f"train.gradient_clip_algorithm must be 'norm' or 'value', got {cfg.train.gradient_clip_algorithm!r}"),
+        (all(isinstance(s, (int, float)) and s > 0 for s in cfg.train.multiscale),
+         f"train.multiscale must be a list of positive scale factors, got {cfg.train.multiscale!r}"),
+        (cfg.train.multiscale_divisor > 0, "train.multiscale_divisor must be > 0"),
+        (cfg.loss.boundary_width > 0, "loss.boundary_width must be > 0"),
+        (bool(cfg.loss.outputs) and all(w >= 0 for w in cfg.loss.outputs.values()),
+         f"loss.outputs must map output names to weights >= 0, got {cfg.loss.outputs!r}"),
         (0.0 < cfg.eval.threshold < 1.0, "eval.threshold must be in (0, 1)"),
         (0.0 <= cfg.eval.overlap < 1.0, "eval.overlap must be in [0, 1)"),
         (cfg.eval.mode in ("gaussian", "constant"), f"eval.mode must be 'gaussian' or 'constant', got {cfg.eval.mode!r}"),
     ]
     schedules = ("cosine", "onecycle", "poly", "plateau", "constant")
     checks.append((cfg.schedule.name in schedules, _choice_msg("schedule.name", cfg.schedule.name, schedules)))
-    losses = ("bce", "bce_dice", "continuity", "cldice")
-    checks.append((cfg.loss.name in losses, _choice_msg("loss.name", cfg.loss.name, losses)))
+    checks.append((cfg.loss.name in LOSSES, _choice_msg("loss.name", cfg.loss.name, LOSSES)))
+    for out, name in cfg.loss.output_losses.items():
+        checks.append((name in LOSSES, _choice_msg(f"loss.output_losses.{out}", name, LOSSES)))
+    for out, target in cfg.loss.targets.items():
+        checks.append((target in TARGETS, _choice_msg(f"loss.targets.{out}", target, TARGETS)))
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    for i, stage in enumerate(cfg.train.stages):
+        if not isinstance(stage, dict):
+            raise ConfigError(f"train.stages[{i}] must be a mapping of overrides, got {stage!r}")
+        unknown = sorted(set(stage) - set(STAGE_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"train.stages[{i}]: unknown key {unknown[0]!r}{did_you_mean(unknown[0], STAGE_KEYS)} "
+                f"Valid keys: {', '.join(STAGE_KEYS)}"
+            )
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+LOSSES = ("bce", "bce_dice", "continuity", "cldice", "structure", "ce_dice", "mse", "mse_dice")
+TARGETS = ("mask", "centerline", "boundary")
+STAGE_KEYS = (
+    "name", "max_epochs", "max_steps", "lr", "trainable", "augment", "loss", "batch_size", "patch_size",
+    "samples_per_epoch", "freeze_encoder_steps", "val_every_n_epochs",
+)
 
 
 def _choice_msg(key: str, value: str, choices: tuple[str, ...]) -> str:

@@ -51,6 +51,9 @@ from medseg.errors import ConfigError, DataError, did_you_mean
 
 _KEYS = ("image", "mask", "fov")
 _MODES = ("bilinear", "nearest", "nearest")
+#: With centerline targets (OCTA-Net's thin branch) the centerline travels with the mask.
+_KEYS_CL = _KEYS + ("centerline",)
+_MODES_CL = _MODES + ("nearest",)
 
 
 @dataclass
@@ -198,8 +201,9 @@ class PatchDataset(Dataset):
 
     ``ds[key]``: ``key`` is an int ``index`` (epoch :attr:`epoch`, 0 unless :meth:`set_epoch`
     changed it) or a tuple ``(epoch, index)``; sample ``index`` uses case ``index % len(cases)``.
-    Returns ``{"image": float32 (C, h, w), "mask": float32 (1, h, w) in {0, 1}, "fov": float32
-    (1, h, w) in {0, 1}}`` (torch tensors).
+    Returns ``{"image": float32 (C, h, w), "mask": float32 (1, h, w) label map (values 0..K-1,
+    0/1 for binary data), "fov": float32 (1, h, w) in {0, 1}}`` (torch tensors), plus
+    "centerline" float32 (1, h, w) in {0, 1} when every case has one.
 
     Raises:
         DataError: no cases. ConfigError: bad patch_size, samples_per_epoch or foreground_prob.
@@ -231,6 +235,11 @@ class PatchDataset(Dataset):
         self.augment = augment if augment is not None else AugmentConfig.none()
         self.seed = int(seed)
         self.foreground_prob = float(foreground_prob)
+        with_cl = [c.centerline is not None for c in self.cases]
+        if any(with_cl) and not all(with_cl):
+            raise DataError("PatchDataset: some cases have a centerline and some do not")
+        self.keys = _KEYS_CL if all(with_cl) else _KEYS
+        self.modes = _MODES_CL if all(with_cl) else _MODES
         self.epoch = 0
         self._fg: dict[int, np.ndarray] = {}
         self._build_transforms()
@@ -253,21 +262,21 @@ class PatchDataset(Dataset):
         self.window = side
         self.geometric: list[Any] = []
         if a.rot90_prob > 0:
-            self.geometric.append(RandRotate90d(_KEYS, prob=a.rot90_prob, max_k=3, spatial_axes=(0, 1)))
+            self.geometric.append(RandRotate90d(self.keys, prob=a.rot90_prob, max_k=3, spatial_axes=(0, 1)))
         if a.rotate_prob > 0 and a.rotate_degrees > 0:
             rad = math.radians(a.rotate_degrees)
             self.geometric.append(
-                RandRotated(_KEYS, range_x=rad, prob=a.rotate_prob, keep_size=True, mode=_MODES, padding_mode="zeros")
+                RandRotated(self.keys, range_x=rad, prob=a.rotate_prob, keep_size=True, mode=self.modes, padding_mode="zeros")
             )
         # Rand2DElasticd draws a per-pixel noise field on every call even when its own coin says
         # "no", so the coin is tossed here (with the sample's generator) and MONAI gets prob=1.
         self.elastic = None
         if a.elastic_prob > 0:
             self.elastic = Rand2DElasticd(
-                _KEYS, spacing=(a.elastic_spacing, a.elastic_spacing), magnitude_range=a.elastic_magnitude,
-                prob=1.0, mode=_MODES, padding_mode="zeros",
+                self.keys, spacing=(a.elastic_spacing, a.elastic_spacing), magnitude_range=a.elastic_magnitude,
+                prob=1.0, mode=self.modes, padding_mode="zeros",
             )
-        self.flips = [RandFlipd(_KEYS, prob=a.flip_prob, spatial_axis=ax) for ax in (0, 1)] if a.flip_prob > 0 else []
+        self.flips = [RandFlipd(self.keys, prob=a.flip_prob, spatial_axis=ax) for ax in (0, 1)] if a.flip_prob > 0 else []
         self.brightness_contrast = []
         if a.brightness_contrast_prob > 0:
             self.brightness_contrast = [
@@ -346,6 +355,8 @@ class PatchDataset(Dataset):
             "mask": torch.from_numpy(_crop_padded(case.mask[None], wy, wx, q, q)),
             "fov": torch.from_numpy(_crop_padded(case.fov[None], wy, wx, q, q)),
         }
+        if case.centerline is not None:
+            data["centerline"] = torch.from_numpy(_crop_padded(case.centerline[None], wy, wx, q, q))
         state = np.random.RandomState(int(rng.integers(0, 2**32 - 1, dtype=np.uint64)))
         for t in self.geometric:
             t.set_random_state(state=state)
@@ -370,7 +381,7 @@ class PatchDataset(Dataset):
         for t in self.intensity:
             t.set_random_state(state=state)
             data = t(data)
-        return {k: _plain(data[k]) for k in _KEYS}
+        return {k: _plain(data[k]) for k in self.keys}
 
     def __repr__(self) -> str:
         return (
@@ -417,15 +428,19 @@ def full_image_sample(case: Case) -> dict[str, Any]:
     """A whole image as tensors, for validation and inference.
 
     Returns:
-        ``{"image": float32 (C, H, W), "mask": float32 (1, H, W) in {0, 1}, "fov": float32
-        (1, H, W) in {0, 1}, "id": str}``; the tensors are copies (the case is not shared).
+        ``{"image": float32 (C, H, W), "mask": float32 (1, H, W) label map (0/1 for binary
+        data), "fov": float32 (1, H, W) in {0, 1}, "id": str}``, plus "centerline" float32
+        (1, H, W) when the case has one; the tensors are copies (the case is not shared).
     """
-    return {
+    sample = {
         "image": torch.from_numpy(np.array(case.image, dtype=np.float32, copy=True)),
         "mask": torch.from_numpy(case.mask[None].astype(np.float32)),
         "fov": torch.from_numpy(case.fov[None].astype(np.float32)),
         "id": case.id,
     }
+    if case.centerline is not None:
+        sample["centerline"] = torch.from_numpy(case.centerline[None].astype(np.float32))
+    return sample
 
 
 __all__ = ["AugmentConfig", "PatchDataset", "full_image_sample", "color_jitter"]

@@ -63,7 +63,7 @@ def load_model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Conf
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     cfg = build_config(hp["config"], source=f"config in {path}")
-    model = build_network(cfg, hp.get("in_channels"))
+    model = build_network(cfg, hp.get("in_channels"), hp.get("num_classes"), for_checkpoint=True)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)

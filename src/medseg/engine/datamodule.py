@@ -112,12 +112,8 @@ class SegDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         full = train_cases if train_cases is not None else load_split(cfg, "train")
-        if full.num_classes != 2:
-            raise ConfigError(
-                f"dataset {cfg.data.dataset!r} has {full.num_classes} classes (label maps 0..{full.num_classes - 1}); "
-                "the training engine trains binary segmentation: merge the labels with the dataset option "
-                "classes=binary (--set data.args.classes=binary) where the dataset offers it"
-            )
+        self.full_cases = full
+        self.num_classes = int(full.num_classes)
         if cfg.data.val_split is not None:
             if cfg.data.val_split in ("train", "test"):
                 raise ConfigError(f"data.val_split must be a validation split, not {cfg.data.val_split!r}")
@@ -141,6 +137,18 @@ class SegDataModule(L.LightningDataModule):
             augment=self.augment,
             seed=cfg.seed,
             foreground_prob=cfg.data.foreground_prob,
+        )
+
+    def patch_dataset(self, augment: dict | None = None, patch_size: int | None = None,
+                      samples_per_epoch: int | None = None) -> PatchDataset:
+        """Training patches with the recipe's settings, or the given overrides (a stage's)."""
+        return PatchDataset(
+            self.train_cases,
+            patch_size=patch_size or self.cfg.data.patch_size,
+            samples_per_epoch=samples_per_epoch or self.cfg.data.samples_per_epoch,
+            augment=AugmentConfig.from_dict(self.cfg.data.augment if augment is None else augment),
+            seed=self.cfg.seed,
+            foreground_prob=self.cfg.data.foreground_prob,
         )
 
     @property

@@ -1,38 +1,112 @@
-"""The LightningModule that trains any registered binary segmentation network.
+"""The LightningModule that trains any registered segmentation network.
 
-Training: patches (N, C, p, p) -> logits -> the recipe's loss. Validation: each whole
-validation image through sliding-window inference, Dice at the recipe's threshold inside the FOV,
-averaged over images and logged as ``val/dice`` (the metric the best checkpoint is kept by).
+Training: patches (N, C, p, p) -> the network's outputs (``forward``, or ``forward_outputs``
+when the loss names several outputs) -> the recipe's loss (:class:`~medseg.losses.more.
+MultiOutputLoss`). Binary networks (one output channel, sigmoid) train on 0/1 masks;
+networks with C >= 2 output channels (softmax, e.g. CPFNet's two classes or a 3-class
+hippocampus model) train on label maps. Validation: each whole validation image through
+sliding-window inference, Dice inside the FOV (binary) or mean foreground-class Dice
+(multi-class), averaged over images and logged as ``val/dice`` (the metric the best
+checkpoint is kept by).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from medseg.config import Config, build_config
 from medseg.engine.schedules import build_optimizer, build_scheduler
+from medseg.errors import ConfigError
 from medseg.inference import predict_probabilities
-from medseg.losses import build_loss
+from medseg.losses.more import MultiOutputLoss
 from medseg.metrics.vessel import confusion_counts, pixel_metrics
-from medseg.models import create_model
+from medseg.models import MODELS, create_model
+
+#: Names networks give their class-count argument, in the order they are looked for.
+CLASS_ARGS = ("num_classes", "out_channels", "classes")
 
 
-def build_network(cfg: Config, in_channels: int | None = None) -> nn.Module:
-    """The recipe's network; ``in_channels`` (from the data) fills ``model.args`` if unset."""
+def class_arg(name: str) -> str | None:
+    """The keyword of network ``name`` that sets its number of output channels, or None."""
+    builder = MODELS.get(name)
+    params = inspect.signature(builder).parameters
+    return next((a for a in CLASS_ARGS if a in params), None)
+
+
+def build_network(
+    cfg: Config, in_channels: int | None = None, num_classes: int | None = None, for_checkpoint: bool = False
+) -> nn.Module:
+    """The recipe's network.
+
+    Args:
+        cfg: the recipe.
+        in_channels: channels of the data; fills ``model.args.in_channels`` if unset.
+        num_classes: classes of the data (label values 0..K-1); for K > 2 it fills the
+            network's class-count argument if unset. Binary data keep the network's own default
+            (one sigmoid channel, or CPFNet's two softmax classes).
+        for_checkpoint: the weights come from a checkpoint: ``encoder_weights`` is not read.
+    """
+    from medseg.models import _import_all
+
+    _import_all()
     args = dict(cfg.model.args)
     if in_channels is not None:
         args.setdefault("in_channels", in_channels)
+    if num_classes is not None and num_classes > 2:
+        key = class_arg(cfg.model.name)
+        if key is not None:
+            args.setdefault(key, num_classes)
+    if for_checkpoint:
+        args.pop("encoder_weights", None)
     return create_model(cfg.model.name, **args)
 
 
 def roi_size(cfg: Config) -> int:
     """Sliding-window side: ``eval.roi_size``, or the training patch size when 0."""
     return cfg.eval.roi_size or cfg.data.patch_size
+
+
+def output_channels(model: nn.Module, in_channels: int, size: int) -> int:
+    """Output channels of ``model`` from one forward pass of a zero image (size x size)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, in_channels, size, size))
+    model.train(was_training)
+    return int(out.shape[1])
+
+
+def check_classes(model_name: str, channels: int, num_classes: int) -> None:
+    """Raise ConfigError unless a network with ``channels`` outputs fits data with ``num_classes``.
+
+    One channel (sigmoid) fits binary data only; C >= 2 channels (softmax) fit data with
+    exactly C classes.
+    """
+    if channels == 1 and num_classes == 2:
+        return
+    if channels == num_classes:
+        return
+    key = class_arg(model_name) or "num_classes"
+    raise ConfigError(
+        f"network {model_name!r} outputs {channels} channel(s) but the data has {num_classes} classes "
+        f"(label values 0..{num_classes - 1}); set model.args.{key}={num_classes if num_classes > 2 else '1 or 2'}"
+        + ("" if num_classes > 2 else "")
+    )
+
+
+def _matches(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def _in_encoder(name: str) -> bool:
+    return name.startswith("encoder.") or ".encoder." in name
 
 
 class SegmentationModule(L.LightningModule):
@@ -42,41 +116,127 @@ class SegmentationModule(L.LightningModule):
         config: the run's config as a plain dict (``Config.to_dict()``); stored in every
             checkpoint's ``hyper_parameters`` so a checkpoint alone rebuilds the network.
         in_channels: input channels of the data.
+        num_classes: classes of the data (2 for binary).
+        init_state: a state dict of the network to start from (the previous stage's best).
+
+    Raises:
+        ConfigError: ``train.trainable`` prefixes that match no parameter; gradient
+            checkpointing for a network without support; a loss that does not suit the outputs.
     """
 
-    def __init__(self, config: dict[str, Any], in_channels: int) -> None:
+    def __init__(self, config: dict[str, Any], in_channels: int, num_classes: int = 2,
+                 init_state: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["init_state"])
         self.cfg = build_config(config, source="checkpoint config")
-        self.model = build_network(self.cfg, in_channels)
-        self.loss_fn = build_loss(self.cfg.loss)
+        self.num_classes = int(num_classes)
+        self.model = build_network(self.cfg, in_channels, num_classes)
+        if init_state is not None:
+            self.model.load_state_dict(init_state, strict=True)
+        self.output_activation = getattr(self.model, "output_activation", "auto")
+        self.loss_fn = MultiOutputLoss(self.cfg.loss, self.output_activation)
+        self.needs_outputs = set(self.cfg.loss.outputs) != {"out"}
+        if self.needs_outputs and not hasattr(self.model, "forward_outputs"):
+            raise ConfigError(
+                f"loss.outputs names {sorted(self.cfg.loss.outputs)}, but {self.cfg.model.name!r} has one output "
+                "(no forward_outputs); use loss.outputs: {out: 1.0}"
+            )
+        if self.cfg.train.gradient_checkpointing:
+            from medseg.models.encoders import set_gradient_checkpointing
+
+            try:
+                set_gradient_checkpointing(self.model, True)
+            except ValueError as exc:
+                raise ConfigError(f"train.gradient_checkpointing: {exc}") from exc
+        self.trainable = list(self.cfg.train.trainable)
+        self.frozen_modules: list[nn.Module] = []
+        if self.trainable:
+            names = [n for n, _ in self.model.named_parameters()]
+            unknown = [p for p in self.trainable if not any(_matches(n, [p]) for n in names)]
+            if unknown:
+                tops = sorted({n.split(".")[0] for n in names})
+                raise ConfigError(
+                    f"train.trainable {unknown} match no parameter of {self.cfg.model.name!r}; its top-level "
+                    f"modules are {', '.join(tops)}"
+                )
+            for n, p in self.model.named_parameters():
+                p.requires_grad_(_matches(n, self.trainable))
+            self.frozen_modules = [
+                m for n, m in self.model.named_modules()
+                if n and not _matches(n, self.trainable) and not any(_matches(c, self.trainable) for c, _ in m.named_modules(prefix=n))
+            ]
         self._val_dice: list[float] = []
         self._offsets_frozen = False
+        self._encoder_frozen = False
+
+    def train(self, mode: bool = True) -> "SegmentationModule":
+        """Lightning's train/eval switch; frozen parts (``train.trainable``) stay in eval mode."""
+        super().train(mode)
+        for m in self.frozen_modules:
+            m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> logits (N, 1, H, W)."""
+        """(N, C, H, W) -> the network's main output (N, C_out, H, W)."""
         return self.model(x)
 
     # -- training ---------------------------------------------------------------------------
-    def _set_offsets_trainable(self, trainable: bool) -> None:
+    def _set_trainable(self, select, trainable: bool) -> None:
         for name, p in self.model.named_parameters():
-            if "offset" in name:
+            if select(name) and (not self.trainable or _matches(name, self.trainable)):
                 p.requires_grad_(trainable)
-        self._offsets_frozen = not trainable
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         steps = self.cfg.train.freeze_offsets_steps
         if steps > 0:
             frozen = self.global_step < steps
             if frozen != self._offsets_frozen:
-                self._set_offsets_trainable(not frozen)
+                self._set_trainable(lambda n: "offset" in n, not frozen)
+                self._offsets_frozen = frozen
+        steps = self.cfg.train.freeze_encoder_steps
+        if steps > 0:
+            frozen = self.global_step < steps
+            if frozen != self._encoder_frozen:
+                self._set_trainable(_in_encoder, not frozen)
+                self._encoder_frozen = frozen
+
+    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's named outputs for a training batch ({"out": forward(x)} for one output)."""
+        if self.needs_outputs:
+            return self.model.forward_outputs(x)
+        return {"out": self.model(x)}
+
+    def _rescaled(self, batch: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+        """``batch`` resized by ``scale`` (rounded to ``train.multiscale_divisor`` px): images and
+        binary targets bilinear (align_corners=True, as PraNet), label maps and FOV nearest."""
+        div = self.cfg.train.multiscale_divisor
+        h, w = batch["image"].shape[-2:]
+        size = (max(div, int(round(h * scale / div)) * div), max(div, int(round(w * scale / div)) * div))
+        if size == (h, w):
+            return batch
+        out = dict(batch)
+        out["image"] = F.interpolate(batch["image"], size=size, mode="bilinear", align_corners=True)
+        soft = self.num_classes == 2
+        for key in ("mask", "centerline"):
+            if key in batch:
+                out[key] = (F.interpolate(batch[key], size=size, mode="bilinear", align_corners=True) if soft
+                            else F.interpolate(batch[key], size=size, mode="nearest"))
+        out["fov"] = F.interpolate(batch["fov"], size=size, mode="nearest")
+        return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["image"])
-        fov = batch["fov"] if self.cfg.loss.fov_only else None
-        loss = self.loss_fn(logits.float(), batch["mask"], fov)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
-        return loss
+        scales = self.cfg.train.multiscale or [1.0]
+        total = 0.0
+        for scale in scales:
+            sub = self._rescaled(batch, float(scale)) if scale != 1.0 else batch
+            loss, parts = self.loss_fn(self.outputs(sub["image"]), sub)
+            total = total + loss / len(scales)
+        n = batch["image"].shape[0]
+        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        if len(parts) > 1:
+            for name, value in parts.items():
+                self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=n)
+        return total
 
     # -- validation -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -92,11 +252,20 @@ class SegmentationModule(L.LightningModule):
             sw_batch_size=self.cfg.eval.sw_batch_size,
         )
         for i in range(prob.shape[0]):
-            pred = prob[i, 0].cpu().numpy() >= self.cfg.eval.threshold
-            target = batch["mask"][i, 0].cpu().numpy() > 0.5
+            target = batch["mask"][i, 0].cpu().numpy()
             fov = batch["fov"][i, 0].cpu().numpy() > 0.5
-            counts = confusion_counts(pred, target, fov)
-            self._val_dice.append(pixel_metrics(**counts)["dice"])
+            if prob.shape[1] == 1:
+                pred = prob[i, 0].cpu().numpy() >= self.cfg.eval.threshold
+                counts = confusion_counts(pred, target > 0.5, fov)
+                self._val_dice.append(pixel_metrics(**counts)["dice"])
+                continue
+            labels = prob[i].argmax(0).cpu().numpy()
+            dices = []
+            for c in range(1, prob.shape[1]):
+                counts = confusion_counts(labels == c, np.rint(target) == c, fov)
+                if counts["tp"] + counts["fn"] + counts["fp"] > 0:  # class absent and not predicted: skip
+                    dices.append(pixel_metrics(**counts)["dice"])
+            self._val_dice.append(float(np.mean(dices)) if dices else 1.0)
 
     def on_validation_epoch_end(self) -> None:
         dice = float(np.mean(self._val_dice)) if self._val_dice else 0.0
@@ -105,7 +274,8 @@ class SegmentationModule(L.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.cfg.optim)
+        params = [p for n, p in self.model.named_parameters() if not self.trainable or _matches(n, self.trainable)]
+        optimizer = build_optimizer(params, self.cfg.optim)
         total = self.trainer.estimated_stepping_batches if self.trainer is not None else 1
         sched = build_scheduler(optimizer, self.cfg.schedule, total, self.cfg.train.val_every_n_epochs)
         if sched is None:

@@ -44,7 +44,15 @@ def poly_factor(step: int, total_steps: int, warmup_steps: int = 0, power: float
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW with ``cfg.lr``, ``cfg.betas`` and decoupled ``cfg.weight_decay``."""
+    """The optimiser ``cfg.name``: "adamw" (decoupled ``weight_decay``), "adam" (L2 weight decay
+    added to the gradient, as torch.optim.Adam: PraNet, OCTA-Net) or "sgd" (``momentum``,
+    ``nesterov``: CPFNet, H-DenseUNet), with ``cfg.lr``."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 

@@ -30,7 +30,7 @@ from medseg.atomic import atomic_path, write_text_atomic
 from medseg.config import Config, write_yaml_atomic
 from medseg.engine.checkpoint import AtomicCheckpointIO
 from medseg.engine.datamodule import SegDataModule
-from medseg.engine.module import SegmentationModule, build_network, roi_size
+from medseg.engine.module import SegmentationModule, build_network, check_classes, output_channels, roi_size
 from medseg.errors import ConfigError
 from medseg.inference import check_roi
 
@@ -101,6 +101,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         precision=resolve_precision(cfg.train.precision),
         accumulate_grad_batches=cfg.train.accumulate_grad_batches,
         gradient_clip_val=cfg.train.gradient_clip_val,
+        gradient_clip_algorithm=cfg.train.gradient_clip_algorithm,
         check_val_every_n_epoch=cfg.train.val_every_n_epochs,
         log_every_n_steps=cfg.train.log_every_n_steps,
         enable_progress_bar=cfg.train.progress_bar,
@@ -140,6 +141,51 @@ def check_training_data(cfg: Config):
     return report
 
 
+def stage_config(cfg: Config, index: int) -> Config:
+    """The recipe of stage ``index`` of ``cfg.train.stages``: the recipe with the stage's overrides.
+
+    ``max_epochs``, ``max_steps``, ``batch_size``, ``trainable``, ``freeze_encoder_steps``,
+    ``val_every_n_epochs`` -> ``train.*``; ``lr`` -> ``optim.lr``; ``patch_size``,
+    ``samples_per_epoch`` -> ``data.*``; ``augment`` replaces ``data.augment`` and ``loss``
+    replaces the ``loss`` section (unset loss keys take their defaults, not the recipe's).
+
+    Raises:
+        ConfigError: a bad value in the stage (named by its index).
+    """
+    from medseg.config import build_config
+
+    stage = dict(cfg.train.stages[index])
+    d = cfg.to_dict()
+    d["train"]["stages"] = []
+    for key in ("max_epochs", "max_steps", "batch_size", "trainable", "freeze_encoder_steps", "val_every_n_epochs"):
+        if key in stage:
+            d["train"][key] = stage[key]
+    for key in ("patch_size", "samples_per_epoch"):
+        if key in stage:
+            d["data"][key] = stage[key]
+    if "lr" in stage:
+        d["optim"]["lr"] = stage["lr"]
+    if "augment" in stage:
+        d["data"]["augment"] = stage["augment"]
+    if "loss" in stage:
+        d["loss"] = stage["loss"]
+    return build_config(d, source=f"train.stages[{index}] ({stage.get('name', index + 1)})")
+
+
+def _announce_encoder(cfg: Config, network: torch.nn.Module) -> str | None:
+    """Say in the run log whether the ImageNet encoder starts from a weight file or from scratch."""
+    if not hasattr(network, "encoder") and not any(n.endswith(".encoder") for n, _ in network.named_modules()):
+        return None
+    path = cfg.model.args.get("encoder_weights")
+    if path:
+        msg = f"medseg: encoder initialised from {path} (model.args.encoder_weights)"
+    else:
+        msg = (f"medseg: {cfg.model.name}: no model.args.encoder_weights given: the encoder trains from scratch "
+               "(the original starts from ImageNet weights; name the file with --set model.args.encoder_weights=PATH)")
+    print(msg)
+    return msg
+
+
 def train(
     cfg: Config,
     run_dir: str | os.PathLike,
@@ -150,14 +196,18 @@ def train(
     """Train the recipe ``cfg`` into ``run_dir``; evaluate the best checkpoint afterwards.
 
     Everything that can be wrong with the input (config keys, network name and arguments, data
-    files, window size) is checked before the first step.
+    files, window size, classes against output channels) is checked before the first step.
+    A recipe with ``train.stages`` runs each stage into ``run_dir/stage<k>-<name>/`` (a run
+    directory of its own), each starting from the previous stage's best weights; the last
+    stage's checkpoints are copied to ``run_dir/checkpoints/``.
 
     Args:
         cfg: the resolved recipe.
         run_dir: the run directory (created; an existing run is never overwritten).
         resume: continue from ``checkpoints/last.ckpt`` (weights, optimiser, scheduler, step,
             RNG state); the data sampling is a function of (seed, epoch, index), so the result
-            equals an uninterrupted run.
+            equals an uninterrupted run. With stages: finished stages are kept, the
+            interrupted one resumes.
         callbacks: extra Lightning callbacks (tests use one to simulate a crash).
         evaluate_after: evaluate on ``cfg.eval.split`` when training ends (default
             ``cfg.eval.after_train``).
@@ -170,12 +220,43 @@ def train(
         medseg.errors.MedsegError: bad config, data or run directory.
     """
     run_dir = Path(run_dir)
+    if cfg.train.stages:
+        return _train_stages(cfg, run_dir, resume, callbacks, evaluate_after)
     ckpt_path = _check_run_dir(run_dir, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
     datamodule = SegDataModule(cfg)
-    check_roi(build_network(cfg, datamodule.in_channels), roi_size(cfg))
-    module = SegmentationModule(cfg.to_dict(), in_channels=datamodule.in_channels)
+    summary = _fit(cfg, run_dir, datamodule, ckpt_path, callbacks, data_report=data_report)
+    if summary and (evaluate_after if evaluate_after is not None else cfg.eval.after_train):
+        from medseg.inference.evaluate import evaluate
+
+        summary["eval"] = evaluate(run_dir, split=cfg.eval.split)
+    return summary
+
+
+def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
+    """Build the network once to check window size and output channels against the data."""
+    network = build_network(cfg, datamodule.in_channels, datamodule.num_classes)
+    check_roi(network, roi_size(cfg))
+    check_classes(cfg.model.name, output_channels(network, datamodule.in_channels, roi_size(cfg)), datamodule.num_classes)
+    _announce_encoder(cfg, network)
+
+
+def _fit(
+    cfg: Config,
+    run_dir: Path,
+    datamodule: SegDataModule,
+    ckpt_path: Path | None,
+    callbacks: list[Callback] | None,
+    data_report: Any = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One Lightning fit of ``cfg`` into ``run_dir``; returns the summary (empty off rank 0)."""
+    _prepare_network(cfg, datamodule)
+    module = SegmentationModule(
+        cfg.to_dict(), in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, init_state=init_state
+    )
     trainer = build_trainer(cfg, run_dir, callbacks)
     if trainer.is_global_zero:
         write_yaml_atomic(cfg.to_dict(), run_dir / "config.yaml")
@@ -204,18 +285,76 @@ def train(
         "network": cfg.model.name,
         "dataset": cfg.data.dataset,
         "parameters": sum(p.numel() for p in module.model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
+        "encoder_weights": cfg.model.args.get("encoder_weights"),
         "train_seconds": round(seconds, 2),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "best_val_dice": float(best_score) if best_score is not None else None,
         "best_checkpoint": str(best_path),
         "best_selected_by": selected_by,
-        "resumed": resume,
+        "resumed": ckpt_path is not None,
         "device": str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
+        **(extra or {}),
     }
     write_text_atomic(run_dir / "train_summary.json", json.dumps(summary, indent=2))
     _plot_curves(run_dir)
+    return summary
+
+
+def _best_weights(stage_dir: Path) -> dict[str, torch.Tensor]:
+    """The network weights of ``<stage_dir>/checkpoints/best.ckpt``."""
+    from medseg.engine.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint_dir(stage_dir) / "best.ckpt")
+    return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
+def _train_stages(
+    cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None, evaluate_after: bool | None
+) -> dict[str, Any]:
+    """Run ``cfg.train.stages`` one after another (see :func:`train`)."""
+    stage_cfgs = [stage_config(cfg, i) for i in range(len(cfg.train.stages))]  # all checked up front
+    if not resume:
+        _check_run_dir(run_dir, resume=False)
+        if any(run_dir.glob("stage*/checkpoints/*.ckpt")):
+            raise ConfigError(f"run directory {run_dir} already holds stage checkpoints; pass --resume or choose another --out")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data_report = check_training_data(cfg)
+    base = SegDataModule(cfg)
+    write_yaml_atomic(cfg.to_dict(), run_dir / "config.yaml")
+    stages: list[dict[str, Any]] = []
+    init_state = None
+    for i, scfg in enumerate(stage_cfgs):
+        name = str(cfg.train.stages[i].get("name", i + 1))
+        sdir = run_dir / f"stage{i + 1}-{name}"
+        done = sdir / "train_summary.json"
+        if resume and done.is_file():
+            print(f"medseg: stage {i + 1} ({name}) already finished: kept")
+            stages.append(json.loads(done.read_text()))
+        else:
+            ckpt = checkpoint_dir(sdir) / "last.ckpt"
+            ckpt_path = ckpt if resume and ckpt.is_file() else None
+            print(f"medseg: stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
+                  f"{scfg.train.max_epochs} epochs, lr {scfg.optim.lr}, loss {scfg.loss.name} on {dict(scfg.loss.outputs)}")
+            L.seed_everything(cfg.seed + i, workers=True, verbose=False)
+            dm = SegDataModule(scfg, train_cases=base.full_cases)
+            stages.append(_fit(scfg, sdir, dm, ckpt_path, callbacks, data_report, init_state,
+                               extra={"stage": i + 1, "stage_name": name}))
+        init_state = _best_weights(sdir)
+    final = run_dir / f"stage{len(stage_cfgs)}-{cfg.train.stages[-1].get('name', len(stage_cfgs))}"
+    for which in ("best", "last"):
+        with atomic_path(checkpoint_dir(run_dir) / f"{which}.ckpt") as tmp:
+            shutil.copyfile(checkpoint_dir(final) / f"{which}.ckpt", tmp)
+    summary = dict(stages[-1])
+    summary.update({
+        "stages": stages,
+        "train_seconds": round(sum(s.get("train_seconds", 0.0) for s in stages), 2),
+        "best_checkpoint": str(checkpoint_dir(run_dir) / "best.ckpt"),
+        "resumed": resume,
+    })
+    write_text_atomic(run_dir / "train_summary.json", json.dumps(summary, indent=2))
     if evaluate_after if evaluate_after is not None else cfg.eval.after_train:
         from medseg.inference.evaluate import evaluate
 

@@ -13,8 +13,15 @@ import torch.nn as nn
 from monai.inferers import sliding_window_inference
 
 
-def activation(logits: torch.Tensor) -> torch.Tensor:
-    """Logits (N, C, H, W) -> probabilities: sigmoid for C == 1, softmax over C otherwise."""
+def activation(logits: torch.Tensor, kind: str = "auto") -> torch.Tensor:
+    """Network outputs (N, C, H, W) -> probabilities in [0, 1].
+
+    ``kind`` is the network's ``output_activation``: "auto" (logits: sigmoid for C == 1,
+    softmax over C otherwise) or "none" (already probabilities, e.g. OCTA-Net: returned as
+    they are, clamped to [0, 1] against blending round-off).
+    """
+    if kind == "none":
+        return logits.clamp(0.0, 1.0)
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
 
@@ -51,7 +58,8 @@ def predict_probabilities(
 
     Returns:
         (N, C_out, H, W) float32 probabilities in [0, 1] (sigmoid for one output channel,
-        softmax otherwise). Blending happens on logits, then the activation is applied.
+        softmax otherwise). Blending happens on logits, then the activation is applied
+        (networks whose ``output_activation`` is "none" blend probabilities directly).
 
     Raises:
         ValueError: a window size the network cannot take (see :func:`check_roi`).
@@ -67,7 +75,7 @@ def predict_probabilities(
         padding_mode="constant",
         cval=0.0,
     )
-    return activation(logits.float())
+    return activation(logits.float(), getattr(model, "output_activation", "auto"))
 
 
 __all__ = ["activation", "check_roi", "predict_probabilities"]

@@ -54,13 +54,25 @@ def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
     return path
 
 
-def infer_image(model: nn.Module, image: np.ndarray, cfg: Config) -> np.ndarray:
-    """Probability map (H, W) float32 in [0, 1] for one preprocessed image (C, H, W) float32."""
+def infer_probabilities(model: nn.Module, image: np.ndarray, cfg: Config) -> np.ndarray:
+    """Class probabilities (C_out, H, W) float32 in [0, 1] for one preprocessed image (C, H, W)."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     prob = predict_probabilities(
         model, x, roi_size(cfg), overlap=cfg.eval.overlap, mode=cfg.eval.mode, sw_batch_size=cfg.eval.sw_batch_size
     )
-    return prob[0, 0].numpy()
+    return prob[0].numpy()
+
+
+def infer_image(model: nn.Module, image: np.ndarray, cfg: Config) -> np.ndarray:
+    """Foreground probability map (H, W) float32 in [0, 1] for one preprocessed image (C, H, W).
+
+    One output channel: its sigmoid; two (softmax over background/foreground, e.g. CPFNet):
+    the foreground channel. Networks with more classes: use :func:`infer_probabilities`.
+    """
+    prob = infer_probabilities(model, image, cfg)
+    if prob.shape[0] > 2:
+        raise ValueError(f"infer_image gives one foreground map; the network has {prob.shape[0]} classes")
+    return prob[-1]
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
@@ -166,6 +178,8 @@ def evaluate(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = 
     out_dir = run_dir / "eval" / split
     do_figures = cfg.eval.figures if figures is None else figures
 
+    if cases.num_classes > 2:
+        return _evaluate_multiclass(run_dir, split, ckpt_path, model, cfg, cases, out_dir)
     results = []
     for case in cases:
         prob = infer_image(model, case.image, cfg)
@@ -194,6 +208,35 @@ def evaluate(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = 
     write_text_atomic(out_dir / "per_image.csv", _csv_text(rows))
     if do_figures:
         _figures(run_dir, out_dir / "figures", model, cfg, results)
+    return metrics
+
+
+def _evaluate_multiclass(run_dir: Path, split: str, ckpt_path: Path, model: nn.Module, cfg: Config, cases: Any, out_dir: Path) -> dict[str, Any]:
+    """Per-class Dice/IoU (per image, per volume, pooled) for label-map data; see
+    :func:`medseg.metrics.multiclass.evaluate_multiclass`."""
+    from medseg.metrics.multiclass import evaluate_multiclass
+
+    def items():
+        for case in cases:
+            labels = infer_probabilities(model, case.image, cfg).argmax(0)
+            yield case.id, case.group, labels, case.mask
+
+    summary, rows = evaluate_multiclass(items(), cases.num_classes)
+    metrics = {
+        "dataset": cfg.data.dataset,
+        "split": split,
+        **summary,
+        "checkpoint": str(ckpt_path),
+        "network": cfg.model.name,
+        "inference": {
+            "method": "MONAI sliding_window_inference",
+            "roi_size": roi_size(cfg),
+            "overlap": cfg.eval.overlap,
+            "blend": cfg.eval.mode,
+        },
+    }
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out_dir / "per_image.csv", _csv_text(rows))
     return metrics
 
 

@@ -35,7 +35,7 @@ from medseg.data.io import is_image_file, read_image, select_channels
 from medseg.data.base import zscore_in_fov
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.errors import DataError
-from medseg.inference.evaluate import infer_image
+from medseg.inference.evaluate import infer_image, infer_probabilities
 
 
 def estimate_fov(raw: np.ndarray, level: float = 0.04) -> np.ndarray:
@@ -152,7 +152,7 @@ def predict_volumes(model, cfg: Config, sources: list[Path], output_dir: Path, t
     args = cfg.data.args
 
     def predict_fn(x: torch.Tensor) -> np.ndarray:
-        return np.stack([infer_image(model, x[i].numpy(), cfg)[None] for i in range(x.shape[0])])
+        return np.stack([infer_probabilities(model, x[i].numpy(), cfg) for i in range(x.shape[0])])
 
     written = []
     for src in sources:

@@ -51,6 +51,8 @@ def sobel_gradients(x: torch.Tensor) -> torch.Tensor:
 class BCELoss(nn.Module):
     """Mean BCE on logits: the loss of DSCNet's released training code (models.md §1.6)."""
 
+    input_kind = "logits"
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, fov: torch.Tensor | None = None) -> torch.Tensor:
         return masked_bce(logits, target, fov)
 
@@ -61,6 +63,8 @@ class BCEDiceLoss(nn.Module):
     Args:
         dice_weight: weight of the Dice term (>= 0); 0 gives plain BCE.
     """
+
+    input_kind = "logits"
 
     def __init__(self, dice_weight: float = 1.0) -> None:
         super().__init__()
@@ -80,6 +84,8 @@ class ContinuityLoss(nn.Module):
     ``p = sigmoid(logits)`` and of the target; it is the loss the DSCNet tutorial (mission.md,
     T1) describes. Restricted to the FOV when ``fov`` is given.
     """
+
+    input_kind = "logits"
 
     def __init__(self, alpha: float = 0.5) -> None:
         super().__init__()
@@ -101,6 +107,8 @@ class ClDiceLoss(nn.Module):
     min/max pooling); the BCE term keeps early training stable, as the clDice authors do.
     """
 
+    input_kind = "logits"
+
     def __init__(self, alpha: float = 0.5, iters: int = 3) -> None:
         super().__init__()
         self.cldice = SoftDiceclDiceLoss(iter_=iters, alpha=alpha)
@@ -114,17 +122,31 @@ class ClDiceLoss(nn.Module):
         return masked_bce(logits, target, fov) + self.cldice(prob, masked_target)
 
 
-def build_loss(cfg: LossConfig) -> nn.Module:
-    """The loss named by ``cfg.name`` ("bce", "bce_dice", "continuity", "cldice"), configured."""
-    if cfg.name == "bce":
+def build_loss(cfg: LossConfig, name: str | None = None) -> nn.Module:
+    """The loss named ``name`` (default ``cfg.name``), configured from ``cfg``.
+
+    Every returned module has ``input_kind``: "logits" or "probabilities" (MSE family).
+    """
+    from medseg.losses.more import CEDiceLoss, MSEDiceLoss, MSELoss, StructureLoss
+
+    name = name or cfg.name
+    if name == "bce":
         return BCELoss()
-    if cfg.name == "bce_dice":
+    if name == "bce_dice":
         return BCEDiceLoss(cfg.dice_weight)
-    if cfg.name == "continuity":
+    if name == "continuity":
         return ContinuityLoss(cfg.alpha)
-    if cfg.name == "cldice":
+    if name == "cldice":
         return ClDiceLoss(cfg.alpha, cfg.cldice_iters)
-    raise ValueError(f"unknown loss {cfg.name!r}")  # config.validate() catches this first
+    if name == "structure":
+        return StructureLoss()
+    if name == "ce_dice":
+        return CEDiceLoss(cfg.dice_weight, list(cfg.class_weights), cfg.include_background)
+    if name == "mse":
+        return MSELoss()
+    if name == "mse_dice":
+        return MSEDiceLoss(cfg.dice_weight)
+    raise ValueError(f"unknown loss {name!r}")  # config.validate() catches this first
 
 
 __all__ = [
