@@ -371,13 +371,19 @@ class SyntheticVessels(CaseDataset):
         size: H = W, or (H, W), at least 32 (default 128).
         seed: non-negative int; same seed -> identical arrays.
         channels: 1 or 3.
+        centerline: also give each case a centerline target (skeleton of the vessel mask), for
+            networks with a centerline head (OCTA-Net).
+        classes: 2 (vessel / background) or 3 (label 2 = vessel core: vessel pixels more than
+            1 px from the background, Euclidean; label 1 = the rest of the vessel), a small
+            multi-class task for testing the multi-class engine.
 
     Raises:
         ConfigError: invalid option.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", n_images: int | None = None,
-                 size: int | tuple[int, int] = 128, seed: int = 0, channels: int = 1) -> None:
+                 size: int | tuple[int, int] = 128, seed: int = 0, channels: int = 1, centerline: bool = False,
+                 classes: int = 2) -> None:
         if split not in _SPLIT_INDEX:
             raise ConfigError(f"synthetic_vessels split must be 'train' or 'test', got {split!r}")
         n = _DEFAULT_N[split] if n_images is None else n_images
@@ -385,7 +391,21 @@ class SyntheticVessels(CaseDataset):
             raise ConfigError(f"synthetic_vessels n_images must be a positive int, got {n_images!r}")
         self.size = _check_size(size)
         self.seed = int(seed)
+        if classes not in (2, 3):
+            raise ConfigError(f"synthetic_vessels classes must be 2 or 3, got {classes!r}")
         cases = [generate_vessel_case(seed, split, i, self.size, channels) for i in range(int(n))]
+        if centerline:
+            from medseg.data.files import skeleton_centerline
+
+            for c in cases:
+                c.centerline = skeleton_centerline(c.mask)
+        if classes == 3:
+            from scipy.ndimage import distance_transform_edt
+
+            for c in cases:
+                core = distance_transform_edt(c.mask > 0) > 1.0
+                c.mask = (c.mask > 0).astype(np.uint8) + core.astype(np.uint8)
+                c.num_classes = 3
         super().__init__(cases, name="synthetic_vessels", split=split)
 
 

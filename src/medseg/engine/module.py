@@ -169,13 +169,6 @@ class SegmentationModule(L.LightningModule):
         self._offsets_frozen = False
         self._encoder_frozen = False
 
-    def train(self, mode: bool = True) -> "SegmentationModule":
-        """Lightning's train/eval switch; frozen parts (``train.trainable``) stay in eval mode."""
-        super().train(mode)
-        for m in self.frozen_modules:
-            m.eval()
-        return self
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the network's main output (N, C_out, H, W)."""
         return self.model(x)
@@ -187,6 +180,10 @@ class SegmentationModule(L.LightningModule):
                 p.requires_grad_(trainable)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Frozen parts (train.trainable) run in eval mode: their BatchNorm statistics stay.
+        # Set before every batch, since Lightning restores each module's mode after validation.
+        for m in self.frozen_modules:
+            m.eval()
         steps = self.cfg.train.freeze_offsets_steps
         if steps > 0:
             frozen = self.global_step < steps

@@ -172,9 +172,13 @@ def stage_config(cfg: Config, index: int) -> Config:
     return build_config(d, source=f"train.stages[{index}] ({stage.get('name', index + 1)})")
 
 
-def _announce_encoder(cfg: Config, network: torch.nn.Module) -> str | None:
+def _announce_encoder(cfg: Config) -> str | None:
     """Say in the run log whether the ImageNet encoder starts from a weight file or from scratch."""
-    if not hasattr(network, "encoder") and not any(n.endswith(".encoder") for n, _ in network.named_modules()):
+    import inspect
+
+    from medseg.models import MODELS
+
+    if "encoder_weights" not in inspect.signature(MODELS.get(cfg.model.name)).parameters:
         return None
     path = cfg.model.args.get("encoder_weights")
     if path:
@@ -239,7 +243,7 @@ def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
     network = build_network(cfg, datamodule.in_channels, datamodule.num_classes)
     check_roi(network, roi_size(cfg))
     check_classes(cfg.model.name, output_channels(network, datamodule.in_channels, roi_size(cfg)), datamodule.num_classes)
-    _announce_encoder(cfg, network)
+    _announce_encoder(cfg)
 
 
 def _fit(
