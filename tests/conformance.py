@@ -1,0 +1,329 @@
+"""Conformance tests every registered network passes (the contract of :mod:`medseg.models`).
+
+A network's test file subclasses :class:`ModelConformance` once, as ``TestConformance<Name>``
+(pytest collects the subclass; the base class has no ``Test`` prefix and is not collected on its
+own), and sets the class attributes below. Example (about 10 lines)::
+
+    from conformance import ModelConformance
+
+    class TestConformanceDSCNet(ModelConformance):
+        name = "dscnet"
+        kwargs = {"n_basic_layer": 4, "kernel_size": 3}   # light config for the behaviour tests
+        in_channels = 1
+        sizes = [(64, 64), (48, 80)]                      # must work; include a non-square one
+        bad_sizes = [(70, 64), (64, 36)]                  # must raise ValueError naming 70 / 36
+        expected_params = {"default": 2_094_169}
+        param_kwargs = {"default": {}}
+        allowed_unused = ("conv*x.dsc_conv_y.*", "conv*y.dsc_conv_x.*")
+        export = "torchscript"
+
+(``tests/`` is on ``sys.path`` when pytest runs, as pytest's default "prepend" import mode puts
+the test file's folder there, so ``from conformance import ModelConformance`` works.)
+
+Class attributes:
+
+- ``name``: the registered name (``medseg.models.create_model(name, ...)``).
+- ``kwargs``: keyword arguments for ``create_model`` in the behavioural tests, on top of
+  ``in_channels=in_channels`` (``kwargs`` wins); use a light configuration for heavy networks.
+- ``in_channels``: input channels of the test inputs (default 3).
+- ``sizes``: (H, W) sizes that must work; the first is used by the single-size tests (default
+  ``[(64, 64), (64, 96)]``).
+- ``bad_sizes``: (H, W) sizes for which ``forward`` must raise ``ValueError`` whose message names
+  the offending number (at least one of H, W that is not a dimension of any entry of ``sizes``;
+  if both are, either). Default ``[]`` (the network takes any size).
+- ``batch``: batch size of the test inputs (default 2).
+- ``expected_params``: description -> exact ``sum(p.numel() for p in model.parameters())``.
+- ``param_kwargs``: description -> ``create_model`` kwargs for that count (used as given, no
+  ``in_channels`` added). Networks are built on the ``meta`` device when they can be (no memory,
+  instant), else on CPU.
+- ``allowed_unused``: ``fnmatch`` patterns of parameter names that may get no gradient (modules
+  the original allocates but never uses, kept for state-dict parity). Each pattern must match at
+  least one parameter of the behavioural configuration.
+- ``onnx_rtol``: bound on the ONNX relative error ``max|ort - torch| / max|torch|`` (1e-4).
+- ``export``: "torchscript" (``torch.jit.script`` or, failing that, ``torch.jit.trace``) or
+  "torch.export" (``torch.export.export``): the format the network must export to and reload.
+- ``tolerance``: eval-mode batch-versus-one-by-one bound, relative to the output scale:
+  ``max|batch - single| <= tolerance * max(1, max|single|)`` (1e-5).
+
+Every test builds its network with fixed seeds (``torch.manual_seed``) and fixed random inputs,
+so failures reproduce.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any, ClassVar
+
+import pytest
+import torch
+import torch.nn as nn
+
+from medseg.models import count_parameters, create_model
+
+__all__ = ["ModelConformance", "make_input", "build"]
+
+
+def make_input(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A fixed (N, C, H, W) float32 input, standard normal, from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g)
+
+
+def build(name: str, kwargs: dict[str, Any], seed: int = 0) -> nn.Module:
+    """``create_model(name, **kwargs)`` with ``torch.manual_seed(seed)`` set first."""
+    torch.manual_seed(seed)
+    return create_model(name, **kwargs)
+
+
+def _scale(t: torch.Tensor) -> float:
+    return max(1.0, float(t.detach().abs().max()))
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach().double()).abs().max())
+
+
+class ModelConformance:
+    """Base class of the per-network conformance tests; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    kwargs: ClassVar[dict[str, Any]] = {}
+    in_channels: ClassVar[int] = 3
+    sizes: ClassVar[list[tuple[int, int]]] = [(64, 64), (64, 96)]
+    bad_sizes: ClassVar[list[tuple[int, int]]] = []
+    batch: ClassVar[int] = 2
+    expected_params: ClassVar[dict[str, int]] = {}
+    param_kwargs: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
+    allowed_unused: ClassVar[tuple[str, ...]] = ()
+    onnx_rtol: ClassVar[float] = 1e-4
+    export: ClassVar[str] = "torchscript"
+    tolerance: ClassVar[float] = 1e-5
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """``create_model`` kwargs of the behavioural tests: ``in_channels`` + ``kwargs``."""
+        return {"in_channels": self.in_channels, **self.kwargs}
+
+    def make_model(self, seed: int = 0, eval_mode: bool = True) -> nn.Module:
+        """The behavioural configuration, seeded, in eval (default) or training mode."""
+        model = build(self.name, self.model_kwargs(), seed)
+        return model.eval() if eval_mode else model.train()
+
+    def make_x(self, n: int | None = None, size: tuple[int, int] | None = None, seed: int = 0):
+        h, w = size or self.sizes[0]
+        return make_input(self.batch if n is None else n, self.in_channels, h, w, seed)
+
+    @staticmethod
+    def outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``forward_outputs(x)`` if the network defines it, else ``{"out": forward(x)}``."""
+        if hasattr(model, "forward_outputs"):
+            return model.forward_outputs(x)
+        return {"out": model(x)}
+
+    # -- the tests -------------------------------------------------------------------------------
+
+    def test_forward_and_backward(self):
+        model = self.make_model(eval_mode=False)
+        params = dict(model.named_parameters())
+        for pattern in self.allowed_unused:
+            assert any(fnmatch.fnmatchcase(n, pattern) for n in params), (
+                f"allowed_unused pattern {pattern!r} matches no parameter of {self.name}"
+            )
+        for i, (h, w) in enumerate(self.sizes):
+            model.zero_grad(set_to_none=True)
+            x = self.make_x(size=(h, w), seed=i)
+            outs = self.outputs(model, x)
+            assert isinstance(outs, dict) and "out" in outs, f"{self.name}: no 'out' output"
+            main = outs["out"]
+            assert main.dim() == 4 and main.shape[0] == self.batch and main.shape[2:] == (h, w), (
+                f"{self.name}: main output {tuple(main.shape)} for input {tuple(x.shape)}"
+            )
+            assert main.dtype == torch.float32, f"{self.name}: main output dtype {main.dtype}"
+            g = torch.Generator().manual_seed(100 + i)
+            loss = x.new_zeros(())
+            for key, value in outs.items():
+                assert value.shape[0] == self.batch and value.shape[2:] == (h, w), (
+                    f"{self.name}: output {key!r} has shape {tuple(value.shape)}, input {(h, w)}"
+                )
+                assert torch.isfinite(value).all(), f"{self.name}: output {key!r} not finite"
+                target = torch.rand(value.shape, generator=g)
+                loss = loss + ((value - target) ** 2).mean()
+            loss.backward()
+            no_grad = [
+                n
+                for n, p in params.items()
+                if p.requires_grad
+                and p.grad is None
+                and not any(fnmatch.fnmatchcase(n, pat) for pat in self.allowed_unused)
+            ]
+            assert not no_grad, f"{self.name}: parameters without gradient at {(h, w)}: {no_grad}"
+            grads = [p.grad for p in params.values() if p.grad is not None]
+            bad = [
+                n
+                for n, p in params.items()
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            ]
+            assert not bad, f"{self.name}: non-finite gradients in {bad}"
+            assert any(bool(gr.abs().sum() > 0) for gr in grads), (
+                f"{self.name}: all gradients are 0"
+            )
+
+    def test_output_shape_in_eval_for_every_size(self):
+        model = self.make_model()
+        with torch.no_grad():
+            for h, w in self.sizes:
+                y = model(self.make_x(size=(h, w)))
+                assert y.shape[0] == self.batch and y.shape[2:] == (h, w), (
+                    f"{self.name}: output {tuple(y.shape)} for input size {(h, w)}"
+                )
+                assert torch.isfinite(y).all(), f"{self.name}: non-finite output at {(h, w)}"
+
+    def test_bad_sizes_raise_value_error_naming_the_size(self):
+        if not self.bad_sizes:
+            pytest.skip(f"{self.name} takes any input size (no bad_sizes)")
+        model = self.make_model()
+        good = {d for s in self.sizes for d in s}
+        for h, w in self.bad_sizes:
+            with pytest.raises(ValueError) as info, torch.no_grad():
+                model(self.make_x(n=1, size=(h, w)))
+            msg = str(info.value)
+            named = [d for d in (h, w) if re.search(rf"(?<!\d){d}(?!\d)", msg)]
+            offending = [d for d in (h, w) if d not in good] or [h, w]
+            assert any(d in offending for d in named), (
+                f"{self.name}: ValueError for size {(h, w)} does not name {offending}: {msg!r}"
+            )
+
+    def test_eval_batch_equals_samples_one_by_one(self):
+        # models.md §7.1: the original DSConv read sample 0's features for every sample.
+        model = self.make_model()
+        x = make_input(max(self.batch, 2), self.in_channels, *self.sizes[0], seed=3)
+        with torch.no_grad():
+            together = model(x)
+            alone = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+        err = _max_diff(together, alone)
+        assert err <= self.tolerance * _scale(alone), (
+            f"{self.name}: batch output differs from one-by-one by {err:.3g}"
+        )
+
+    def test_forward_outputs_matches_forward(self):
+        model = self.make_model()
+        if not hasattr(model, "forward_outputs"):
+            pytest.skip(f"{self.name} has a single output (no forward_outputs)")
+        x = self.make_x()
+        with torch.no_grad():
+            outs = model.forward_outputs(x)
+            main = model(x)
+        assert isinstance(outs, dict) and "out" in outs, f"keys: {list(outs)}"
+        assert all(isinstance(k, str) for k in outs), f"non-string keys: {list(outs)}"
+        assert torch.equal(outs["out"], main), (
+            f"{self.name}: forward_outputs(x)['out'] differs from forward(x) by "
+            f"{_max_diff(outs['out'], main):.3g}"
+        )
+        for key, value in outs.items():
+            assert value.shape[0] == x.shape[0] and value.shape[2:] == x.shape[2:], (
+                key,
+                tuple(value.shape),
+            )
+
+    def test_output_activation(self):
+        model = self.make_model()
+        activation = getattr(model, "output_activation", "auto")
+        assert activation in ("auto", "none"), activation
+        if activation == "none":
+            with torch.no_grad():
+                for key, value in self.outputs(model, self.make_x()).items():
+                    lo, hi = float(value.min()), float(value.max())
+                    assert 0.0 <= lo and hi <= 1.0, f"{key}: values in [{lo}, {hi}], not [0, 1]"
+
+    def test_safetensors_round_trip(self, tmp_path):
+        from safetensors.torch import save_file
+
+        from medseg.models.weights import load_strict, read_state_dict
+
+        model = self.make_model(seed=0)
+        # clone: safetensors refuses tensors that share memory (tied weights)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        path = tmp_path / "weights.safetensors"
+        save_file(state, str(path))
+        fresh = self.make_model(seed=1)
+        x = self.make_x()
+        with torch.no_grad():
+            before = fresh(x)
+            load_strict(fresh, read_state_dict(path), str(path), self.name)
+            fresh.eval()
+            err = _max_diff(fresh(x), model(x))
+            assert err == 0, (
+                f"{self.name}: output after the safetensors round trip differs by {err:.3g}"
+            )
+        assert _max_diff(before, model(x).detach()) > 0, "seed 1 built the same weights as seed 0"
+
+    def test_seeds(self):
+        a, b, c = self.make_model(seed=0), self.make_model(seed=0), self.make_model(seed=1)
+        sa, sb = a.state_dict(), b.state_dict()
+        assert list(sa) == list(sb), "same seed, different state-dict keys"
+        differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+        assert not differ, f"same seed, different tensors: {differ[:10]}"
+        x = self.make_x()
+        with torch.no_grad():
+            ya, yb, yc = a(x), b(x), c(x)
+        assert torch.equal(ya, yb), f"same seed, outputs differ by {_max_diff(ya, yb):.3g}"
+        assert _max_diff(ya, yc) > 1e-6 * _scale(ya), "different seeds gave the same output"
+
+    def test_export_and_reload(self, tmp_path):
+        from medseg.export import export_program, export_torchscript
+
+        model = self.make_model()
+        x = self.make_x()
+        with torch.no_grad():
+            ref = model(x)
+        if self.export == "torchscript":
+            result = export_torchscript(model, tmp_path / "model.pt", example=x)
+            loaded = torch.jit.load(str(result.path))
+            with torch.no_grad():
+                got = loaded(x)
+        elif self.export == "torch.export":
+            program = export_program(model, x, path=tmp_path / "model.pt2")
+            loaded = torch.export.load(str(tmp_path / "model.pt2"))
+            with torch.no_grad():
+                got = loaded.module()(x)
+                err = _max_diff(program.module()(x), ref)
+                assert err <= 1e-5 * _scale(ref), (
+                    f"{self.name}: exported program differs by {err:.3g}"
+                )
+        else:
+            raise AssertionError(
+                f"export must be 'torchscript' or 'torch.export', got {self.export!r}"
+            )
+        err = _max_diff(got, ref)
+        assert err <= 1e-5 * _scale(ref), f"{self.name}: {self.export} output differs by {err:.3g}"
+
+    def test_onnx_dynamic_batch(self, tmp_path):
+        from medseg.export import check_onnx, export_onnx
+
+        model = self.make_model()
+        h, w = self.sizes[0]
+        shape = (1, self.in_channels, h, w)
+        path = export_onnx(model, tmp_path / "model.onnx", input_shape=shape)
+        report = check_onnx(model, path, x=self.make_x(n=1), rtol=self.onnx_rtol)
+        assert report["batches"] == [1, 2], (
+            f"{self.name}: ONNX check ran batches {report['batches']}"
+        )
+        assert report["rel_error"] <= self.onnx_rtol, f"{self.name}: ONNX check {report}"
+
+    def test_parameter_counts(self):
+        if not self.expected_params:
+            pytest.fail(f"{self.name}: set expected_params (description -> exact count)")
+        counts = {}
+        for desc, expected in self.expected_params.items():
+            kwargs = self.param_kwargs[desc]
+            try:
+                with torch.device("meta"):
+                    model = create_model(self.name, **kwargs)
+            except Exception:  # noqa: BLE001 - some constructors need real tensors
+                model = create_model(self.name, **kwargs)
+            counts[desc] = count_parameters(model)
+        assert counts == self.expected_params, (
+            f"{self.name}: parameter counts {counts}, expected {self.expected_params}"
+        )
