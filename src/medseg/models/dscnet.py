@@ -17,8 +17,6 @@ plain BCE. DSConv deviations from the authors' code are listed in :mod:`medseg.o
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,6 +25,7 @@ import torch.nn.functional as F
 
 from medseg.errors import CheckpointError
 from medseg.models import register_model
+from medseg.models.weights import describe_source, load_strict, read_state_dict
 from medseg.ops.dsconv import DSConv2d
 
 __all__ = ["DSCNet", "ConvGNReLU", "load_original"]
@@ -174,46 +173,6 @@ def _check_size(x: torch.Tensor) -> None:
 # Loading the authors' checkpoints
 
 
-def _describe(source: Any) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return f"checkpoint file {os.fspath(source)!r}"
-    return "state dict"
-
-
-def _read_state_dict(source: Any) -> dict[str, torch.Tensor]:
-    where = _describe(source)
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"{where} not found")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
-            raise CheckpointError(f"cannot read {where}: {type(exc).__name__}: {exc}") from exc
-    else:
-        obj = source
-    for _ in range(3):  # {"state_dict": {...}} / {"model": {...}} wrappers, possibly nested
-        if isinstance(obj, Mapping):
-            inner = next(
-                (obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None
-            )
-            if inner is not None:
-                obj = inner
-                continue
-        break
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{where} does not hold a state dict (got {type(obj).__name__})")
-    state: dict[str, torch.Tensor] = {}
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{where}: entry {key!r} is not a tensor ({type(value).__name__}); expected a "
-                "state dict of the authors' DSCNet"
-            )
-        state[key[len("module.") :] if key.startswith("module.") else key] = value
-    return state
-
-
 def load_original(path_or_state_dict: Any, padding_mode: str | None = None) -> DSCNet:
     """Build a :class:`DSCNet` matching a checkpoint of the authors' code and load it strictly.
 
@@ -243,8 +202,8 @@ def load_original(path_or_state_dict: Any, padding_mode: str | None = None) -> D
             that cannot be recognised, missing or unexpected keys, or shape mismatches; the
             message names the file and lists the offending keys.
     """
-    where = _describe(path_or_state_dict)
-    state = _read_state_dict(path_or_state_dict)
+    where = describe_source(path_or_state_dict)
+    state = read_state_dict(path_or_state_dict)
     has_bn = any(k.endswith(".bn.running_mean") for k in state)
     has_gn = any(k.endswith(".gn_offset.weight") for k in state)
     if has_bn == has_gn:
@@ -280,26 +239,9 @@ def load_original(path_or_state_dict: Any, padding_mode: str | None = None) -> D
         )
     except ValueError as exc:
         raise CheckpointError(f"{where}: shapes do not describe a valid DSCNet: {exc}") from exc
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+    load_strict(
+        model, state, where,
+        f"authors' DSCNet ({variant} variant, inferred n_basic_layer={model.n_basic_layer}, "
+        f"kernel_size={model.kernel_size})",
     )
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
-    if problems:
-        raise CheckpointError(
-            f"{where} does not fit the authors' DSCNet ({variant} variant, inferred "
-            f"n_basic_layer={model.n_basic_layer}, kernel_size={model.kernel_size}): "
-            + " | ".join(problems)
-        )
-    model.load_state_dict(state, strict=True)
     return model
