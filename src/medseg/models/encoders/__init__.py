@@ -31,9 +31,13 @@ def run_stage(stage: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """``stage(x)``, under activation checkpointing when ``enabled`` and gradients are needed.
 
     Checkpointing recomputes the stage's activations in the backward pass instead of storing
-    them (Chen et al., arXiv 1604.06174); outputs and gradients are unchanged. BatchNorm running
-    statistics are updated once per forward, as without checkpointing (non-reentrant mode
-    preserves RNG and module state).
+    them (Chen et al., arXiv 1604.06174); outputs and gradients are unchanged (RNG state is
+    preserved for the recompute). One difference: the recompute runs the stage's BatchNorm
+    layers a second time in training mode, so their running statistics take two momentum
+    updates per step from the same batch (``num_batches_tracked`` counts 2), which moves the
+    running means and variances towards the batch statistics a little faster than without
+    checkpointing. Not scriptable (``torch.jit.script``): networks using it export by tracing
+    or ``torch.export``.
     """
     if enabled and stage.training and torch.is_grad_enabled():
         return checkpoint(stage, x, use_reentrant=False)
