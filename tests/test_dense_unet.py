@@ -7,8 +7,11 @@ runs the same code."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from weight_fixtures import random_state
 import torch.nn.functional as F
 from conformance import ModelConformance
 
@@ -60,17 +63,7 @@ def torchvision_layout(old_style: bool, num_batches_tracked: bool) -> dict[str, 
     return shapes
 
 
-def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.02
-    return state
+random_state = partial(random_state, tracked=7, scale=0.02)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from weight_fixtures import random_state
 
 from medseg.errors import CheckpointError
 from medseg.models import count_parameters, create_model
@@ -55,17 +56,6 @@ def authors_layout(
     return shapes
 
 
-def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(123, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.1
-    return state
 
 
 def test_parameter_counts():

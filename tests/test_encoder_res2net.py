@@ -3,10 +3,13 @@ ImageNet file ``res2net50_v1b_26w_4s-3cf99910.pth`` (shapes, counts, strict weig
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 
 import pytest
 import torch
+from weight_fixtures import random_state
 
 from medseg.errors import CheckpointError
 from medseg.models.encoders import set_gradient_checkpointing
@@ -57,17 +60,7 @@ def published_layout(with_fc: bool = True, with_counters: bool = True) -> dict[s
     return shapes
 
 
-def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(12345, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.1
-    return state
+random_state = partial(random_state, tracked=12345)
 
 
 def test_parameter_counts_with_and_without_fc():

@@ -4,8 +4,11 @@ shapes, gradient checkpointing, and the split-attention conv's radix softmax."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from weight_fixtures import random_state
 import torch.nn.functional as F
 
 from medseg.errors import CheckpointError
@@ -57,17 +60,7 @@ def resnest50_published_shapes(with_fc: bool = True, with_nbt: bool = True) -> d
     return shapes
 
 
-def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, s in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            out[k] = torch.tensor(1000, dtype=torch.long)
-        elif k.endswith("running_var"):
-            out[k] = torch.rand(s, generator=g) + 0.5
-        else:
-            out[k] = torch.randn(s, generator=g) * 0.05
-    return out
+random_state = partial(random_state, tracked=1000, scale=0.05)
 
 
 @pytest.fixture(scope="module")

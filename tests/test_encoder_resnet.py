@@ -3,8 +3,11 @@ feature maps, strict loading of torchvision-layout weight files, gradient checkp
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from weight_fixtures import random_state
 
 from medseg.errors import CheckpointError
 from medseg.models.encoders.resnet import resnet18_encoder, resnet34_encoder, resnet50_encoder
@@ -55,17 +58,7 @@ def torchvision_resnet_layout(
     return shapes
 
 
-def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(12345, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g)
-    return state
+random_state = partial(random_state, tracked=12345, scale=1.0)
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -197,18 +197,22 @@ def evaluate(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = 
         "conventions": summary.get("conventions", {}),
         "checkpoint": str(ckpt_path),
         "network": cfg.model.name,
-        "inference": {
-            "method": "MONAI sliding_window_inference",
-            "roi_size": roi_size(cfg),
-            "overlap": cfg.eval.overlap,
-            "blend": cfg.eval.mode,
-        },
+        "inference": _inference_info(cfg),
     }
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_text_atomic(out_dir / "per_image.csv", _csv_text(rows))
     if do_figures:
         _figures(run_dir, out_dir / "figures", model, cfg, results)
     return metrics
+
+
+def _inference_info(cfg: Config) -> dict[str, Any]:
+    return {
+        "method": "MONAI sliding_window_inference",
+        "roi_size": roi_size(cfg),
+        "overlap": cfg.eval.overlap,
+        "blend": cfg.eval.mode,
+    }
 
 
 def _evaluate_multiclass(run_dir: Path, split: str, ckpt_path: Path, model: nn.Module, cfg: Config, cases: Any, out_dir: Path) -> dict[str, Any]:
@@ -228,12 +232,7 @@ def _evaluate_multiclass(run_dir: Path, split: str, ckpt_path: Path, model: nn.M
         **summary,
         "checkpoint": str(ckpt_path),
         "network": cfg.model.name,
-        "inference": {
-            "method": "MONAI sliding_window_inference",
-            "roi_size": roi_size(cfg),
-            "overlap": cfg.eval.overlap,
-            "blend": cfg.eval.mode,
-        },
+        "inference": _inference_info(cfg),
     }
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_text_atomic(out_dir / "per_image.csv", _csv_text(rows))
