@@ -119,16 +119,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from medseg.models import count_parameters, create_model, list_models
 
+    import torch
+
     rows = []
     for name in list_models():
-        model = create_model(name)
+        with torch.device("meta"):  # counting needs no memory or initialisation
+            model = create_model(name)
         rows.append((name, count_parameters(model), type(model).__name__))
     if args.json:
         print(json.dumps([{"name": n, "parameters": p, "class": c} for n, p, c in rows], indent=2))
         return 0
-    print(f"{'network':<14}{'parameters':>14}  class")
+    width = max(len("network"), *(len(n) for n, _, _ in rows)) + 2
+    print(f"{'network':<{width}}{'parameters':>12}  class")
     for name, params, cls in rows:
-        print(f"{name:<14}{params:>14,}  {cls}")
+        print(f"{name:<{width}}{params:>12,}  {cls}")
     return 0
 
 
