@@ -177,7 +177,7 @@ TINY = [
 ]
 
 
-def test_multiclass_training_and_evaluation(tmp_path):
+def test_multiclass_training_and_evaluation(tmp_path, capsys):
     cfg = load_config(None, TINY + ["data.args={n_images: 6, size: 48, classes: 3}", "model.args={base_channels: 4, depth: 2}",
                                     "loss.name=ce_dice"])
     summary = train(cfg, tmp_path / "run")
@@ -185,6 +185,11 @@ def test_multiclass_training_and_evaluation(tmp_path):
     assert m["classes"] == ["0", "1", "2"] and m["n_images"] == 6
     assert set(m["per_volume"]) == {"0", "1", "2", "mean"}
     assert summary["parameters"] > 0 and 0.0 <= summary["best_val_dice"] <= 1.0
+    from medseg.cli import print_metrics
+
+    print_metrics(m)
+    printed = capsys.readouterr().out
+    assert "per-volume mean: 1 " in printed and f"mean {m['per_volume']['mean']['dice']:.4f}" in printed
     # The data's 3 classes set the U-Net's out_channels; a 1-channel network is refused.
     bad = load_config(None, TINY + ["data.args={n_images: 6, size: 48, classes: 3}",
                                     "model.args={base_channels: 4, depth: 2, out_channels: 1}"])

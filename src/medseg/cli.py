@@ -54,7 +54,15 @@ def _fmt(value: object) -> str:
 
 
 def print_metrics(metrics: dict) -> None:
-    """Print the headline numbers of a metrics.json."""
+    """Print the headline numbers of a metrics.json (binary or multi-class)."""
+    if "per_volume" in metrics:
+        print(f"{metrics['network']} on {metrics['dataset']}/{metrics['split']} ({metrics['n_images']} images, "
+              f"{metrics['n_volumes']} volumes), per-class Dice:")
+        for level in ("per_volume", "per_image"):
+            row = metrics[level]
+            classes = ", ".join(f"{c} {_fmt(row[c]['dice'])}" for c in metrics["classes"][1:])
+            print(f"  {level.replace('_', '-')} mean: {classes}; mean {_fmt(row['mean']['dice'])}")
+        return
     fov = metrics["fov"]["per_image_mean"]
     pooled = metrics["fov"]["pooled"]
     print(f"{metrics['network']} on {metrics['dataset']}/{metrics['split']} ({metrics['n_images']} images, threshold {metrics['threshold']}):")
