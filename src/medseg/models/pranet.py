@@ -36,7 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
-from medseg.models.encoders.res2net import Res2NetEncoder, fill_num_batches_tracked, res2net50_v1b_26w_4s
+from medseg.models.encoders import fill_num_batches_tracked
+from medseg.models.encoders.res2net import Res2NetEncoder, res2net50_v1b_26w_4s
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
 __all__ = [

@@ -20,6 +20,7 @@ The contract every encoder here follows (networks rely on it):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -69,4 +70,34 @@ def drop_classifier(prefixes: tuple[str, ...]) -> Any:
     return key_map
 
 
-__all__ = ["run_stage", "set_gradient_checkpointing", "drop_classifier"]
+def fill_num_batches_tracked(
+    module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str = ""
+) -> dict[str, torch.Tensor]:
+    """``state`` plus zero BatchNorm ``num_batches_tracked`` counters when it holds none at all.
+
+    Files saved before PyTorch 0.4.1 (torchvision's DenseNet-161 and ResNet-34 files among
+    them) have no counters; PyTorch's own BatchNorm loader fills them with 0 too. ``prefix`` is
+    prepended to ``module``'s key names. A state dict holding some counters is returned
+    unchanged (a copy), so strict loading reports any missing one.
+    """
+    state = dict(state)
+    if any(k.endswith("num_batches_tracked") for k in state):
+        return state
+    for name, buf in module.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            state[prefix + name] = torch.zeros_like(buf)
+    return state
+
+
+def he_init(module: nn.Module) -> None:
+    """The ResNet-family initialisation (He et al., ICCV 2015, fan-out) used by torchvision and
+    the ResNeSt/Res2Net authors: conv weights Kaiming-normal, BatchNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+__all__ = ["run_stage", "set_gradient_checkpointing", "drop_classifier", "fill_num_batches_tracked", "he_init"]

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from medseg.models.encoders import drop_classifier, run_stage
+from medseg.models.encoders import drop_classifier, fill_num_batches_tracked, run_stage
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
 __all__ = [
@@ -303,11 +303,7 @@ class DenseNetEncoder(nn.Module):
         """
         where = describe_source(source)
         state = remap_legacy_keys(read_state_dict(source))
-        own = self.state_dict()
-        if not any(k.endswith("num_batches_tracked") for k in state):
-            for key, value in own.items():
-                if key.endswith("num_batches_tracked"):
-                    state[key] = torch.zeros_like(value)
+        state = fill_num_batches_tracked(self, state)
         conv0 = state.get("features.conv0.weight")
         if conv0 is not None and self.in_channels != 3 and conv0.dim() == 4 and conv0.shape[1] == 3:
             state["features.conv0.weight"] = adapt_input_conv(conv0, self.in_channels)

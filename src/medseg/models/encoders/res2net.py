@@ -23,13 +23,12 @@ Parameters: 23,669,352 without ``fc``; 25,718,352 with it (``fc`` = 2,049,000).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from medseg.models.encoders import drop_classifier, run_stage
+from medseg.models.encoders import drop_classifier, fill_num_batches_tracked, he_init, run_stage
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
 __all__ = ["Bottle2neck", "Res2NetEncoder", "res2net50_v1b_26w_4s"]
@@ -168,12 +167,7 @@ class Res2NetEncoder(nn.Module):
         self.layer3 = self._make_layer(256, layers[2], stride=2)
         self.layer4 = self._make_layer(512, layers[3], stride=2)
         self.fc = nn.Linear(512 * Bottle2neck.expansion, num_classes) if self.keep_fc else None
-        for m in self.modules():  # the authors' initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         out = planes * Bottle2neck.expansion
@@ -231,24 +225,6 @@ class Res2NetEncoder(nn.Module):
         key_map = None if self.keep_fc else drop_classifier(("fc.",))
         load_strict(self, state, where, "Res2Net-50 v1b 26w 4s ImageNet encoder", key_map=key_map)
         return self
-
-
-def fill_num_batches_tracked(
-    module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str
-) -> dict[str, torch.Tensor]:
-    """``state`` plus zero ``num_batches_tracked`` counters when it holds none at all.
-
-    ``prefix`` is prepended to ``module``'s own key names to find them in ``state``. A state
-    dict holding some counters is returned unchanged (strict loading then reports any missing
-    one).
-    """
-    state = dict(state)
-    if any(k.endswith("num_batches_tracked") for k in state):
-        return state
-    for name, buf in module.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            state[prefix + name] = torch.zeros_like(buf)
-    return state
 
 
 def res2net50_v1b_26w_4s(keep_fc: bool = False, weights: Any = None) -> Res2NetEncoder:

@@ -53,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.errors import CheckpointError
-from medseg.models.encoders import run_stage
+from medseg.models.encoders import fill_num_batches_tracked, he_init, run_stage
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
 __all__ = ["SplAtConv2d", "ResNeStBottleneck", "ResNeStEncoder", "resnest50_encoder", "LAYOUTS"]
@@ -303,12 +303,7 @@ class ResNeStEncoder(nn.Module):
             self.fc = nn.Linear(in_planes, 1000)
         self.out_channels: tuple[int, ...] = (2 * s, 256, 512, 1024, 2048)
         self.reductions: tuple[int, ...] = (2, 4, 8, 16, 32)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem: (N, 3, H, W) -> (N, 64, ceil(H/2), ceil(W/2)), after ``bn1`` + ReLU."""
@@ -367,10 +362,7 @@ class ResNeStEncoder(nn.Module):
                 f"{where} has a single-conv stem 'conv1.weight' {tuple(state['conv1.weight'].shape)}: "
                 f"a plain ResNet file, not {self.name} (which has the deep stem conv1.0/conv1.3/conv1.6)"
             )
-        if not any(k.endswith("num_batches_tracked") for k in state):
-            for key, buf in self.state_dict().items():
-                if key.endswith("num_batches_tracked"):
-                    state[key] = torch.zeros_like(buf)
+        state = fill_num_batches_tracked(self, state)
         what = {"auto": "ResNeSt", "authors": "ResNeSt authors'", "timm": "timm"}[layout]
 
         def key_map(key: str) -> str | None:

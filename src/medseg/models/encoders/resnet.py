@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from medseg.models.encoders import run_stage
+from medseg.models.encoders import fill_num_batches_tracked, he_init, run_stage
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
 __all__ = [
@@ -164,12 +164,7 @@ class ResNetEncoder(nn.Module):
         self.out_channels: tuple[int, ...] = (64, 64 * e, 128 * e, 256 * e, 512 * e)
         self.reductions: tuple[int, ...] = (2, 4, 8, 16, 32)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     @staticmethod
     def _make_stage(
@@ -233,10 +228,7 @@ class ResNetEncoder(nn.Module):
         """
         where = describe_source(path_or_state_dict)
         state = dict(read_state_dict(path_or_state_dict))
-        if not any(k.endswith("num_batches_tracked") for k in state):
-            for key, buf in self.state_dict().items():
-                if key.endswith("num_batches_tracked"):
-                    state[key] = torch.zeros_like(buf)
+        state = fill_num_batches_tracked(self, state)
 
         def key_map(key: str) -> str | None:
             if not self.keep_fc and key.startswith("fc."):
