@@ -16,7 +16,7 @@ import lightning as L
 from medseg.config import load_config
 from medseg.data import create_dataset
 from medseg.engine.module import build_network
-from medseg.inference.evaluate import infer_image
+from medseg.workflows.evaluate import infer_image
 from medseg.metrics.vessel import evaluate_vessels
 
 

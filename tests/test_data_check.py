@@ -13,7 +13,7 @@ from PIL import Image
 from medseg.cli import main
 from medseg.config import load_config
 from medseg.data.check import check_cached, check_dataset
-from medseg.engine.train import train
+from medseg.workflows.train import train
 from medseg.errors import DataError
 from test_data import _snapshot, _write_drive
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medseg.config import load_config
-from medseg.engine.train import train
+from medseg.workflows.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVE = REPO.parent / "shared" / "data" / "DRIVE"
@@ -41,7 +41,7 @@ def test_dscnet_short_train_and_evaluate_on_drive(tmp_path):
     assert len(splits["train"]) == 16 and len(splits["validation"]) == 4
     assert all(21 <= int(i) <= 40 for i in splits["train"] + splits["validation"])  # never a test image
 
-    from medseg.inference.evaluate import evaluate
+    from medseg.workflows.evaluate import evaluate
 
     metrics = evaluate(run, split="test", figures=False)
     assert metrics["dataset"] == "drive" and metrics["n_images"] == 20

@@ -21,7 +21,7 @@ from PIL import Image
 from medseg.cli import main
 from medseg.config import load_config
 from medseg.engine.checkpoint import load_model_from_checkpoint
-from medseg.engine.train import train
+from medseg.workflows.train import train
 
 METRIC_KEYS = {
     "dice", "iou", "sensitivity", "specificity", "accuracy", "precision", "mcc",
@@ -158,8 +158,8 @@ def test_predict_writes_16bit_probabilities_and_binary_masks(trained_run, tmp_pa
 
 def test_predict_matches_the_model_on_the_same_input(trained_run, tmp_path):
     """The probability PNG is the model's output quantised to 1/65535."""
-    from medseg.inference.evaluate import infer_image
-    from medseg.inference.predict import prepare
+    from medseg.workflows.evaluate import infer_image
+    from medseg.workflows.predict import prepare
 
     run, _ = trained_run
     model, cfg = load_model_from_checkpoint(run / "checkpoints/best.ckpt")
@@ -226,7 +226,7 @@ def test_dscnet_run_draws_its_dsconv_kernel_positions(tmp_path):
 def test_dscnet_size_divisor_is_honoured_by_inference_and_figures():
     """DRIVE images are 565 wide, not a multiple of DSCNet's 8: windows and the kernel figure must cope."""
     from medseg.inference import check_roi
-    from medseg.inference.evaluate import kernel_coordinates_for
+    from medseg.workflows.evaluate import kernel_coordinates_for
     from medseg.models import create_model
 
     model = create_model("dscnet", n_basic_layer=4, kernel_size=3).eval()
@@ -239,7 +239,7 @@ def test_dscnet_size_divisor_is_honoured_by_inference_and_figures():
 
 
 def test_densest_window_finds_the_vessel_cluster():
-    from medseg.inference.evaluate import densest_window
+    from medseg.workflows.evaluate import densest_window
 
     mask = np.zeros((200, 300), dtype=np.uint8)
     mask[150:180, 40:70] = 1

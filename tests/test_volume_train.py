@@ -50,6 +50,7 @@ def test_train_on_25d_slices_and_predict_nifti(tmp_path, capsys):
         "--set", "data.augment={}", "--set", "train.batch_size=8", "--set", "train.progress_bar=false",
         "--set", "model.name=unet", "--set", "model.args={base_channels: 8, depth: 2}",
         "--set", "eval.roi_size=16", "--set", "eval.figures=false", "--set", "optim.lr=0.01",
+        "--set", "eval.protocol=vessel",  # per-slice pixel metrics here; the volume protocol is tested below
     ])
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out

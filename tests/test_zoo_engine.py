@@ -16,7 +16,8 @@ from lightning.pytorch.callbacks import Callback
 
 from medseg.config import LossConfig, build_config, load_config
 from medseg.engine.module import SegmentationModule
-from medseg.engine.train import stage_config, train
+from medseg.engine.train import stage_config
+from medseg.workflows.train import train
 from medseg.errors import ConfigError
 from medseg.losses.more import CEDiceLoss, MultiOutputLoss, boundary_target, structure_loss
 from medseg.metrics.multiclass import class_counts, evaluate_multiclass

@@ -1,4 +1,4 @@
-"""The ``medseg`` command: train, evaluate, predict, models.
+"""The ``medseg`` command: train, evaluate, predict, report, compare, data, models.
 
 Each verb parses its arguments, loads a recipe and calls one function below the CLI. Errors a
 user can cause (:class:`~medseg.errors.MedsegError`: bad config keys, unknown names, bad data
@@ -54,28 +54,17 @@ def _fmt(value: object) -> str:
 
 
 def print_metrics(metrics: dict) -> None:
-    """Print the headline numbers of a metrics.json (binary or multi-class)."""
-    if "per_volume" in metrics:
-        print(f"{metrics['network']} on {metrics['dataset']}/{metrics['split']} ({metrics['n_images']} images, "
-              f"{metrics['n_volumes']} volumes), per-class Dice:")
-        for level in ("per_volume", "per_image"):
-            row = metrics[level]
-            classes = ", ".join(f"{c} {_fmt(row[c]['dice'])}" for c in metrics["classes"][1:])
-            print(f"  {level.replace('_', '-')} mean: {classes}; mean {_fmt(row['mean']['dice'])}")
-        return
-    fov = metrics["fov"]["per_image_mean"]
-    pooled = metrics["fov"]["pooled"]
-    print(f"{metrics['network']} on {metrics['dataset']}/{metrics['split']} ({metrics['n_images']} images, threshold {metrics['threshold']}):")
-    print(
-        "  FOV, per-image mean: "
-        + ", ".join(f"{k} {_fmt(fov[k])}" for k in ("dice", "iou", "sensitivity", "specificity", "accuracy", "auc_roc", "cldice", "betti0_error", "betti1_error"))
-    )
-    print("  FOV, pooled:         " + ", ".join(f"{k} {_fmt(pooled[k])}" for k in ("dice", "auc_roc", "auc_pr")))
+    """Print the headline numbers of a metrics.json: its protocol's own lines
+    (:func:`medseg.workflows.protocols.summary_lines`)."""
+    from medseg.workflows.protocols import summary_lines
+
+    for line in summary_lines(metrics):
+        print(line)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medseg.config import load_config
-    from medseg.engine.train import train
+    from medseg.workflows.train import train
 
     overrides = list(args.set or [])
     if args.data_root is not None:
@@ -103,24 +92,70 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if "eval" in summary:
         print_metrics(summary["eval"])
-        print(f"report: {run_dir / 'eval' / cfg.eval.split}")
+        print(f"results: {run_dir / 'eval' / cfg.eval.split}; report: {run_dir / 'report.html'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medseg.inference.evaluate import evaluate
+    from medseg.errors import ConfigError
+    from medseg.workflows.evaluate import evaluate, evaluate_predictions
 
-    metrics = evaluate(args.run, split=args.split, checkpoint=args.checkpoint)
+    if (args.run is None) == (args.predictions is None):
+        raise ConfigError("medseg evaluate needs either --run RUN_DIR or --predictions DIR (with --dataset)")
+    if args.predictions is not None:
+        if args.dataset is None:
+            raise ConfigError("medseg evaluate --predictions needs --dataset NAME (see medseg data list)")
+        overrides = [f"threshold={args.threshold}"] if args.threshold is not None else []
+        metrics = evaluate_predictions(
+            args.predictions, args.dataset, args.data_root, split=args.split, protocol=args.protocol, out=args.output,
+            dataset_args=_dataset_options(args.set), eval_overrides=overrides + list(args.eval_set or []),
+            figures=not args.no_figures, show_progress=not args.no_progress,
+        )
+        out = Path(args.output) if args.output else Path(args.predictions) / f"eval-{args.split}"
+        print_metrics(metrics)
+        print(f"results: {out}; report: {out / 'report.html'}")
+        return 0
+    for flag in ("dataset", "data_root", "output", "set", "threshold", "eval_set"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')} goes with --predictions; a run evaluates its own recipe")
+    metrics = evaluate(
+        args.run, split=args.split, checkpoint=args.checkpoint, protocol=args.protocol, tta=args.tta,
+        ensemble=list(args.model or []), batch_size=args.batch_size, device=args.device, inference=args.inference,
+        figures=False if args.no_figures else None, show_progress=not args.no_progress,
+    )
     print_metrics(metrics)
-    print(f"report: {Path(args.run) / 'eval' / args.split}")
+    print(f"results: {Path(args.run) / 'eval' / args.split}; report: {Path(args.run) / 'report.html'}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from medseg.inference.predict import predict_folder
+    from medseg.workflows.predict import predict_folder
 
-    written = predict_folder(args.model, args.input, args.output, threshold=args.threshold)
+    models = args.model[0] if len(args.model) == 1 else list(args.model)
+    written = predict_folder(
+        models, args.input, args.output, threshold=args.threshold, fov_dir=args.fov, tta=args.tta,
+        batch_size=args.batch_size, device=args.device, inference=args.inference, show_progress=not args.no_progress,
+    )
     print(f"wrote {len(written)} files (probability maps and masks, NIfTI label maps) to {args.output}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from medseg.viz.report import write_report
+
+    path = write_report(args.run, split=args.split, out=args.output)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from medseg.viz.report import compare_runs, format_comparison, write_comparison
+
+    rows = compare_runs(args.runs, split=args.split)
+    print(format_comparison(rows))
+    if args.output is not None:
+        csv_path, html_path = write_comparison(rows, args.output)
+        print(f"wrote {csv_path} and {html_path}")
     return 0
 
 
@@ -205,18 +240,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="do not evaluate the best checkpoint after training")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a split")
-    p.add_argument("--run", required=True, type=Path, help="run directory written by medseg train")
+    def inference_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tta", nargs="?", const="default", default=None, metavar="SET",
+                       help="test-time augmentation, probabilities averaged: default (flips + 90-degree rotations), "
+                            "flips, rot90, d4, or names such as hflip,vflip,rot90 (default: the recipe's eval.tta)")
+        p.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's eval.batch_size)")
+        p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
+        p.add_argument("--inference", choices=("auto", "whole", "sliding"),
+                       help="whole image or sliding window (default: the recipe's eval.inference)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="evaluate a run (--run) or a folder of predictions (--predictions) with a protocol")
+    p.add_argument("--run", type=Path, help="run directory written by medseg train")
+    p.add_argument("--predictions", type=Path, help="folder of probability maps / masks / NIfTI label maps, by stem")
+    p.add_argument("--dataset", help="with --predictions: the dataset whose ground truth scores them")
+    p.add_argument("--data-root", help="with --predictions: the dataset folder")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --predictions: dataset option (repeatable)")
+    p.add_argument("--eval-set", action="append", metavar="KEY=VALUE",
+                   help="with --predictions: eval option, e.g. centerline_tolerance=3 or nsd_tolerance_mm=2")
+    p.add_argument("--threshold", type=float, help="with --predictions: binary threshold of the vessel protocol")
+    p.add_argument("-o", "--output", type=Path, help="with --predictions: output folder (default DIR/eval-SPLIT)")
     p.add_argument("--split", default="test")
+    p.add_argument("--protocol", help="vessel, octa, polyp, volume or multiclass (default: the recipe's / dataset's)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("-m", "--model", action="append", type=Path, metavar="CKPT",
+                   help="with --run: a further checkpoint to ensemble with the run's (repeatable)")
+    p.add_argument("--no-figures", action="store_true", help="skip the per-image figures")
+    inference_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="probability maps and masks for a folder of images")
-    p.add_argument("-m", "--model", required=True, type=Path, help="checkpoint (.ckpt) written by medseg train")
+    p.add_argument("-m", "--model", required=True, action="append", type=Path,
+                   help="checkpoint (.ckpt) written by medseg train; repeat for an ensemble (probabilities averaged)")
     p.add_argument("-i", "--input", required=True, type=Path, help="folder of images (png, jpg, tif, gif, bmp) and/or volumes (.nii, .nii.gz, DICOM series folders), or one volume")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the checkpoint's)")
+    p.add_argument("--fov", type=Path, metavar="DIR",
+                   help="FOV masks by stem (<stem>.<ext> or <stem>_mask.<ext>); default: computed from each image")
+    inference_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html: metrics, paper's numbers, per-image table, figures")
+    p.add_argument("run", type=Path, help="run directory, or an evaluation folder holding metrics.json")
+    p.add_argument("--split", help="evaluated split (default: the only one, or test)")
+    p.add_argument("-o", "--output", type=Path, help="HTML file (default RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="several runs' metrics side by side, with parameter counts")
+    p.add_argument("runs", nargs="+", type=Path, help="run directories")
+    p.add_argument("--split", default="test")
+    p.add_argument("-o", "--output", help="also write OUTPUT.csv and OUTPUT.html")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("data", help="inspect datasets: `medseg data check`, `medseg data list`")
     data_sub = p.add_subparsers(dest="data_command", required=True)

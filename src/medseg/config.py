@@ -166,13 +166,28 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation: sliding-window inference (MONAI) and the vessel protocol's threshold.
+    """Evaluation: the protocol, inference (whole image or MONAI sliding window, TTA) and figures.
 
-    ``roi_size`` of 0 means "the training patch size". ``mode``: "gaussian" or "constant"
-    blending. ``split`` is evaluated after training when ``after_train`` is true and the dataset
-    has it. ``kernel_figure`` draws the sampled positions of a DSConv (networks that have one).
+    ``protocol``: "auto" (the dataset's own: vessel for fundus data, octa for OCTA, polyp for
+    colonoscopy, volume for NIfTI/DICOM volumes) or a name of
+    :data:`medseg.workflows.protocols.PROTOCOLS`. ``inference``: "auto" (whole image for
+    networks without extent-dependent normalisation, else sliding window), "whole" or
+    "sliding". ``roi_size`` of 0 means "the training patch size". ``mode``: "gaussian" or
+    "constant" blending. ``tta``: test-time augmentation names or sets (see
+    :func:`medseg.inference.parse_tta`; empty = none). ``batch_size``: images per forward pass.
+    ``nsd_tolerance_mm``: the volume protocol's surface-Dice tolerance (mm).
+    ``centerline_tolerance``: the octa protocol's tolerance kernel (pixels; 1 = none, 3 for
+    centerline-level ground truth as OCTA-Net does for ROSE-1 DVC and ROSE-2).
+    ``split`` is evaluated after training when ``after_train`` is true and the dataset has it.
+    ``kernel_figure`` draws the sampled positions of a DSConv (networks that have one).
     """
 
+    protocol: str = "auto"
+    inference: str = "auto"
+    tta: list = field(default_factory=list)
+    batch_size: int = 1
+    nsd_tolerance_mm: float = 1.0
+    centerline_tolerance: int = 1
     threshold: float = 0.5
     roi_size: int = 0
     overlap: float = 0.5
@@ -196,13 +211,16 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: The paper's numbers for this recipe (free form; shown beside ours in reports):
+    #: ``{source, table, protocol, values: {metric: value}, selected_on_test, notes}``.
+    paper: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-serialisable; tuples become lists)."""
         return _plain(dataclasses.asdict(self))
 
 
-_FREE_FORM = {"model.args", "data.args", "data.augment", "loss.outputs", "loss.targets", "loss.output_losses"}
+_FREE_FORM = {"paper", "model.args", "data.args", "data.augment", "loss.outputs", "loss.targets", "loss.output_losses"}
 
 
 def _plain(value: Any) -> Any:
@@ -398,6 +416,12 @@ def validate(cfg: Config) -> None:
         (0.0 < cfg.eval.threshold < 1.0, "eval.threshold must be in (0, 1)"),
         (0.0 <= cfg.eval.overlap < 1.0, "eval.overlap must be in [0, 1)"),
         (cfg.eval.mode in ("gaussian", "constant"), f"eval.mode must be 'gaussian' or 'constant', got {cfg.eval.mode!r}"),
+        (cfg.eval.inference in ("auto", "whole", "sliding"),
+         _choice_msg("eval.inference", cfg.eval.inference, ("auto", "whole", "sliding"))),
+        (cfg.eval.batch_size > 0, "eval.batch_size must be > 0"),
+        (cfg.eval.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm must be > 0 (mm)"),
+        (cfg.eval.centerline_tolerance >= 1 and cfg.eval.centerline_tolerance % 2 == 1,
+         "eval.centerline_tolerance must be an odd kernel size >= 1 (pixels)"),
     ]
     schedules = ("cosine", "onecycle", "poly", "plateau", "constant")
     checks.append((cfg.schedule.name in schedules, _choice_msg("schedule.name", cfg.schedule.name, schedules)))

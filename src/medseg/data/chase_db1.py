@@ -110,6 +110,10 @@ class FundusDataset(FileDataset):
     option_defaults = {"channels": "green", "annotator": 1, "fov": "computed"}
 
     @classmethod
+    def fov_mode(cls, opts: dict[str, Any]) -> str:
+        return str(opts["fov"])
+
+    @classmethod
     def default_pipeline(cls, opts: dict[str, Any]) -> list:
         return [opts["channels"], "zscore"]
 

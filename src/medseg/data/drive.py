@@ -77,6 +77,7 @@ class DriveDataset(FileDataset):
 
     dataset_name = "drive"
     folder = "DRIVE"
+    fov_kind = "shipped"
     layout = _LAYOUT
     splits = ("train", "test")
     option_defaults = {"channels": "green", "annotator": 1}

@@ -73,6 +73,12 @@ class FileDataset(CaseDataset):
     default_preprocess: ClassVar[tuple] = ("zscore",)
     #: Dataset options and their defaults; anything else is a ConfigError.
     option_defaults: ClassVar[dict[str, Any]] = {}
+    #: The evaluation protocol of the dataset's community (``eval.protocol: auto`` picks it):
+    #: a name of :data:`medseg.workflows.protocols.PROTOCOLS`.
+    protocol: ClassVar[str] = "vessel"
+    #: Where the field of view comes from: "none" (every pixel), "shipped" (FOV files of the
+    #: release, e.g. DRIVE's ``mask/``) or "computed" (:func:`medseg.data.fov.fov_from_image`).
+    fov_kind: ClassVar[str] = "none"
 
     def __init__(
         self,
@@ -85,7 +91,7 @@ class FileDataset(CaseDataset):
     ) -> None:
         opts = self.parse_options(options)
         self.check_split(split, opts)
-        pipeline = Pipeline(self.default_pipeline(opts) if preprocess is None else preprocess)
+        pipeline = self.pipeline_for(opts, preprocess)
         inv = self.inventory(root, split_file=split_file, **options)
         inv.raise_errors(split)
         if split not in inv.splits:
@@ -99,8 +105,10 @@ class FileDataset(CaseDataset):
         self.split_source = inv.split_source
         cases: list[Case] = []
         for record in inv.split(split):
-            for raw in self.read(record, opts):
+            for index, raw in enumerate(self.read(record, opts)):
                 case = pipeline(raw)
+                if case.mask.shape != raw.mask.shape:  # the pipeline resized: keep the way back
+                    case.meta = {**case.meta, "reference": (record, index), "reference_shape": raw.mask.shape}
                 if centerline and case.centerline is None:
                     case.centerline = skeleton_centerline(case.mask > 0)
                 cases.append(case)
@@ -126,6 +134,41 @@ class FileDataset(CaseDataset):
     def default_pipeline(cls, opts: dict[str, Any]) -> Any:
         """The pipeline used when the recipe names none (default: ``default_preprocess``)."""
         return list(cls.default_preprocess)
+
+    @classmethod
+    def pipeline_for(cls, opts: dict[str, Any], preprocess: Any = None) -> Pipeline:
+        """The preprocessing :class:`~medseg.data.preprocess.Pipeline` of a recipe: ``preprocess``
+        (the recipe's ``data.args.preprocess``) or the dataset's default for ``opts``. The
+        dataset's loading and ``medseg predict`` both use it, so they prepare images alike."""
+        return Pipeline(cls.default_pipeline(opts) if preprocess is None else preprocess)
+
+    @classmethod
+    def fov_mode(cls, opts: dict[str, Any]) -> str:
+        """How this dataset gets its FOV with ``opts``: "none", "shipped" or "computed"
+        (default: :attr:`fov_kind`; fundus datasets without FOV files follow their ``fov``
+        option)."""
+        return cls.fov_kind
+
+    def reference(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        """The ground truth and FOV of ``case`` at the resolution of its source files.
+
+        Protocols score predictions against the released annotation at its own size (PraNet's
+        toolbox upsamples predictions to the ground truth's size). A pipeline that resizes keeps
+        the record in ``case.meta["reference"]``; the record is then read again.
+
+        Returns:
+            ``(mask uint8 (H0, W0), fov bool (H0, W0))``; ``(case.mask, case.fov)`` when no step
+            resized.
+
+        Raises:
+            DataError: the source files cannot be read again (named).
+        """
+        ref = case.meta.get("reference")
+        if ref is None:
+            return case.mask, case.fov
+        record, index = ref
+        raw = self.read(record, self.options)[index]
+        return raw.mask, raw.fov
 
     @classmethod
     def check_split(cls, split: str, opts: dict[str, Any]) -> None:

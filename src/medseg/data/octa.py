@@ -207,6 +207,7 @@ class _OctaDataset(FileDataset):
     Subclasses set ``split_folders`` (split name -> folder name under the dataset root),
     ``image_sub`` and ``label_sub`` and may override :meth:`find`.
     """
+    protocol = "octa"
 
     default_preprocess = OCTA_PREPROCESS
     split_folders: dict[str, str] = {}

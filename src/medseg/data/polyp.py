@@ -196,6 +196,7 @@ class KvasirSegDataset(FileDataset):
             decoding: an unreadable or grey/16-bit frame, a mask of another size, or a mask that
             is not binary after the > 127 threshold. Messages name the files.
     """
+    protocol = "polyp"
 
     dataset_name = "kvasir_seg"
     folder = "Kvasir-SEG"
@@ -347,6 +348,7 @@ class CvcClinicDbDataset(FileDataset):
             together); then a grey or 16-bit frame (e.g. swapped image/mask folders, as in some
             public copies), sizes that differ, or a non-binary mask, naming the file.
     """
+    protocol = "polyp"
 
     dataset_name = "cvc_clinicdb"
     folder = "CVC-ClinicDB"

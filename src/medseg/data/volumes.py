@@ -196,6 +196,7 @@ class VolumeDataset(FileDataset):
         test_fraction, val_fraction, seed: the seeded patient-level split (defaults 0.2, 0, 0);
             a "val" split exists only when val_fraction > 0.
     """
+    protocol = "volume"
 
     splits = ("train", "val", "test")
     default_preprocess: tuple = ()

@@ -10,6 +10,7 @@ A run directory holds everything of a run::
         train_summary.json     wall time, epochs, steps, best validation Dice
         figures/curves.png     training curves
         eval/<split>/          metrics.json, per_image.csv, figures/ (``medseg evaluate``)
+        report.html            the evaluation as a page (``medseg report``)
 """
 
 from __future__ import annotations
@@ -195,9 +196,9 @@ def train(
     run_dir: str | os.PathLike,
     resume: bool = False,
     callbacks: list[Callback] | None = None,
-    evaluate_after: bool | None = None,
 ) -> dict[str, Any]:
-    """Train the recipe ``cfg`` into ``run_dir``; evaluate the best checkpoint afterwards.
+    """Train the recipe ``cfg`` into ``run_dir`` (no evaluation: the engine knows no protocol;
+    :func:`medseg.workflows.train.train` trains and then evaluates).
 
     Everything that can be wrong with the input (config keys, network name and arguments, data
     files, window size, classes against output channels) is checked before the first step.
@@ -213,29 +214,21 @@ def train(
             equals an uninterrupted run. With stages: finished stages are kept, the
             interrupted one resumes.
         callbacks: extra Lightning callbacks (tests use one to simulate a crash).
-        evaluate_after: evaluate on ``cfg.eval.split`` when training ends (default
-            ``cfg.eval.after_train``).
 
     Returns:
-        The training summary (also written to ``train_summary.json``), with the evaluation
-        metrics under "eval" when evaluated.
+        The training summary (also written to ``train_summary.json``); empty off rank 0.
 
     Raises:
         medseg.errors.MedsegError: bad config, data or run directory.
     """
     run_dir = Path(run_dir)
     if cfg.train.stages:
-        return _train_stages(cfg, run_dir, resume, callbacks, evaluate_after)
+        return _train_stages(cfg, run_dir, resume, callbacks)
     ckpt_path = _check_run_dir(run_dir, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
     datamodule = SegDataModule(cfg)
-    summary = _fit(cfg, run_dir, datamodule, ckpt_path, callbacks, data_report=data_report)
-    if summary and (evaluate_after if evaluate_after is not None else cfg.eval.after_train):
-        from medseg.inference.evaluate import evaluate
-
-        summary["eval"] = evaluate(run_dir, split=cfg.eval.split)
-    return summary
+    return _fit(cfg, run_dir, datamodule, ckpt_path, callbacks, data_report=data_report)
 
 
 def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
@@ -315,9 +308,7 @@ def _best_weights(stage_dir: Path) -> dict[str, torch.Tensor]:
     return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
-def _train_stages(
-    cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None, evaluate_after: bool | None
-) -> dict[str, Any]:
+def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None) -> dict[str, Any]:
     """Run ``cfg.train.stages`` one after another (see :func:`train`)."""
     stage_cfgs = [stage_config(cfg, i) for i in range(len(cfg.train.stages))]  # all checked up front
     if not resume:
@@ -359,10 +350,6 @@ def _train_stages(
         "resumed": resume,
     })
     write_text_atomic(run_dir / "train_summary.json", json.dumps(summary, indent=2))
-    if evaluate_after if evaluate_after is not None else cfg.eval.after_train:
-        from medseg.inference.evaluate import evaluate
-
-        summary["eval"] = evaluate(run_dir, split=cfg.eval.split)
     return summary
 
 

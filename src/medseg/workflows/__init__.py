@@ -1,0 +1,1 @@
+"""Workflows above the engine: evaluate, predict, report (the CLI calls these)."""
