@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     def inference_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tta", nargs="?", const="default", default=None, metavar="SET",
                        help="test-time augmentation, probabilities averaged: default (flips + 90-degree rotations), "
-                            "flips, rot90, d4, or names such as hflip,vflip,rot90 (default: the recipe's eval.tta)")
+                            "flips, rotations, d4, or names such as hflip,vflip,rot90 (default: the recipe's eval.tta)")
         p.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's eval.batch_size)")
         p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
         p.add_argument("--inference", choices=("auto", "whole", "sliding"),

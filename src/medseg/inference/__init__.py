@@ -160,14 +160,14 @@ TTA_TRANSFORMS: dict[str, tuple[_T, _T]] = {
     "rot180": (lambda x: x.rot90(2, (-2, -1)), lambda y: y.rot90(-2, (-2, -1))),
     "rot270": (lambda x: x.rot90(3, (-2, -1)), lambda y: y.rot90(-3, (-2, -1))),
     "transpose": (lambda x: x.transpose(-2, -1), lambda y: y.transpose(-2, -1)),
-    "antitranspose": (lambda x: x.rot90(1, (-2, -1)).flip(-2), lambda y: y.flip(-2).rot90(-1, (-2, -1))),
+    "antitranspose": (lambda x: x.rot90(2, (-2, -1)).transpose(-2, -1), lambda y: y.rot90(2, (-2, -1)).transpose(-2, -1)),
 }
 
-#: Named sets for ``--tta``: "flips" (identity, hflip, vflip), "rot90" (the four rotations),
+#: Named sets for ``--tta``: "flips" (identity, hflip, vflip), "rotations" (the four rotations),
 #: "default" (flips and rotations: 6 passes) and "d4" (all 8 symmetries of the square).
 TTA_SETS: dict[str, tuple[str, ...]] = {
     "flips": ("identity", "hflip", "vflip"),
-    "rot90": ("identity", "rot90", "rot180", "rot270"),
+    "rotations": ("identity", "rot90", "rot180", "rot270"),
     "default": ("identity", "hflip", "vflip", "rot90", "rot180", "rot270"),
     "d4": tuple(TTA_TRANSFORMS),
 }

@@ -5,10 +5,23 @@
   ``CSVLogger`` ``metrics.csv``.
 * :func:`save_kernel_positions`: DSConv sampling positions drawn over the image.
 * :func:`save_figure`: atomic writer used by all of them.
+* :func:`write_report`: a run's static HTML report (``RUN/report.html``).
+* :func:`compare_runs`, :func:`format_comparison`, :func:`write_comparison`: several runs'
+  headline numbers side by side (terminal text, CSV and a static HTML page).
 """
 
 from medseg.viz.curves import plot_training_curves
 from medseg.viz.kernels import save_kernel_positions
 from medseg.viz.panels import save_figure, save_panel
+from medseg.viz.report import compare_runs, format_comparison, write_comparison, write_report
 
-__all__ = ["plot_training_curves", "save_figure", "save_kernel_positions", "save_panel"]
+__all__ = [
+    "compare_runs",
+    "format_comparison",
+    "plot_training_curves",
+    "save_figure",
+    "save_kernel_positions",
+    "save_panel",
+    "write_comparison",
+    "write_report",
+]
