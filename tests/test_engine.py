@@ -25,7 +25,7 @@ from medseg.workflows.train import train
 
 METRIC_KEYS = {
     "dice", "iou", "sensitivity", "specificity", "accuracy", "precision", "mcc",
-    "auc_roc", "auc_pr", "cldice", "betti0_error", "betti1_error",
+    "auc_roc", "auc_pr", "cldice", "betti0_error", "betti1_error", "euler_error",
 }
 
 TINY = [

@@ -359,7 +359,7 @@ def test_evaluate_schema_and_json():
             assert list(block) == list(VESSEL_METRICS)
             assert set(block) == {
                 "dice", "iou", "sensitivity", "specificity", "accuracy", "precision", "mcc",
-                "auc_roc", "auc_pr", "cldice", "betti0_error", "betti1_error",
+                "auc_roc", "auc_pr", "cldice", "betti0_error", "betti1_error", "euler_error",
             }
             assert all(type(v) in (int, float) for v in block.values())
     conv = summary["conventions"]

@@ -469,8 +469,10 @@ def find_predictions(folder: Path, wanted: dict[str, list[str]], volumes: bool) 
         raise DataError(f"predictions folder {folder} has no prediction for {len(missing)} case(s): "
                         f"{'; '.join(missing[:10])}{more}")
     used = set(found.values())
-    unmatched = [p for p in files.values() if p not in used and (p.name.lower().endswith((".nii", ".nii.gz"))
-                                                                 if volumes else p.suffix.lower() in _MAP_SUFFIXES)]
+    # medseg predict writes <stem>_mask.png beside each <stem>_prob.png: a companion, not a stranger
+    companions = {f"{_stem(p.name)[: -len('_prob')]}_mask{p.suffix}" for p in used if _stem(p.name).endswith("_prob")}
+    unmatched = [p for p in files.values() if p not in used and p.name not in companions
+                 and (p.name.lower().endswith((".nii", ".nii.gz")) if volumes else p.suffix.lower() in _MAP_SUFFIXES)]
     return found, unmatched
 
 
