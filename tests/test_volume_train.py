@@ -75,3 +75,46 @@ def test_train_on_25d_slices_and_predict_nifti(tmp_path, capsys):
     assert set(np.unique(pred)) <= {0, 1}
     dice = 2 * (pred & lab).sum() / (pred.sum() + lab.sum())
     assert dice > 0.5
+
+
+@pytest.mark.slow
+def test_volume_protocol_scores_volumes_in_mm_and_predictions_score_the_same(tmp_path, capsys):
+    """Default protocol of msd data: per volume, Dice / HD95 / NSD in mm from the header's
+    spacing; `medseg predict` + `medseg evaluate --predictions` give the run's numbers."""
+    root = _write_msd(tmp_path / "msd")
+    run = tmp_path / "run"
+    rc = main([
+        "train", "--out", str(run), "--max-epochs", "4",
+        "--set", "data.dataset=msd", "--set", f"data.root={root}",
+        "--set", "data.args={classes: binary, context: 1, test_fraction: 0.34}",
+        "--set", "data.patch_size=16", "--set", "data.samples_per_epoch=32", "--set", "data.val_fraction=0.25",
+        "--set", "data.augment={}", "--set", "train.batch_size=8", "--set", "train.progress_bar=false",
+        "--set", "model.name=unet", "--set", "model.args={base_channels: 8, depth: 2}",
+        "--set", "eval.roi_size=16", "--set", "optim.lr=0.01", "--set", "eval.nsd_tolerance_mm=2.0",
+    ])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "volume protocol: HD95 in mm, NSD at 2.0 mm" in out and "FOV" not in out
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["protocol"] == "volume" and metrics["n_cases"] == 2 and metrics["classes"] == ["blob"]
+    assert metrics["nsd_tolerance_mm"] == 2.0
+    blob = metrics["mean"]["blob"]
+    assert blob["dice"] > 0.5 and 0.0 <= blob["hd95"] < 20.0 and 0.0 < blob["nsd"] <= 1.0
+    rows = (run / "eval" / "test" / "per_case.csv").read_text().splitlines()
+    assert rows[0].startswith("id,blob_dice,blob_hd95,blob_hd95_pooled,blob_nsd") and len(rows) == 3
+    assert (run / "report.html").is_file()
+
+    test_ids = sorted(r.split(",")[0] for r in rows[1:])
+    src = tmp_path / "test_images"
+    src.mkdir()
+    for vid in test_ids:
+        (src / f"{vid}.nii.gz").symlink_to(root / "imagesTr" / f"{vid}.nii.gz")
+    pred = tmp_path / "pred"
+    assert main(["predict", "-m", str(run / "checkpoints" / "best.ckpt"), "-i", str(src), "-o", str(pred),
+                 "--no-progress"]) == 0
+    assert main(["evaluate", "--predictions", str(pred), "--dataset", "msd", "--data-root", str(root),
+                 "--set", "classes=binary", "--set", "context=1", "--set", "test_fraction=0.34",
+                 "--eval-set", "nsd_tolerance_mm=2.0", "--no-progress"]) == 0
+    again = json.loads((pred / "eval-test" / "metrics.json").read_text())
+    for key in ("dice", "hd95", "hd95_pooled", "nsd"):
+        assert again["mean"]["blob"][key] == pytest.approx(blob[key], abs=1e-6), key

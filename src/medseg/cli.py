@@ -124,7 +124,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         figures=False if args.no_figures else None, show_progress=not args.no_progress,
     )
     print_metrics(metrics)
-    print(f"results: {Path(args.run) / 'eval' / args.split}; report: {Path(args.run) / 'report.html'}")
+    out = Path(metrics["output"])
+    page = "report.html" if out.name == args.split else f"report-{out.name}.html"
+    print(f"results: {out}; report: {Path(args.run) / page}")
     return 0
 
 

@@ -30,6 +30,7 @@ from medseg.data.files import FileDataset
 from medseg.data.io import probe
 from medseg.data.records import Inventory, Problem, Record, problems_message
 from medseg.errors import ConfigError, DataError
+from medseg.progress import progress
 
 #: Bump when the report's content changes, so that old cache entries are not reused.
 REPORT_VERSION = 1
@@ -262,7 +263,7 @@ def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts
     fg: list[float] = []
     patients: set[str] = set()
     channel_example: dict[int, str] = {}
-    for r in records:
+    for r in progress(records, len(records), f"data check: {split}", "file", enabled=None):
         image_modes[_mode_text(r.image) or "-"] += 1
         if r.mask is not None:
             mask_modes[_mode_text(r.mask) or "-"] += 1

@@ -44,20 +44,12 @@ from medseg.engine.datamodule import load_split
 from medseg.engine.module import roi_size
 from medseg.errors import CheckpointError, ConfigError, DataError
 from medseg.inference import Predictor
+from medseg.progress import progress
 from medseg.workflows.protocols import get_protocol, protocol_for
 
 
 # ------------------------------------------------------------------------------------------
 # small helpers shared with predict
-
-
-def progress(iterable: Iterable[Any], total: int | None, desc: str, unit: str = "image", enabled: bool = True) -> Iterable[Any]:
-    """A tqdm progress bar with an ETA on stderr (``enabled`` False: the iterable unchanged)."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
 def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
@@ -297,14 +289,14 @@ def write_outputs(
     write_text_atomic(out_dir / get_protocol(protocol).per_file, csv_text(_json_safe(rows)))
 
 
-def _write_report(path: Path, split: str | None = None) -> Path | None:
+def _write_report(path: Path, split: str | None = None, out: Path | None = None) -> Path | None:
     """``report.html`` of an evaluation (best effort: a report failure never loses metrics)."""
     try:
         from medseg.viz.report import write_report
     except ImportError:  # pragma: no cover - the report module is part of the package
         return None
     try:
-        return write_report(path, split=split)
+        return write_report(path, split=split, out=out)
     except Exception as exc:  # noqa: BLE001 - metrics are written; say what failed and go on
         print(f"medseg: warning: report for {path} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
         return None
@@ -346,7 +338,9 @@ def evaluate(
 
     Returns:
         The metrics.json content (also written to ``<run>/eval/<split>/``, with the per-image /
-        per-case CSV and figures).
+        per-case CSV and figures, and ``<run>/report.html``; with TTA or an ensemble to
+        ``<run>/eval/<split>-tta``, ``-ensemble`` or ``-tta-ensemble`` and
+        ``<run>/report-<that name>.html``, so the plain evaluation is kept).
 
     Raises:
         CheckpointError: no such run or checkpoint; ensemble members that do not fit.
@@ -361,7 +355,9 @@ def evaluate(
     cases = load_split(cfg, split)
     name = protocol_for(cfg, cases, protocol)
     predictor = predictor_for(models, cfg, tta=tta, batch_size=batch_size, device=device, method=inference)
-    out_dir = run_dir / "eval" / split
+    # TTA and ensembles are other experiments: their results go beside the plain ones, not over them
+    name_dir = split + ("-tta" if len(predictor.tta) > 1 else "") + ("-ensemble" if len(checkpoints) > 1 else "")
+    out_dir = run_dir / "eval" / name_dir
     do_figures = cfg.eval.figures if figures is None else figures
 
     t_load = time.perf_counter()
@@ -384,9 +380,10 @@ def evaluate(
     t_fig = time.perf_counter()
     metrics["timing_s"] = {"load": round(t_load - t0, 3), "inference": round(t_infer - t_load, 3),
                            "metrics": round(t_metrics - t_infer, 3), "figures": round(t_fig - t_metrics, 3)}
+    metrics["output"] = str(out_dir)
     write_outputs(out_dir, name, metrics, rows)
     if report:
-        _write_report(run_dir, split)
+        _write_report(run_dir, name_dir, None if name_dir == split else run_dir / f"report-{name_dir}.html")
     return metrics
 
 

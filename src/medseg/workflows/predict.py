@@ -44,7 +44,8 @@ from medseg.config import Config
 from medseg.data.io import is_image_file, read_image, read_mask, select_channels, to_display
 from medseg.errors import DataError
 from medseg.inference import Predictor
-from medseg.workflows.evaluate import foreground, load_models, predictor_for, progress, resize_probability
+from medseg.progress import progress
+from medseg.workflows.evaluate import foreground, load_models, predictor_for, resize_probability
 
 
 def _file_dataset(cfg: Config):
