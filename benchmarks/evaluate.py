@@ -81,7 +81,7 @@ def split_flops(run: Path, split: str) -> dict[str, int]:
             cache[key] = forward_flops(model, (1, cases.in_channels, hh, ww))
         whole += cache[key]
         size = (max(h, roi), max(w, roi))
-        interval = _get_scan_interval(size, (roi, roi), 2, cfg.eval.overlap)
+        interval = _get_scan_interval(size, (roi, roi), 2, (cfg.eval.overlap, cfg.eval.overlap))
         windows += len(dense_patch_slices(size, (roi, roi), interval))
     return {"whole": whole, "sliding": windows * per_window, "windows": windows, "images": len(cases)}
 

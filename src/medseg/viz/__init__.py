@@ -1,6 +1,7 @@
 """Figures for reports, written atomically with the Agg canvas (no global matplotlib state).
 
-* :func:`save_panel`: image / ground truth / probability / TP-FP-FN overlay panel.
+* :func:`save_panel`: image / ground truth / probability / TP-FP-FN overlay panel;
+  :func:`save_panels` writes many of them in parallel processes.
 * :func:`plot_training_curves`: losses, validation metrics and learning rate from a Lightning
   ``CSVLogger`` ``metrics.csv``.
 * :func:`save_kernel_positions`: DSConv sampling positions drawn over the image.
@@ -12,7 +13,7 @@
 
 from medseg.viz.curves import plot_training_curves
 from medseg.viz.kernels import save_kernel_positions
-from medseg.viz.panels import save_figure, save_panel
+from medseg.viz.panels import save_figure, save_panel, save_panels
 from medseg.viz.report import compare_runs, format_comparison, write_comparison, write_report
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "save_figure",
     "save_kernel_positions",
     "save_panel",
+    "save_panels",
     "write_comparison",
     "write_report",
 ]

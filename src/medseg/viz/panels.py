@@ -43,6 +43,36 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Pa
     return path
 
 
+def _render_panel(job: dict[str, Any]) -> Path:
+    return save_panel(**job)
+
+
+def save_panels(jobs: list[dict[str, Any]], workers: int | None = None) -> list[Path]:
+    """Write several :func:`save_panel` figures, in parallel processes where that pays.
+
+    Args:
+        jobs: keyword arguments of :func:`save_panel`, one dict per panel.
+        workers: processes (default: the CPU count); panels render one at a time when there
+            are fewer than 4 jobs, one CPU, or no ``fork`` start method (matplotlib figures are
+            single-threaded: 20 DRIVE panels take 6.9 s in one process on 2 cores).
+
+    Returns:
+        The written paths, in job order.
+
+    Raises:
+        ValueError: as :func:`save_panel`, for the first job that fails.
+    """
+    import multiprocessing as mp
+
+    n = workers or os.cpu_count() or 1
+    if len(jobs) < 4 or n < 2 or "fork" not in mp.get_all_start_methods():
+        return [save_panel(**job) for job in jobs]
+    # fork: the children only run numpy and matplotlib (no torch, no OpenMP), so forking a
+    # process whose torch thread pool is started is safe here
+    with mp.get_context("fork").Pool(min(n, len(jobs))) as pool:
+        return pool.map(_render_panel, jobs, chunksize=max(1, len(jobs) // (4 * n)))
+
+
 def display_image(image: Any) -> np.ndarray:
     """Return ``image`` as float32 in [0, 1] for display, (H, W) or (H, W, 3).
 

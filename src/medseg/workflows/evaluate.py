@@ -606,13 +606,15 @@ def evaluate_predictions(
     metrics = metrics_document(name, summary, dataset=dataset, split=split, network=None,
                                predictions=str(pred_dir))
     if figures and proto.reads == "probability":
-        from medseg.viz import save_panel
+        from medseg.viz import save_panels
 
         fig_dir = out_dir / "figures"
-        for case in progress(cases, len(cases), "evaluate: figures", "image", show_progress):
-            prob = resize_probability(preds[case.id], case.mask.shape)
-            save_panel(fig_dir / f"{case.id}_panel.png", case.display, case.mask, prob,
-                       threshold=cfg.eval.threshold, fov=case.fov, title=f"{pred_dir.name} - {case.id}")
+        save_panels([
+            dict(path=fig_dir / f"{case.id}_panel.png", image=case.display, target=case.mask,
+                 prob=resize_probability(preds[case.id], case.mask.shape), threshold=cfg.eval.threshold,
+                 fov=case.fov, title=f"{pred_dir.name} - {case.id}")
+            for case in cases
+        ])
     write_outputs(out_dir, name, metrics, rows)
     if report:
         _write_report(out_dir)
@@ -696,14 +698,15 @@ def densest_window(mask: np.ndarray, size: int) -> tuple[int, int]:
 
 def _figures(run_dir: Path, fig_dir: Path, model: nn.Module, cfg: Config, cases: CaseDataset,
              probs: dict[str, np.ndarray], protocol: str) -> None:
-    from medseg.viz import plot_training_curves, save_kernel_positions, save_panel
+    from medseg.viz import plot_training_curves, save_kernel_positions, save_panels
 
     if get_protocol(protocol).reads == "probability":
-        for case in cases:
-            save_panel(
-                fig_dir / f"{case.id}_panel.png", case.display, case.mask, foreground(probs[case.id]),
-                threshold=cfg.eval.threshold, fov=case.fov, title=f"{cfg.model.name} - {case.id}",
-            )
+        save_panels([
+            dict(path=fig_dir / f"{case.id}_panel.png", image=case.display, target=case.mask,
+                 prob=resize_probability(foreground(probs[case.id]), case.mask.shape),
+                 threshold=cfg.eval.threshold, fov=case.fov, title=f"{cfg.model.name} - {case.id}")
+            for case in cases
+        ])
     metrics_csv = run_dir / "logs" / "csv" / "metrics.csv"
     if metrics_csv.is_file():
         plot_training_curves(metrics_csv, fig_dir / "curves.png")
