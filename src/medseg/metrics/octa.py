@@ -24,10 +24,12 @@ Then the mean and the population standard deviation (``np.std``, ddof=0) over im
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from medseg.metrics._common import as_probability, case_label, none_if_nan, unpack_case
 
 OCTA_METRICS = (
     "auc_roc",
@@ -50,43 +52,18 @@ _COUNTS = ("tp", "fp", "fn", "tn")
 # input checks
 
 
-def _label(case_id: Any) -> str:
-    return f"case {case_id!r}: " if case_id is not None else ""
-
-
-def _as_prob(prob: Any, case_id: Any = None) -> np.ndarray:
-    arr = np.asarray(prob)
-    if arr.dtype == bool or arr.dtype.kind in "iu":
-        arr = arr.astype(np.float32)
-    if arr.dtype.kind != "f":
-        raise ValueError(f"{_label(case_id)}prob must be a float array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{_label(case_id)}prob must be 2-D (H, W), got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise ValueError(f"{_label(case_id)}prob is empty (shape {tuple(arr.shape)})")
-    if not bool(np.isfinite(arr).all()):
-        raise ValueError(f"{_label(case_id)}prob holds NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ValueError(
-            f"{_label(case_id)}prob must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); apply a "
-            "sigmoid to logits first"
-        )
-    return arr
-
-
 def _as_target(target: Any, shape: tuple[int, ...], case_id: Any = None) -> np.ndarray:
     arr = np.asarray(target)
     if arr.dtype != bool:
         if arr.dtype.kind not in "biuf" or (arr.size and not np.all((arr == 0) | (arr == 1))):
             raise ValueError(
-                f"{_label(case_id)}target must be a bool or 0/1 array (binarise 0/255 labels "
+                f"{case_label(case_id)}target must be a bool or 0/1 array (binarise 0/255 labels "
                 "with > 127 first)"
             )
         arr = arr != 0
     if arr.shape != shape:
         raise ValueError(
-            f"{_label(case_id)}shape mismatch: prob has shape {tuple(shape)} but target has shape "
+            f"{case_label(case_id)}shape mismatch: prob has shape {tuple(shape)} but target has shape "
             f"{tuple(arr.shape)}"
         )
     return arr
@@ -131,7 +108,7 @@ def otsu_binarize(prob: Any) -> tuple[np.ndarray, float]:
     """
     import cv2
 
-    p = _as_prob(prob)
+    p = as_probability(prob)
     img = np.array(p.astype(np.float32) * np.float32(255), dtype=np.uint8)
     t, binary = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return binary > 0, float(t) / 255.0
@@ -224,7 +201,7 @@ def octa_metrics(prob: Any, target: Any, tolerance: int = 1) -> dict[str, Any]:
 
 def _octa_case(prob: Any, target: Any, tolerance: Any, case_id: Any) -> dict[str, Any]:
     k = _check_tolerance(tolerance)
-    p = _as_prob(prob, case_id)
+    p = as_probability(prob, case_id)
     t = _as_target(target, p.shape, case_id)
     binary, threshold = otsu_binarize(p)
     c = _tolerance_counts(binary, t, k)
@@ -249,22 +226,6 @@ def _octa_case(prob: Any, target: Any, tolerance: Any, case_id: Any) -> dict[str
 
 # --------------------------------------------------------------------------------------------
 # protocol
-
-
-def _unpack(case: Any, index: int) -> tuple[str, Any, Any]:
-    if isinstance(case, Mapping):
-        return str(case.get("case_id", case.get("id", index))), case["prob"], case["target"]
-    if isinstance(case, (tuple, list)) and len(case) == 3:
-        return str(case[0]), case[1], case[2]
-    raise ValueError(
-        f"case #{index}: expected a (case_id, prob, target) tuple or a mapping with prob/target, "
-        f"got {type(case).__name__}"
-        + (f" of length {len(case)}" if isinstance(case, (tuple, list)) else "")
-    )
-
-
-def _none_if_nan(x: float) -> float | None:
-    return None if (x is None or math.isnan(x)) else float(x)
 
 
 def evaluate_octa(
@@ -306,11 +267,11 @@ def evaluate_octa(
     k = _check_tolerance(tolerance)
     rows: list[dict[str, Any]] = []
     for index, case in enumerate(cases):
-        cid, prob, target = _unpack(case, index)
+        cid, prob, target = unpack_case(case, index, ("prob", "target"))
         m = _octa_case(prob, target, k, cid)
         row: dict[str, Any] = {"id": cid}
         for key in OCTA_METRICS:
-            row[key] = _none_if_nan(m[key])
+            row[key] = none_if_nan(m[key])
         row["threshold"] = m["threshold"]
         for key in _COUNTS:
             row[key] = m[key]

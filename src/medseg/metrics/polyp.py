@@ -24,10 +24,12 @@ report) is given separately as ``dice_at_05``/``iou_at_05``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from medseg.metrics._common import as_probability, case_label, none_if_nan, unpack_case
 
 POLYP_METRICS = (
     "mdice",
@@ -57,38 +59,17 @@ _ROW_METRICS = (
 )
 
 
-def _label(case_id: Any) -> str:
-    return f"case {case_id!r}: " if case_id is not None else ""
-
-
-def _as_prob(prob: Any, case_id: Any = None) -> np.ndarray:
-    arr = np.asarray(prob)
-    if arr.dtype == bool or arr.dtype.kind in "iu":
-        arr = arr.astype(np.float64)
-    if arr.dtype.kind != "f":
-        raise ValueError(f"{_label(case_id)}prob must be a float array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{_label(case_id)}prob must be 2-D (h, w), got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise ValueError(f"{_label(case_id)}prob is empty (shape {tuple(arr.shape)})")
-    if not bool(np.isfinite(arr).all()):
-        raise ValueError(f"{_label(case_id)}prob holds NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ValueError(
-            f"{_label(case_id)}prob must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); apply a "
-            "sigmoid to logits first"
-        )
-    return arr
+def _polyp_prob(prob: Any, case_id: Any = None) -> np.ndarray:
+    return as_probability(prob, case_id, dtype=np.float64, axes="h, w")
 
 
 def _gt_shape(gt_shape: Any, case_id: Any = None) -> tuple[int, int]:
     try:
         shape = tuple(int(s) for s in gt_shape)
     except TypeError as exc:
-        raise ValueError(f"{_label(case_id)}gt_shape must be (H, W), got {gt_shape!r}") from exc
+        raise ValueError(f"{case_label(case_id)}gt_shape must be (H, W), got {gt_shape!r}") from exc
     if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"{_label(case_id)}gt_shape must be (H, W) with H, W >= 1, got {shape}")
+        raise ValueError(f"{case_label(case_id)}gt_shape must be (H, W) with H, W >= 1, got {shape}")
     return shape  # type: ignore[return-value]
 
 
@@ -147,7 +128,7 @@ def prepare_polyp_prediction(prob: Any, gt_shape: Any) -> np.ndarray:
 
 
 def _prepare(prob: Any, gt_shape: Any, case_id: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _as_prob(prob, case_id)
+    p = _polyp_prob(prob, case_id)
     resized = _resize(p, _gt_shape(gt_shape, case_id))
     return _to_uint8(resized), resized
 
@@ -156,18 +137,18 @@ def _gt_uint8(gt: Any, case_id: Any = None) -> np.ndarray:
     """GT as the toolbox sees it: an 8-bit image that is binarised at > 128."""
     arr = np.asarray(gt)
     if arr.ndim != 2:
-        raise ValueError(f"{_label(case_id)}gt must be 2-D (H, W), got shape {tuple(arr.shape)}")
+        raise ValueError(f"{case_label(case_id)}gt must be 2-D (H, W), got shape {tuple(arr.shape)}")
     if arr.dtype == bool:
         return arr.astype(np.uint8) * np.uint8(255)
     if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{_label(case_id)}gt must be bool, 0/1 or 0..255, got dtype {arr.dtype}")
+        raise ValueError(f"{case_label(case_id)}gt must be bool, 0/1 or 0..255, got dtype {arr.dtype}")
     if arr.size == 0:
-        raise ValueError(f"{_label(case_id)}gt is empty (shape {tuple(arr.shape)})")
+        raise ValueError(f"{case_label(case_id)}gt is empty (shape {tuple(arr.shape)})")
     if np.all((arr == 0) | (arr == 1)):
         return (arr != 0).astype(np.uint8) * np.uint8(255)
     if arr.dtype.kind == "f" or float(arr.min()) < 0 or float(arr.max()) > 255:
         raise ValueError(
-            f"{_label(case_id)}gt must be bool, 0/1 or integer 0..255 (got dtype {arr.dtype}, "
+            f"{case_label(case_id)}gt must be bool, 0/1 or integer 0..255 (got dtype {arr.dtype}, "
             f"min {float(arr.min()):.4g}, max {float(arr.max()):.4g})"
         )
     return arr.astype(np.uint8)
@@ -179,22 +160,6 @@ def _dice_iou_at(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     if n_p + n_g == 0:
         return math.nan, math.nan  # both empty: undefined
     return 2.0 * tp / (n_p + n_g), tp / (n_p + n_g - tp)
-
-
-def _unpack(case: Any, index: int) -> tuple[str, Any, Any]:
-    if isinstance(case, Mapping):
-        return str(case.get("case_id", case.get("id", index))), case["prob"], case["gt"]
-    if isinstance(case, (tuple, list)) and len(case) == 3:
-        return str(case[0]), case[1], case[2]
-    raise ValueError(
-        f"case #{index}: expected a (case_id, prob, gt) tuple or a mapping with prob/gt, got "
-        f"{type(case).__name__}"
-        + (f" of length {len(case)}" if isinstance(case, (tuple, list)) else "")
-    )
-
-
-def _none_if_nan(x: float) -> float | None:
-    return None if (x is None or math.isnan(x)) else float(x)
 
 
 def evaluate_polyp(cases: Iterable[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -253,7 +218,7 @@ def evaluate_polyp(cases: Iterable[Any]) -> tuple[dict[str, Any], list[dict[str,
     iou_curves: list[np.ndarray] = []
     em_curves: list[np.ndarray] = []
     for index, case in enumerate(cases):
-        cid, prob, gt = _unpack(case, index)
+        cid, prob, gt = unpack_case(case, index, ("prob", "gt"))
         g8 = _gt_uint8(gt, cid)
         p8, raw = _prepare(prob, g8.shape, cid)
 
@@ -289,8 +254,8 @@ def evaluate_polyp(cases: Iterable[Any]) -> tuple[dict[str, Any], list[dict[str,
                 "e_phi_mean": float(em_curve.mean()),
                 "e_phi_adaptive": float(em_res["adp"]),
                 "mae": float(mae.get_results()["mae"]),
-                "dice_at_05": _none_if_nan(d05),
-                "iou_at_05": _none_if_nan(i05),
+                "dice_at_05": none_if_nan(d05),
+                "iou_at_05": none_if_nan(i05),
             }
         )
     if not rows:

@@ -15,10 +15,12 @@ numpy array (for nibabel's (x, y, z) arrays that is ``header.get_zooms()[:3]``; 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from medseg.metrics._common import none_if_nan, unpack_case
 
 VOLUME_METRICS = ("dice", "hd95", "hd95_pooled", "nsd")
 """Per-class metrics of :func:`volume_case_metrics` / :func:`evaluate_volumes`, report order."""
@@ -278,27 +280,6 @@ def volume_case_metrics(
 # protocol
 
 
-def _unpack(case: Any, index: int) -> tuple[str, Any, Any, Any]:
-    if isinstance(case, Mapping):
-        return (
-            str(case.get("case_id", case.get("id", index))),
-            case["pred"],
-            case["target"],
-            case["spacing"],
-        )
-    if isinstance(case, (tuple, list)) and len(case) == 4:
-        return str(case[0]), case[1], case[2], case[3]
-    raise ValueError(
-        f"case #{index}: expected a (case_id, pred, target, spacing) tuple or a mapping with "
-        f"pred/target/spacing, got {type(case).__name__}"
-        + (f" of length {len(case)}" if isinstance(case, (tuple, list)) else "")
-    )
-
-
-def _none_if_nan(x: float) -> float | None:
-    return None if (x is None or math.isnan(x)) else float(x)
-
-
 def _stats(vals: np.ndarray) -> tuple[float | None, float | None]:
     v = vals[~np.isnan(vals)]
     if v.size == 0:
@@ -356,13 +337,13 @@ def evaluate_volumes(
     rows: list[dict[str, Any]] = []
     values = {c: {m: [] for m in VOLUME_METRICS} for c in fg}
     for index, case in enumerate(cases):
-        cid, pred, target, spacing = _unpack(case, index)
+        cid, pred, target, spacing = unpack_case(case, index, ("pred", "target", "spacing"))
         res = volume_case_metrics(pred, target, spacing, names, tol, case_id=cid)
         row: dict[str, Any] = {"id": cid}
         for c in fg:
             for m in VOLUME_METRICS:
                 values[c][m].append(res[c][m])
-                row[f"{c}_{m}"] = _none_if_nan(res[c][m])
+                row[f"{c}_{m}"] = none_if_nan(res[c][m])
             row[f"{c}_gt_voxels"] = res[c]["gt_voxels"]
             row[f"{c}_pred_voxels"] = res[c]["pred_voxels"]
         rows.append(row)

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from medseg.data.base import CaseDataset
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.engine.datamodule import load_split
 from medseg.engine.module import roi_size
-from medseg.errors import CheckpointError, ConfigError, DataError
+from medseg.errors import CheckpointError, DataError
 from medseg.inference import Predictor
 from medseg.progress import progress
 from medseg.workflows.protocols import get_protocol, protocol_for

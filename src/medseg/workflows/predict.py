@@ -31,7 +31,6 @@ Outputs are written atomically; inputs are only read.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
