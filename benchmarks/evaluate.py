@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = matmul_flops()
     flops = split_flops(args.run, args.split)
     results = {}
-    for method in ("whole", "sliding"):
+    for method in ("sliding", "whole"):  # whole last: the run keeps its default (auto = whole) evaluation
         t = time.perf_counter()
         metrics = evaluate(args.run, split=args.split, inference=method, show_progress=False, report=False)
         total = time.perf_counter() - t

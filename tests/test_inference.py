@@ -117,3 +117,16 @@ def test_unknown_device_and_missing_gpu_are_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             Predictor(Pointwise(), device="cuda")
+
+
+def test_automatic_batch_size_stacks_small_images_only_and_changes_nothing():
+    pred = Predictor(Pointwise(), method="whole", batch_size=0)
+    assert pred.batch_for((1, 584, 565)) == 1  # a DRIVE image: one per pass
+    assert pred.batch_for((3, 35, 50)) == 64  # hippocampus slices: 64 per pass
+    assert pred.batch_for((3, 192, 192)) == 7
+    images = [np.random.default_rng(i).normal(size=(2, 16, 16)).astype(np.float32) for i in range(5)]
+    auto = list(pred.predict_many(images))
+    one = list(Predictor(Pointwise(), method="whole", batch_size=1).predict_many(images))
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(auto, one))
+    with pytest.raises(ConfigError, match="batch size"):
+        Predictor(Pointwise(), batch_size=-1)

@@ -38,20 +38,23 @@ def _write_msd(root: Path, n: int = 6, shape=(24, 24, 8)) -> Path:
     return root
 
 
+def _train_argv(root: Path, run: Path, *overrides: str) -> list[str]:
+    """``medseg train`` of a tiny 2.5-D U-Net on the synthetic volumes, plus ``overrides``."""
+    keys = [
+        "data.dataset=msd", f"data.root={root}", "data.args={classes: binary, context: 1, test_fraction: 0.34}",
+        "data.patch_size=16", "data.samples_per_epoch=32", "data.val_fraction=0.25", "data.augment={}",
+        "train.batch_size=8", "train.progress_bar=false", "model.name=unet",
+        "model.args={base_channels: 8, depth: 2}", "eval.roi_size=16", "optim.lr=0.01", *overrides,
+    ]
+    return ["train", "--out", str(run), "--max-epochs", "4", *[a for k in keys for a in ("--set", k)]]
+
+
 @pytest.mark.slow
 def test_train_on_25d_slices_and_predict_nifti(tmp_path, capsys):
     root = _write_msd(tmp_path / "msd")
     run = tmp_path / "run"
-    rc = main([
-        "train", "--out", str(run), "--max-epochs", "4",
-        "--set", "data.dataset=msd", "--set", f"data.root={root}",
-        "--set", "data.args={classes: binary, context: 1, test_fraction: 0.34}",
-        "--set", "data.patch_size=16", "--set", "data.samples_per_epoch=32", "--set", "data.val_fraction=0.25",
-        "--set", "data.augment={}", "--set", "train.batch_size=8", "--set", "train.progress_bar=false",
-        "--set", "model.name=unet", "--set", "model.args={base_channels: 8, depth: 2}",
-        "--set", "eval.roi_size=16", "--set", "eval.figures=false", "--set", "optim.lr=0.01",
-        "--set", "eval.protocol=vessel",  # per-slice pixel metrics here; the volume protocol is tested below
-    ])
+    # per-slice pixel metrics here; the volume protocol is tested below
+    rc = main(_train_argv(root, run, "eval.figures=false", "eval.protocol=vessel"))
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "data check of msd (ran): 0 errors" in out
@@ -83,15 +86,7 @@ def test_volume_protocol_scores_volumes_in_mm_and_predictions_score_the_same(tmp
     spacing; `medseg predict` + `medseg evaluate --predictions` give the run's numbers."""
     root = _write_msd(tmp_path / "msd")
     run = tmp_path / "run"
-    rc = main([
-        "train", "--out", str(run), "--max-epochs", "4",
-        "--set", "data.dataset=msd", "--set", f"data.root={root}",
-        "--set", "data.args={classes: binary, context: 1, test_fraction: 0.34}",
-        "--set", "data.patch_size=16", "--set", "data.samples_per_epoch=32", "--set", "data.val_fraction=0.25",
-        "--set", "data.augment={}", "--set", "train.batch_size=8", "--set", "train.progress_bar=false",
-        "--set", "model.name=unet", "--set", "model.args={base_channels: 8, depth: 2}",
-        "--set", "eval.roi_size=16", "--set", "optim.lr=0.01", "--set", "eval.nsd_tolerance_mm=2.0",
-    ])
+    rc = main(_train_argv(root, run, "eval.nsd_tolerance_mm=2.0"))
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "volume protocol: HD95 in mm, NSD at 2.0 mm" in out and "FOV" not in out

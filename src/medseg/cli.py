@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tta", nargs="?", const="default", default=None, metavar="SET",
                        help="test-time augmentation, probabilities averaged: default (flips + 90-degree rotations), "
                             "flips, rotations, d4, or names such as hflip,vflip,rot90 (default: the recipe's eval.tta)")
-        p.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's eval.batch_size)")
+        p.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's eval.batch_size; 0 = automatic by image size)")
         p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
         p.add_argument("--inference", choices=("auto", "whole", "sliding"),
                        help="whole image or sliding window (default: the recipe's eval.inference)")

@@ -174,10 +174,13 @@ class EvalConfig:
     networks without extent-dependent normalisation, else sliding window), "whole" or
     "sliding". ``roi_size`` of 0 means "the training patch size". ``mode``: "gaussian" or
     "constant" blending. ``tta``: test-time augmentation names or sets (see
-    :func:`medseg.inference.parse_tta`; empty = none). ``batch_size``: images per forward pass.
+    :func:`medseg.inference.parse_tta`; empty = none). ``batch_size``: images per forward pass
+    (0: automatic, by image size; :class:`medseg.inference.Predictor`).
     ``nsd_tolerance_mm``: the volume protocol's surface-Dice tolerance (mm).
     ``centerline_tolerance``: the octa protocol's tolerance kernel (pixels; 1 = none, 3 for
     centerline-level ground truth as OCTA-Net does for ROSE-1 DVC and ROSE-2).
+    ``class_names``: names of the classes of label-map data, background first (default: the
+    MSD ``dataset.json`` labels, else "0", "1", ...).
     ``split`` is evaluated after training when ``after_train`` is true and the dataset has it.
     ``kernel_figure`` draws the sampled positions of a DSConv (networks that have one).
     """
@@ -185,9 +188,10 @@ class EvalConfig:
     protocol: str = "auto"
     inference: str = "auto"
     tta: list = field(default_factory=list)
-    batch_size: int = 1
+    batch_size: int = 0
     nsd_tolerance_mm: float = 1.0
     centerline_tolerance: int = 1
+    class_names: list = field(default_factory=list)
     threshold: float = 0.5
     roi_size: int = 0
     overlap: float = 0.5
@@ -418,7 +422,7 @@ def validate(cfg: Config) -> None:
         (cfg.eval.mode in ("gaussian", "constant"), f"eval.mode must be 'gaussian' or 'constant', got {cfg.eval.mode!r}"),
         (cfg.eval.inference in ("auto", "whole", "sliding"),
          _choice_msg("eval.inference", cfg.eval.inference, ("auto", "whole", "sliding"))),
-        (cfg.eval.batch_size > 0, "eval.batch_size must be > 0"),
+        (cfg.eval.batch_size >= 0, "eval.batch_size must be >= 0 (0: automatic)"),
         (cfg.eval.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm must be > 0 (mm)"),
         (cfg.eval.centerline_tolerance >= 1 and cfg.eval.centerline_tolerance % 2 == 1,
          "eval.centerline_tolerance must be an odd kernel size >= 1 (pixels)"),

@@ -121,6 +121,10 @@ def whole_image_probabilities(model: nn.Module, image: torch.Tensor) -> torch.Te
     return activation(logits.float(), getattr(model, "output_activation", "auto")).contiguous()
 
 
+#: Pixels per forward pass when the batch size is automatic (0): a 2-core CPU gains nothing
+#: from batching large images, while small slices (hippocampus: 35x50) run 64 at a time.
+AUTO_BATCH_PIXELS = 2**18
+
 #: Normalisation layers whose statistics depend on the input's spatial extent.
 EXTENT_DEPENDENT_NORMS = (nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm)
 
@@ -236,7 +240,9 @@ class Predictor:
         tta: transform names (see :func:`parse_tta`); probabilities are averaged over the
             transforms after each prediction is mapped back (flip/rotate inverted).
         device: see :func:`resolve_device`.
-        batch_size: images per forward pass in :meth:`predict_many` (images of one size).
+        batch_size: images per forward pass in :meth:`predict_many` (images of one size); 0
+            (auto) stacks images up to :data:`AUTO_BATCH_PIXELS` pixels per pass (1 for a DRIVE
+            image, 64 for a hippocampus slice).
 
     Calling it on a (N, C, H, W) float32 tensor returns (N, C_out, H, W) float32 probabilities
     in [0, 1] on the CPU.
@@ -271,9 +277,17 @@ class Predictor:
                 m.to(memory_format=torch.channels_last)
         self.roi_size, self.overlap, self.mode, self.sw_batch_size = int(roi_size), float(overlap), mode, int(sw_batch_size)
         self.tta = parse_tta(tta)
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        if int(batch_size) < 0:
+            raise ConfigError(f"batch size must be >= 1 (or 0: auto), got {batch_size}")
         self.batch_size = int(batch_size)
+
+    def batch_for(self, shape: Sequence[int]) -> int:
+        """Images of ``shape`` (C, H, W) per forward pass: ``batch_size``, or when it is 0 as
+        many as fit :data:`AUTO_BATCH_PIXELS` (at least 1, at most 64)."""
+        if self.batch_size:
+            return self.batch_size
+        h, w = int(shape[-2]), int(shape[-1])
+        return max(1, min(64, AUTO_BATCH_PIXELS // max(1, h * w)))
 
     def _one(self, model: nn.Module, method: str, x: torch.Tensor) -> torch.Tensor:
         if method == "whole":
@@ -312,7 +326,7 @@ class Predictor:
             yield from self(batch).numpy()
 
         for img in images:
-            if pending and (img.shape != pending[0].shape or len(pending) >= self.batch_size):
+            if pending and (img.shape != pending[0].shape or len(pending) >= self.batch_for(pending[0].shape)):
                 yield from flush()
             pending.append(img)
         if pending:
@@ -337,6 +351,7 @@ class Predictor:
 
 
 __all__ = [
+    "AUTO_BATCH_PIXELS",
     "METHODS",
     "Predictor",
     "TTA_SETS",

@@ -42,7 +42,7 @@ from medseg.data.base import CaseDataset
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.engine.datamodule import load_split
 from medseg.engine.module import roi_size
-from medseg.errors import CheckpointError, DataError
+from medseg.errors import CheckpointError, ConfigError, DataError
 from medseg.inference import Predictor
 from medseg.progress import progress
 from medseg.workflows.protocols import get_protocol, protocol_for
@@ -109,7 +109,7 @@ def predictor_for(
         sw_batch_size=cfg.eval.sw_batch_size,
         tta=cfg.eval.tta if tta is None else tta,
         device=device or "cpu",
-        batch_size=batch_size or cfg.eval.batch_size,
+        batch_size=cfg.eval.batch_size if batch_size is None else batch_size,
     )
 
 
@@ -163,11 +163,21 @@ def _json_safe(value: Any) -> Any:
 # scoring: one path for run evaluation and predictions evaluation
 
 
-def class_names(cases: CaseDataset) -> list[str]:
-    """Class names (background first) of a label-map dataset: from the MSD ``dataset.json``
-    "labels" when the dataset has one (lower case, e.g. background, anterior, posterior), else
-    "0", "1", ..."""
+def class_names(cases: CaseDataset, cfg: Config | None = None) -> list[str]:
+    """Class names (background first) of a label-map dataset: the recipe's
+    ``eval.class_names``, else the MSD ``dataset.json`` "labels" when the dataset has one (lower
+    case, e.g. background, anterior, posterior), else "0", "1", ...
+
+    Raises:
+        ConfigError: ``eval.class_names`` does not name every class.
+    """
     n = int(cases.num_classes)
+    if cfg is not None and cfg.eval.class_names:
+        names = [str(c) for c in cfg.eval.class_names]
+        if len(names) != n:
+            raise ConfigError(f"eval.class_names names {len(names)} classes ({', '.join(names)}); "
+                              f"{cases.name} has {n} including background")
+        return names
     root = getattr(cases, "root", None)
     if root is not None and (Path(root) / "dataset.json").is_file():
         try:
@@ -242,7 +252,7 @@ def score(
     """
     proto = get_protocol(protocol)
     if protocol == "volume":
-        names = class_names(cases)
+        names = class_names(cases, cfg)
         groups = volume_groups(cases)
 
         def vol_items() -> Iterator[tuple]:
@@ -263,7 +273,7 @@ def score(
                 yield case.id, case.group, predictions[case.id], case.mask
 
         return evaluate_multiclass(progress(mc_items(), len(cases), f"{protocol}: metrics", "image", show_progress),
-                                   cases.num_classes, class_names(cases))
+                                   cases.num_classes, class_names(cases, cfg))
 
     def prob_items() -> Iterator[tuple]:
         for case in cases:

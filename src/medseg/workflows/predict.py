@@ -172,7 +172,7 @@ def predict_volumes(predictor: Predictor, cfg: Config, sources: list[Path], outp
         predict_volume(
             predictor, src, out, slice_axis=int(args.get("slice_axis", 2)), context=int(args.get("context", 0)),
             intensity=args.get("intensity", "auto"), modality=args.get("modality"), threshold=threshold,
-            batch_size=max(1, predictor.batch_size),
+            batch_size=predictor.batch_size or 32,
         )
         written.append(out)
     return written
