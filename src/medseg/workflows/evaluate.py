@@ -372,9 +372,8 @@ def evaluate(
 
     t_load = time.perf_counter()
     probs: dict[str, np.ndarray] = {}
-    images = progress((c.image for c in cases), len(cases), f"evaluate {run_dir.name}: inference",
-                      "image", show_progress)
-    for case, prob in zip(cases, predictor.predict_many(images)):
+    outputs = zip(cases, predictor.predict_many(c.image for c in cases))
+    for case, prob in progress(outputs, len(cases), f"evaluate {run_dir.name}: inference", "image", show_progress):
         probs[case.id] = prob
     t_infer = time.perf_counter()
     predictions = predictions_from_probabilities(name, cases, probs, cfg.eval.threshold)
