@@ -32,18 +32,25 @@ class EpochIndexSampler(Sampler):
 
     Lightning calls :meth:`set_epoch` before each epoch. Under DDP rank r of W takes
     ``i = r, r + W, ...``; the ranks together cover every index once per epoch.
+
+    ``skip``: indices of this rank's share left out of the next iteration only: a run resumed
+    from a checkpoint written mid-epoch (``train.max_steps`` reached, Ctrl-C) continues that
+    epoch with the samples it had not yet seen. ``len()`` stays the full epoch's, since
+    Lightning counts the batches already done itself.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, skip: int = 0) -> None:
         self.n = n
         self.epoch = 0
+        self.skip = int(skip)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rank, world = _rank_world()
-        return ((self.epoch, i) for i in range(rank, self.n, world))
+        skip, self.skip = self.skip, 0
+        return ((self.epoch, i) for i in list(range(rank, self.n, world))[skip:])
 
     def __len__(self) -> int:
         rank, world = _rank_world()
@@ -156,12 +163,17 @@ class SegDataModule(L.LightningDataModule):
         """Channels of the training images (C of (C, H, W))."""
         return int(self.train_cases[0].image.shape[0])
 
+    #: Training batches of the current epoch already done by the checkpoint a run resumes from
+    #: (set by :meth:`SegmentationModule.on_load_checkpoint`, used once).
+    resume_batches_done: int = 0
+
     def train_dataloader(self) -> DataLoader:
         workers = self.cfg.data.num_workers
+        skip, self.resume_batches_done = self.resume_batches_done * self.cfg.train.batch_size, 0
         return DataLoader(
             self.patches,
             batch_size=self.cfg.train.batch_size,
-            sampler=EpochIndexSampler(len(self.patches)),
+            sampler=EpochIndexSampler(len(self.patches), skip=skip),
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
             drop_last=False,

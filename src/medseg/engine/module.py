@@ -105,6 +105,59 @@ def _matches(name: str, prefixes: list[str]) -> bool:
     return any(name == p or name.startswith(p.rstrip(".") + ".") for p in prefixes)
 
 
+def normalise_loop_state(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint written in ``on_train_epoch_end`` resume at the right batch.
+
+    Lightning 2.6 writes the epoch-end checkpoint between counting the epoch "processed" and
+    "completed". Resumed with ``max_steps`` set it took that for "restarted on epoch end": it
+    trained one extra batch (the next epoch's first, as batch 16 of a 16-batch epoch), gave the
+    samplers the next epoch's number one epoch early, and shifted every later epoch boundary, so
+    weights drifted from the uninterrupted run (BatchNorm variances up to 19 apart after 120
+    steps of the default recipe). This rewrites the loop counters into one of the two states
+    Lightning restores exactly:
+
+    * the epoch ran to its last batch: the epoch is completed and the next one not started
+      (batch, scheduler and optimiser counters of the epoch at 0);
+    * it stopped early (``train.max_steps``, a stop request): the epoch is not processed, so it
+      restarts mid-epoch; :func:`batches_done_in_epoch` tells the sampler how many batches to
+      skip.
+
+    Checkpoints written elsewhere (the best checkpoint at validation end) are left unchanged.
+    Mutates ``checkpoint["loops"]`` in place.
+    """
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit or "epoch_progress" not in fit:
+        return
+    epochs = fit["epoch_progress"]
+    if epochs["total"]["processed"] <= epochs["total"]["completed"]:
+        return  # not written in on_train_epoch_end
+    batches = fit["epoch_loop.batch_progress"]
+    if batches.get("is_last_batch"):
+        for part in ("total", "current"):
+            epochs[part]["completed"] = epochs[part]["processed"]
+        for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress", "epoch_loop.val_loop.batch_progress"):
+            if key in fit:
+                fit[key]["current"] = dict.fromkeys(fit[key]["current"], 0)
+                if "is_last_batch" in fit[key]:
+                    fit[key]["is_last_batch"] = False
+        optim = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
+        for counter in optim.values():
+            counter["current"] = dict.fromkeys(counter["current"], 0)
+    else:
+        for part in ("total", "current"):
+            epochs[part]["processed"] = epochs[part]["completed"]
+
+
+def batches_done_in_epoch(checkpoint: dict[str, Any]) -> int:
+    """Training batches of the unfinished epoch a (normalised) checkpoint was written in; 0 at an
+    epoch boundary."""
+    fit = checkpoint.get("loops", {}).get("fit_loop") or {}
+    batches = fit.get("epoch_loop.batch_progress")
+    if not batches or batches.get("is_last_batch"):
+        return 0
+    return int(batches["current"]["completed"])
+
+
 def _in_encoder(name: str) -> bool:
     return name.startswith("encoder.") or ".encoder." in name
 
@@ -289,6 +342,7 @@ class SegmentationModule(L.LightningModule):
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         }
+        normalise_loop_state(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("medseg_rng")
@@ -296,3 +350,7 @@ class SegmentationModule(L.LightningModule):
             torch.set_rng_state(state["torch"])
             kind, keys, pos, has_gauss, cached = state["numpy"]
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        done = batches_done_in_epoch(checkpoint)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if done and datamodule is not None:
+            datamodule.resume_batches_done = done

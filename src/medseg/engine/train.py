@@ -65,6 +65,24 @@ def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     return None
 
 
+class StopAtStep(Callback):
+    """Stop training after ``max_steps`` optimiser steps (``train.max_steps``; -1: no limit).
+
+    Lightning's own ``max_steps`` also sets the learning-rate schedule's length and switches
+    Lightning to its iteration-based restart path; here the schedule always spans the recipe's
+    ``max_epochs``, so a run stopped at step 32 and resumed to step 120 equals a run of 120
+    steps, and the restart takes the epoch-based path Lightning restores exactly.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = int(max_steps)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.max_steps > 0 and trainer.global_step >= self.max_steps:
+            trainer.should_stop = True
+        # a run resumed at or past the limit is not fitted at all (see _already_finished)
+
+
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> L.Trainer:
     """The Lightning Trainer for a recipe: loggers, checkpoints (best by val/dice, last), DDP settings."""
     # Two callbacks: Lightning 2.6 writes ``save_last`` only in rounds where the top-k file was
@@ -94,7 +112,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.train.max_epochs,
-        max_steps=cfg.train.max_steps,
+        # train.max_steps is a stop, not the schedule's length (see StopAtStep)
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
         num_nodes=cfg.train.num_nodes,
@@ -110,7 +128,8 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         logger=loggers,
-        callbacks=[best, last, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
+        callbacks=[best, last, LearningRateMonitor(logging_interval="step"), StopAtStep(cfg.train.max_steps),
+                   *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -225,10 +244,26 @@ def train(
     if cfg.train.stages:
         return _train_stages(cfg, run_dir, resume, callbacks)
     ckpt_path = _check_run_dir(run_dir, resume)
+    finished = _already_finished(cfg, run_dir, ckpt_path)
+    if finished is not None:
+        return finished
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
     datamodule = SegDataModule(cfg)
     return _fit(cfg, run_dir, datamodule, ckpt_path, callbacks, data_report=data_report)
+
+
+def _already_finished(cfg: Config, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any] | None:
+    """The run's summary when ``--resume`` finds it already at ``train.max_steps`` (Lightning
+    would still step the LR schedule once for a fit that trains nothing), else None."""
+    if ckpt_path is None or cfg.train.max_steps <= 0 or not (run_dir / "train_summary.json").is_file():
+        return None
+    from medseg.engine.checkpoint import read_checkpoint
+
+    if int(read_checkpoint(ckpt_path).get("global_step", 0)) < cfg.train.max_steps:
+        return None
+    print(f"medseg: {run_dir} already reached train.max_steps={cfg.train.max_steps}; nothing left to train")
+    return json.loads((run_dir / "train_summary.json").read_text())
 
 
 def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
