@@ -100,3 +100,34 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(uninterrupt
         _state(run)  # never unreadable
     assert main(["train", "--out", str(run), "--max-steps", "56", "--resume", *TINY]) == 0
     _assert_same_run(uninterrupted, run)
+
+
+def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are_taken_over(tmp_path, capsys):
+    import json
+
+    from medseg.errors import ConfigError
+    from medseg.runlock import LOCK_NAME, run_lock
+
+    run = tmp_path / "r"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.mkdir()
+        (run / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": __import__("socket").gethostname(),
+                                                  "started": "now", "command": "medseg train"}))
+        assert main(["train", "--out", str(run), "--max-steps", "2", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by process {sleeper.pid}" in err and "Traceback" not in err
+        assert not (run / "checkpoints").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is gone: its lock is stale and the next run takes it over
+    with run_lock(run):
+        assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert "stale lock" in capsys.readouterr().err
+    assert not (run / LOCK_NAME).exists()
+    # nested use by the same process (a staged run) and a refused fresh directory leave nothing behind
+    with pytest.raises(ConfigError):
+        with run_lock(tmp_path / "fresh"):
+            raise ConfigError("refused")
+    assert not (tmp_path / "fresh").exists()

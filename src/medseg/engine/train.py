@@ -238,11 +238,22 @@ def train(
         The training summary (also written to ``train_summary.json``); empty off rank 0.
 
     Raises:
-        medseg.errors.MedsegError: bad config, data or run directory.
+        medseg.errors.MedsegError: bad config, data or run directory; another live process
+            training into ``run_dir`` (:func:`medseg.runlock.run_lock`).
     """
+    from medseg.runlock import run_lock
+
     run_dir = Path(run_dir)
-    if cfg.train.stages:
-        return _train_stages(cfg, run_dir, resume, callbacks)
+    if not cfg.train.stages:
+        _check_run_dir(run_dir, resume)  # refuse an existing run before creating anything
+    with run_lock(run_dir):
+        if cfg.train.stages:
+            return _train_stages(cfg, run_dir, resume, callbacks)
+        return _train_one(cfg, run_dir, resume, callbacks)
+
+
+def _train_one(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None) -> dict[str, Any]:
+    """One fit of ``cfg`` into ``run_dir`` (see :func:`train`), under the run's lock."""
     ckpt_path = _check_run_dir(run_dir, resume)
     finished = _already_finished(cfg, run_dir, ckpt_path)
     if finished is not None:
