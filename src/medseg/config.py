@@ -395,70 +395,247 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def validate(cfg: Config) -> None:
-    """Range checks that no type check catches.
+    """Range checks that no type check catches, run on every recipe before anything is built.
+
+    Every message names the dotted key, the allowed range or values (with the closest valid name
+    where a name is involved) and the value found, e.g. ``optim.lr must be > 0, got 0.0``. The
+    stages of ``train.stages`` are checked here too (``train.stages[1].lr must be > 0``), so a
+    bad later stage is refused before the first one trains. Names that only a registry knows
+    are checked where cheap: ``eval.protocol`` against
+    :data:`medseg.workflows.protocols.PROTOCOLS` (imported here, lazily: that module imports no
+    config), and, only when the recipe sets them, ``eval.tta`` against :mod:`medseg.inference`'s
+    transforms, ``data.augment`` against :class:`medseg.data.AugmentConfig` and
+    ``data.args.preprocess`` with :func:`medseg.data.preprocess.parse_steps` (so a typo there is
+    refused before the data check reads a file). Network and dataset names and their other
+    arguments are checked by their registries when they are built.
 
     Raises:
-        ConfigError: naming the key and its allowed range.
+        ConfigError: the first key whose value is out of range, naming it.
     """
-    checks = [
-        (0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
-        (cfg.data.patch_size > 0, "data.patch_size must be > 0"),
-        (cfg.data.samples_per_epoch > 0, "data.samples_per_epoch must be > 0"),
-        (0.0 <= cfg.data.foreground_prob <= 1.0, "data.foreground_prob must be in [0, 1]"),
-        (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
-        (cfg.train.accumulate_grad_batches > 0, "train.accumulate_grad_batches must be > 0"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (cfg.optim.name in OPTIMIZERS, _choice_msg("optim.name", cfg.optim.name, OPTIMIZERS)),
-        (cfg.train.gradient_clip_algorithm in ("norm", "value"),
-         f"train.gradient_clip_algorithm must be 'norm' or 'value', got {cfg.train.gradient_clip_algorithm!r}"),
-        (all(isinstance(s, (int, float)) and s > 0 for s in cfg.train.multiscale),
-         f"train.multiscale must be a list of positive scale factors, got {cfg.train.multiscale!r}"),
-        (cfg.train.multiscale_divisor > 0, "train.multiscale_divisor must be > 0"),
-        (cfg.loss.boundary_width > 0, "loss.boundary_width must be > 0"),
-        (bool(cfg.loss.outputs) and all(w >= 0 for w in cfg.loss.outputs.values()),
-         f"loss.outputs must map output names to weights >= 0, got {cfg.loss.outputs!r}"),
-        (0.0 < cfg.eval.threshold < 1.0, "eval.threshold must be in (0, 1)"),
-        (0.0 <= cfg.eval.overlap < 1.0, "eval.overlap must be in [0, 1)"),
-        (cfg.eval.mode in ("gaussian", "constant"), f"eval.mode must be 'gaussian' or 'constant', got {cfg.eval.mode!r}"),
-        (cfg.eval.inference in ("auto", "whole", "sliding"),
-         _choice_msg("eval.inference", cfg.eval.inference, ("auto", "whole", "sliding"))),
-        (cfg.eval.batch_size >= 0, "eval.batch_size must be >= 0 (0: automatic)"),
-        (cfg.eval.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm must be > 0 (mm)"),
-        (cfg.eval.centerline_tolerance >= 1 and cfg.eval.centerline_tolerance % 2 == 1,
-         "eval.centerline_tolerance must be an odd kernel size >= 1 (pixels)"),
-    ]
-    schedules = ("cosine", "onecycle", "poly", "plateau", "constant")
-    checks.append((cfg.schedule.name in schedules, _choice_msg("schedule.name", cfg.schedule.name, schedules)))
-    checks.append((cfg.loss.name in LOSSES, _choice_msg("loss.name", cfg.loss.name, LOSSES)))
-    for out, name in cfg.loss.output_losses.items():
-        checks.append((name in LOSSES, _choice_msg(f"loss.output_losses.{out}", name, LOSSES)))
-    for out, target in cfg.loss.targets.items():
-        checks.append((target in TARGETS, _choice_msg(f"loss.targets.{out}", target, TARGETS)))
-    for ok, msg in checks:
+    d, t, o, s, lo, e = cfg.data, cfg.train, cfg.optim, cfg.schedule, cfg.loss, cfg.eval
+
+    def need(ok: bool, key: str, allowed: str, value: Any) -> None:
         if not ok:
-            raise ConfigError(msg)
-    for i, stage in enumerate(cfg.train.stages):
-        if not isinstance(stage, dict):
-            raise ConfigError(f"train.stages[{i}] must be a mapping of overrides, got {stage!r}")
-        unknown = sorted(set(stage) - set(STAGE_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"train.stages[{i}]: unknown key {unknown[0]!r}{did_you_mean(unknown[0], STAGE_KEYS)} "
-                f"Valid keys: {', '.join(STAGE_KEYS)}"
-            )
+            raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+    def choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+        if value not in choices:
+            raise ConfigError(_choice_msg(key, value, choices))
+
+    # seed and model
+    need(_is_int(cfg.seed) and 0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)", cfg.seed)
+    need(isinstance(cfg.model.name, str) and bool(cfg.model.name), "model.name", "a network name (medseg models)",
+         cfg.model.name)
+    # data
+    if _is_int(d.root):  # YAML reads --data-root 2024 as a number; the folder is named by its digits
+        d.root = str(d.root)
+    need(d.root is None or isinstance(d.root, (str, os.PathLike)), "data.root", "a folder path", d.root)
+    need(d.val_split is None or isinstance(d.val_split, str), "data.val_split", "a split name", d.val_split)
+    need(0.0 < d.val_fraction < 1.0, "data.val_fraction", "in (0, 1)", d.val_fraction)
+    need(d.patch_size > 0, "data.patch_size", "> 0 (pixels)", d.patch_size)
+    need(d.samples_per_epoch > 0, "data.samples_per_epoch", "> 0", d.samples_per_epoch)
+    need(0.0 <= d.foreground_prob <= 1.0, "data.foreground_prob", "in [0, 1]", d.foreground_prob)
+    need(d.num_workers >= 0, "data.num_workers", ">= 0 (0: load in the main process)", d.num_workers)
+    # train
+    need(t.batch_size > 0, "train.batch_size", "> 0", t.batch_size)
+    need(t.accumulate_grad_batches > 0, "train.accumulate_grad_batches", "> 0", t.accumulate_grad_batches)
+    need(t.max_steps == -1 or t.max_steps >= 1, "train.max_steps", ">= 1, or -1 for no step limit", t.max_steps)
+    need(t.max_epochs >= 1 or (t.max_epochs == -1 and t.max_steps >= 1), "train.max_epochs",
+         ">= 1, or -1 for no epoch limit when train.max_steps is set", t.max_epochs)
+    need(t.val_every_n_epochs >= 1, "train.val_every_n_epochs", ">= 1", t.val_every_n_epochs)
+    need(t.log_every_n_steps >= 1, "train.log_every_n_steps", ">= 1", t.log_every_n_steps)
+    need(t.num_nodes >= 1, "train.num_nodes", ">= 1", t.num_nodes)
+    need(_devices_ok(t.devices), "train.devices",
+         'a number of devices >= 1, -1 (all), "auto", or a list of device indices', t.devices)
+    choice("train.accelerator", t.accelerator, ACCELERATORS)
+    choice("train.precision", t.precision, PRECISIONS)
+    need(t.gradient_clip_val is None or (_is_number(t.gradient_clip_val) and t.gradient_clip_val >= 0),
+         "train.gradient_clip_val", "a number >= 0 or null (no clipping)", t.gradient_clip_val)
+    choice("train.gradient_clip_algorithm", t.gradient_clip_algorithm, ("norm", "value"))
+    need(t.freeze_offsets_steps >= 0, "train.freeze_offsets_steps", ">= 0", t.freeze_offsets_steps)
+    need(t.freeze_encoder_steps >= 0, "train.freeze_encoder_steps", ">= 0", t.freeze_encoder_steps)
+    need(isinstance(t.multiscale, list) and all(_is_number(x) and x > 0 for x in t.multiscale),
+         "train.multiscale", "a list of positive scale factors", t.multiscale)
+    need(t.multiscale_divisor > 0, "train.multiscale_divisor", "> 0", t.multiscale_divisor)
+    need(isinstance(t.trainable, list) and all(isinstance(x, str) and x for x in t.trainable),
+         "train.trainable", "a list of parameter-name prefixes", t.trainable)
+    # optim
+    choice("optim.name", o.name, OPTIMIZERS)
+    need(o.lr > 0, "optim.lr", "> 0", o.lr)
+    need(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    need(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", "two numbers in [0, 1)", list(o.betas))
+    need(o.momentum >= 0, "optim.momentum", ">= 0", o.momentum)
+    need(not (o.name == "sgd" and o.nesterov and o.momentum <= 0), "optim.momentum",
+         "> 0 with optim.nesterov: true", o.momentum)
+    # schedule
+    choice("schedule.name", s.name, SCHEDULES)
+    need(s.warmup_steps >= 0, "schedule.warmup_steps", ">= 0", s.warmup_steps)
+    need(0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", "in [0, 1]", s.min_lr_ratio)
+    need(s.power > 0, "schedule.power", "> 0", s.power)
+    need(0.0 < s.pct_start < 1.0, "schedule.pct_start", "in (0, 1)", s.pct_start)
+    need(0.0 < s.factor < 1.0, "schedule.factor", "in (0, 1)", s.factor)
+    need(s.patience >= 0, "schedule.patience", ">= 0 (validation rounds)", s.patience)
+    # loss
+    choice("loss.name", lo.name, LOSSES)
+    need(lo.dice_weight >= 0, "loss.dice_weight", ">= 0", lo.dice_weight)
+    need(lo.alpha >= 0, "loss.alpha", ">= 0", lo.alpha)
+    need(lo.cldice_iters >= 1, "loss.cldice_iters", ">= 1", lo.cldice_iters)
+    need(isinstance(lo.class_weights, list) and all(_is_number(w) and w >= 0 for w in lo.class_weights),
+         "loss.class_weights", "a list of weights >= 0, one per class (empty: equal)", lo.class_weights)
+    need(lo.boundary_width > 0, "loss.boundary_width", "> 0 (pixels)", lo.boundary_width)
+    need(bool(lo.outputs) and all(_is_number(w) and w >= 0 for w in lo.outputs.values()), "loss.outputs",
+         "a mapping of output names to weights >= 0", lo.outputs)
+    for out, name in lo.output_losses.items():
+        choice(f"loss.output_losses.{out}", name, LOSSES)
+    for out, target in lo.targets.items():
+        choice(f"loss.targets.{out}", target, TARGETS)
+    # eval
+    from medseg.workflows.protocols import PROTOCOLS  # lazily: the workflows sit above the config
+
+    choice("eval.protocol", e.protocol, ("auto", *PROTOCOLS.names()))
+    choice("eval.inference", e.inference, ("auto", "whole", "sliding"))
+    choice("eval.mode", e.mode, ("gaussian", "constant"))
+    need(0.0 < e.threshold < 1.0, "eval.threshold", "in (0, 1)", e.threshold)
+    need(0.0 <= e.overlap < 1.0, "eval.overlap", "in [0, 1)", e.overlap)
+    need(e.batch_size >= 0, "eval.batch_size", ">= 0 (0: automatic)", e.batch_size)
+    need(e.roi_size >= 0, "eval.roi_size", ">= 0 (0: the training patch size)", e.roi_size)
+    need(e.sw_batch_size >= 1, "eval.sw_batch_size", ">= 1", e.sw_batch_size)
+    need(e.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm", "> 0 (mm)", e.nsd_tolerance_mm)
+    need(e.centerline_tolerance >= 1 and e.centerline_tolerance % 2 == 1, "eval.centerline_tolerance",
+         "an odd kernel size >= 1 (pixels)", e.centerline_tolerance)
+    need(isinstance(e.class_names, list) and all(isinstance(c, (str, int)) for c in e.class_names),
+         "eval.class_names", "a list of class names, background first", e.class_names)
+    _check_tta(e.tta)
+    _check_stages(t.stages)
+    # free-form options whose parsers are cheap to run now, before any data is read
+    if d.augment:
+        _check_augment("data.augment", d.augment)
+    for i, stage in enumerate(t.stages):
+        if stage.get("augment"):
+            _check_augment(f"train.stages[{i}].augment", stage["augment"])
+    if "preprocess" in d.args:
+        from medseg.data.preprocess import parse_steps  # lazily: the data layer sits above the config
+
+        _prefixed("data.args.preprocess", parse_steps, d.args["preprocess"])
 
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("bce", "bce_dice", "continuity", "cldice", "structure", "ce_dice", "mse", "mse_dice")
 TARGETS = ("mask", "centerline", "boundary")
+SCHEDULES = ("cosine", "onecycle", "poly", "plateau", "constant")
+#: ``train.accelerator`` values (Lightning's registered accelerators, "gpu" its alias of cuda).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+#: ``train.precision`` values: "auto" and Lightning 2's precision strings.
+PRECISIONS = (
+    "auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64",
+    "transformer-engine", "transformer-engine-float16",
+)
 STAGE_KEYS = (
     "name", "max_epochs", "max_steps", "lr", "trainable", "augment", "loss", "batch_size", "patch_size",
     "samples_per_epoch", "freeze_encoder_steps", "val_every_n_epochs",
 )
 
 
-def _choice_msg(key: str, value: str, choices: tuple[str, ...]) -> str:
-    hint = did_you_mean(value, choices)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _devices_ok(devices: Any) -> bool:
+    """Lightning's ``devices``: N >= 1, -1, "auto", "N", "0,1", or a list of indices."""
+    if _is_int(devices):
+        return devices >= 1 or devices == -1
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1"):
+            return True
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return bool(parts) and all(p.isdigit() for p in parts)
+    if isinstance(devices, (list, tuple)):
+        return bool(devices) and all(_is_int(i) and i >= 0 for i in devices)
+    return False
+
+
+def _prefixed(key: str, check: Any, value: Any) -> None:
+    """Run ``check(value)``; a ConfigError it raises is raised again with ``key: `` in front."""
+    try:
+        check(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def _check_augment(key: str, augment: Any) -> None:
+    """``data.augment`` (or a stage's ``augment``): the options :class:`medseg.data.AugmentConfig` takes."""
+    from medseg.data.transforms import AugmentConfig  # lazily: the data layer sits above the config
+
+    _prefixed(key, AugmentConfig.from_dict, augment)
+
+
+def _check_tta(tta: Any) -> None:
+    """``eval.tta``: empty/"none", true, a set or transform name, "a,b" or a list of names."""
+    if tta in (None, False, "", "none", []) or tta is True:
+        return
+    if isinstance(tta, str):
+        items = [x.strip() for x in tta.split(",") if x.strip()]
+    elif isinstance(tta, (list, tuple)) and all(isinstance(x, str) for x in tta):
+        items = [x.strip() for x in tta]
+    else:
+        raise ConfigError(f"eval.tta must be a list of test-time augmentation names, got {tta!r}")
+    from medseg.inference import TTA_SETS, TTA_TRANSFORMS
+
+    valid = (*TTA_SETS, *TTA_TRANSFORMS)
+    for item in items:
+        if item not in valid:
+            raise ConfigError(_choice_msg("eval.tta", item, valid))
+
+
+#: Each stage key's check: (test, allowed values) for :func:`_check_stages`.
+_STAGE_VALUES: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) != "", "a non-empty name"),
+    "max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_steps": (lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no step limit"),
+    "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "trainable": (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+                  "a list of parameter-name prefixes"),
+    "augment": (lambda v: isinstance(v, dict), "a mapping of augment options"),
+    "loss": (lambda v: isinstance(v, dict), "a mapping of loss keys"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "patch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (pixels)"),
+    "samples_per_epoch": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "freeze_encoder_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "val_every_n_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+}
+
+
+def _check_stages(stages: Any) -> None:
+    """``train.stages``: a list of mappings of known keys with values in range, each named by index."""
+    if not isinstance(stages, list):
+        raise ConfigError(f"train.stages must be a list of stages (mappings of overrides), got {stages!r}")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise ConfigError(f"train.stages[{i}] must be a mapping of overrides, got {stage!r}")
+        unknown = [k for k in stage if k not in STAGE_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"train.stages[{i}]: unknown key {unknown[0]!r}{did_you_mean(str(unknown[0]), STAGE_KEYS)} "
+                f"Valid keys: {', '.join(STAGE_KEYS)}"
+            )
+        for key, value in stage.items():
+            test, allowed = _STAGE_VALUES[key]
+            if isinstance(value, str) and key != "name":
+                value = _number(value)  # PyYAML reads 1e-4 (no dot) as a string
+            if not test(value):
+                raise ConfigError(f"train.stages[{i}].{key} must be {allowed}, got {stage[key]!r}")
+        loss = stage.get("loss", {})
+        if "name" in loss and loss["name"] not in LOSSES:
+            raise ConfigError(_choice_msg(f"train.stages[{i}].loss.name", loss["name"], LOSSES))
+
+
+def _choice_msg(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    hint = did_you_mean(str(value), choices)
     return f"{key} {value!r} is not one of {', '.join(choices)}{hint}"
 
 
