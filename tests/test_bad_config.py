@@ -213,9 +213,7 @@ CASES: dict[str, Case] = {
     "unknown-network": Case(train("--set", "model.name=unett"), ("network 'unett'", "did you mean 'unet'")),
     "unknown-network-before-data-check": Case(
         _network_before_data, ("network 'unett'", "did you mean 'unet'"),
-        xfail="engine/train.py train(): the data check runs before the network name is looked up; call "
-              "MODELS.get(cfg.model.name) (medseg.models._import_all first) at the top of train(), before "
-              "check_training_data(cfg)",
+        
     ),
     "unknown-dataset": Case(train("--set", "data.dataset=drivee"), ("dataset 'drivee'", "did you mean 'drive'")),
     "unknown-augment-option": Case(train("--set", "data.augment={flipp: 0.5}"),
@@ -247,9 +245,7 @@ CASES: dict[str, Case] = {
     "recipe-a-scalar": Case(_yaml("just some words\n"), ("recipe.yaml", "must hold a mapping", "str")),
     "recipe-not-valid-yaml": Case(
         _yaml("model:\n  name: unet\n   args: {\n"), ("recipe.yaml", "not valid YAML", "line 3"),
-        xfail="config.py read_yaml(): the YAMLError is printed as PyYAML formats it, over four lines; format it "
-              "as one: f'config file {path} is not valid YAML at line {mark.line + 1}, column {mark.column + 1}: "
-              "{exc.problem}' (exc.problem_mark / exc.problem of yaml.MarkedYAMLError)",
+        
     ),
     "recipe-missing": Case(lambda tmp: ["--config", str(tmp / "missing.yaml")], ("missing.yaml", "does not exist")),
     "recipe-unknown-key": Case(_yaml("model:\n  nmae: unet\n"), ("recipe.yaml", "'model.nmae'", "model.name")),
@@ -276,11 +272,8 @@ CASES: dict[str, Case] = {
     ),
     # data
     "data-root-is-a-file": Case(
-        _root_is_a_file, ("data.root", "DRIVE.zip", "not a folder"),
-        xfail="engine/train.py check_training_data(): the data check's report comes out over three lines "
-              "(data/check.py require_clean) and names no key; before check_cached, raise "
-              "ConfigError(f'data.root {root} is a file, not a dataset folder ({cls.layout})') when the root "
-              "exists and is not a directory (and, for a report with one error, put it on the first line)",
+        _root_is_a_file, ("data.root", "DRIVE.zip", "not a dataset folder"),
+        
     ),
     "patch-larger-than-every-image": Case(
         lambda tmp: ["--set", "data.args={n_images: 6, size: 48}", "--set", "data.patch_size=256"],
@@ -295,26 +288,19 @@ CASES: dict[str, Case] = {
                                     ("encoder_weights", "resnet34.pth", ("not found", "does not exist", "no such file"))),
     "encoder-weights-of-another-network": Case(
         _encoder_of_another_network, ("encoder_weights", "resnet34.pth", "does not fit", "ResNet-34"),
-        xfail="models/weights.py load_strict(): the line lists all 216 missing and 66 unexpected key names "
-              "(7 kB); list at most the first 5 of each group with '... (N more)', and when no key of the file "
-              "belongs to the network say so first: 'none of its 66 keys belong to the torchvision ResNet-34 "
-              "(first: encoder.0.0.weight, ...): a file of another network?'",
+        
     ),
     "evaluate-checkpoint-of-another-network": Case(
-        _evaluate_other_network, ("best.ckpt", "do not fit", "unet"), verb="evaluate",
-        xfail="engine/checkpoint.py load_model_from_checkpoint(): the RuntimeError of "
-              "model.load_state_dict(strict=True) is appended as PyTorch formats it, over 57 lines; load with "
-              "medseg.models.weights.load_strict(model, state, f'checkpoint {path}', f'{cfg.model.name} of its "
-              "config') so the problems are one line (with the shortened lists proposed for load_strict)",
+        _evaluate_other_network, ("best.ckpt", "does not fit", "unet"), verb="evaluate",
+        
     ),
     "evaluate-plain-state-dict": Case(_evaluate_plain_state_dict, ("best.ckpt", "not a medseg training checkpoint"),
                                       verb="evaluate"),
     "evaluate-untrained-run": Case(_evaluate_untrained_run, ("best checkpoint", "has it been trained"),
                                    verb="evaluate"),
     "predict-checkpoint-of-another-network": Case(
-        _predict_other_network, ("dscnet.ckpt", "do not fit", "dscnet"), verb="predict",
-        xfail="engine/checkpoint.py load_model_from_checkpoint(): as for evaluate, the load_state_dict "
-              "RuntimeError spans several lines; report it with load_strict on one line",
+        _predict_other_network, ("dscnet.ckpt", "does not fit", "dscnet"), verb="predict",
+        
     ),
     "predict-plain-state-dict": Case(_predict_plain_state_dict, ("unet.ckpt", "not a medseg training checkpoint"),
                                      verb="predict"),
@@ -377,10 +363,6 @@ def test_the_corpus_is_large_and_each_case_refuses_one_thing():
     assert sum(case.xfail is None for case in CASES.values()) >= 25
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/module.py build_network(): create_model(cfg.model.name, **args) does not say where the arguments "
-    "come from; pass create_model(cfg.model.name, what='model.args', **args) (create_model forwards it to "
-    "Registry.create), and likewise what='data.args' in engine/datamodule.py load_split()"))
 def test_network_argument_typo_names_the_recipe_key(tmp_path, capsys):
     status, _, err = run_cli(["train", "--out", str(tmp_path / "run"), *SMALL, "--set", "model.args.base_channel=8"],
                           capsys)

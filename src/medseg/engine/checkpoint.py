@@ -147,10 +147,9 @@ def load_model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Conf
     hp = ckpt["hyper_parameters"]
     cfg = build_config(hp["config"], source=f"config in {path}")
     model = build_network(cfg, hp.get("in_channels"), hp.get("num_classes"), for_checkpoint=True)
+    from medseg.models.weights import load_strict
+
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit {cfg.model.name}: {exc}") from exc
+    load_strict(model, state, f"checkpoint {path}", f"network {cfg.model.name!r} its config describes")
     model.eval()
     return model, cfg

@@ -65,7 +65,7 @@ def build_network(
             args.setdefault(key, num_classes)
     if for_checkpoint:
         args.pop("encoder_weights", None)
-    return create_model(cfg.model.name, **args)
+    return create_model(cfg.model.name, what="model.args", **args)
 
 
 def roi_size(cfg: Config) -> int:

@@ -145,6 +145,9 @@ def check_training_data(cfg: Config):
     """
     from medseg.data import DATASETS, list_datasets
     from medseg.data.check import check_cached, require_clean
+
+    if cfg.data.root is not None and Path(cfg.data.root).is_file():
+        raise ConfigError(f"data.root {cfg.data.root} is a file, not a dataset folder (medseg data list shows the layouts)")
     from medseg.data.files import FileDataset
 
     list_datasets()  # imports every dataset module
@@ -255,6 +258,7 @@ def train(
 def _train_one(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None) -> dict[str, Any]:
     """One fit of ``cfg`` into ``run_dir`` (see :func:`train`), under the run's lock."""
     ckpt_path = _check_run_dir(run_dir, resume)
+    _check_network_name(cfg)
     finished = _already_finished(cfg, run_dir, ckpt_path)
     if finished is not None:
         return finished
@@ -262,6 +266,18 @@ def _train_one(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callbac
     data_report = check_training_data(cfg)
     datamodule = SegDataModule(cfg)
     return _fit(cfg, run_dir, datamodule, ckpt_path, callbacks, data_report=data_report)
+
+
+def _check_network_name(cfg: Config) -> None:
+    """Refuse an unknown ``model.name`` before the data check reads any file.
+
+    Raises:
+        ConfigError: the name is not registered (the closest names suggested).
+    """
+    from medseg.models import MODELS, _import_all
+
+    _import_all()
+    MODELS.get(cfg.model.name)
 
 
 def _already_finished(cfg: Config, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any] | None:
@@ -361,6 +377,7 @@ def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Call
         _check_run_dir(run_dir, resume=False)
         if any(run_dir.glob("stage*/checkpoints/*.ckpt")):
             raise ConfigError(f"run directory {run_dir} already holds stage checkpoints; pass --resume or choose another --out")
+    _check_network_name(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
     base = SegDataModule(cfg)

@@ -225,15 +225,20 @@ def load_strict(
         for k, v in expected.items()
         if k in mapped and mapped[k].shape != v.shape
     )
+    def listed(items: list[str], sep: str = ", ", n: int = 5) -> str:
+        return sep.join(items[:n]) + (f"{sep}... ({len(items) - n} more)" if len(items) > n else "")
+
     problems = []
     if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+        problems.append(f"missing keys ({len(missing)}): {listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        problems.append(f"unexpected keys ({len(unexpected)}): {listed(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
+        problems.append(f"shape mismatches ({len(mismatched)}): {listed(mismatched, '; ')}")
     if problems:
-        raise CheckpointError(f"{where} does not fit the {what}: " + " | ".join(problems))
+        hint = ("no key matches: it is probably the file of another network; " if expected and mapped
+                and not set(mapped) & set(expected) else "")
+        raise CheckpointError(f"{where} does not fit the {what}: {hint}" + " | ".join(problems))
     module.load_state_dict(mapped, strict=True)
     return module
 
