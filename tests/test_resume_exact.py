@@ -76,12 +76,16 @@ def test_resume_of_a_finished_run_trains_nothing_more(uninterrupted, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     """A real ``kill -9`` of ``medseg train`` at two seeded points (after the first checkpoint at
-    or past step 16, and at or past step 40 on the resumed run), each resumed to the end."""
+    or past step 16, and at or past step 40 on the resumed run), each resumed to the end. Every
+    run is a subprocess with one thread, so the reference sums in the same order."""
     run = tmp_path / "k"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "56", *TINY]
+    reference = tmp_path / "ref"
+    subprocess.run([*cmd[:5], str(reference), *cmd[6:]], env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=300)
     for kill_at in (16, 40):
         proc = subprocess.Popen(cmd + (["--resume"] if (run / "checkpoints" / "last.ckpt").exists() else []),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,8 +102,9 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(uninterrupt
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         _state(run)  # never unreadable
-    assert main(["train", "--out", str(run), "--max-steps", "56", "--resume", *TINY]) == 0
-    _assert_same_run(uninterrupted, run)
+    subprocess.run(cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=300)
+    _assert_same_run(reference, run)
 
 
 def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are_taken_over(tmp_path, capsys):

@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="recipe YAML, e.g. configs/drive/dscnet.yaml")
     p.add_argument("--data-root", help="dataset folder, e.g. ../shared/data/DRIVE")
     p.add_argument("--out", type=Path, help="run directory (default: a fresh runs/<dataset>-<network>)")
-    p.add_argument("--max-steps", type=int, help="stop after N optimiser steps")
+    p.add_argument("--max-steps", type=int,
+                   help="stop after N optimiser steps (the LR schedule keeps the recipe's max_epochs length, "
+                        "so --resume with a larger N continues exactly)")
     p.add_argument("--max-epochs", type=int, help="stop after N epochs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. optim.lr=3e-4 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
