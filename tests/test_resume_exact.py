@@ -136,3 +136,26 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are
         with run_lock(tmp_path / "fresh"):
             raise ConfigError("refused")
     assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
+    run = tmp_path / "c"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "400", *TINY],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    import re
+
+    kept = re.search(r"medseg: interrupted at step \d+; kept .*last\.ckpt \(step (\d+)\)", err)
+    assert kept, err[-2000:]
+    assert f"medseg train --out {run} --resume" in err
+    target = int(kept.group(1)) + 8
+    assert main(["train", "--out", str(run), "--max-steps", str(target), "--resume", *TINY]) == 0
+    assert _state(run)["global_step"] == target

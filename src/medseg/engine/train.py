@@ -83,6 +83,31 @@ class StopAtStep(Callback):
         # a run resumed at or past the limit is not fitted at all (see _already_finished)
 
 
+class ExplainInterrupt(Callback):
+    """On Ctrl-C (Lightning then exits with status 1), say what was kept and how to resume."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        import sys
+
+        last = checkpoint_dir(self.run_dir) / "last.ckpt"
+        kept = "no checkpoint yet (the first one is written at the end of the first epoch)"
+        if last.is_file():
+            try:
+                from medseg.engine.checkpoint import read_checkpoint
+
+                kept = f"{last} (step {int(read_checkpoint(last).get('global_step', 0))})"
+            except Exception:  # noqa: BLE001 - a message must not fail
+                kept = str(last)
+        print(f"\nmedseg: interrupted at step {trainer.global_step}; kept {kept}", file=sys.stderr)
+        if last.is_file():
+            print(f"medseg: resume with: medseg train --out {self.run_dir} --resume", file=sys.stderr)
+
+
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> L.Trainer:
     """The Lightning Trainer for a recipe: loggers, checkpoints (best by val/dice, last), DDP settings."""
     # Two callbacks: Lightning 2.6 writes ``save_last`` only in rounds where the top-k file was
@@ -129,7 +154,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         use_distributed_sampler=False,
         logger=loggers,
         callbacks=[best, last, LearningRateMonitor(logging_interval="step"), StopAtStep(cfg.train.max_steps),
-                   *(callbacks or [])],
+                   ExplainInterrupt(run_dir), *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
     )
 
