@@ -255,3 +255,37 @@ def test_densest_window_finds_the_vessel_cluster():
         best = max(m[i : i + sh, j : j + sw].sum() for i in range(h - sh + 1) for j in range(w - sw + 1))
         r, c = densest_window(m, size)
         assert m[r : r + sh, c : c + sw].sum() == best
+
+
+def test_predict_goes_on_past_unreadable_images_and_lists_them(trained_run, tmp_path, capsys):
+    run, _ = trained_run
+    inp = tmp_path / "in"
+    inp.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 56), dtype=np.uint8)).save(inp / name)
+    (inp / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    status = main(["predict", "-m", str(run / "checkpoints/best.ckpt"), "-i", str(inp), "-o", str(tmp_path / "o"),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "predicted 2 of 3 images" in err and "b.png" in err and "Traceback" not in err
+    for stem in ("a", "c"):
+        assert (tmp_path / "o" / f"{stem}_prob.png").is_file() and (tmp_path / "o" / f"{stem}_mask.png").is_file()
+    assert not (tmp_path / "o" / "b_prob.png").exists()
+
+
+def test_a_truncated_tiff_gives_one_clear_error_and_no_library_log_lines(tmp_path, caplog):
+    import logging
+
+    import tifffile
+
+    from medseg.data.io import read_image
+    from medseg.errors import DataError
+
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    path.write_bytes(path.read_bytes()[:200])  # cuts a tag table: tifffile logs its TiffFileErrors
+    with caplog.at_level(logging.DEBUG), pytest.raises(DataError, match="cut.tif"):
+        read_image(path)
+    assert not [r for r in caplog.records if r.name.startswith("tifffile") and r.levelno >= logging.WARNING]

@@ -39,12 +39,19 @@ def _is_tiff(p: Path) -> bool:
 def _read_tiff(p: Path, what: str) -> np.ndarray:
     """Decode a TIFF with tifffile (for files Pillow refuses, e.g. CVC-ClinicDB's RGB TIFFs whose
     header says MinIsBlack with 3 samples per pixel)."""
+    import logging
+
     import tifffile
 
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # a damaged file is reported below, once, naming it
     try:
         arr = np.asarray(tifffile.imread(p))
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
         raise DataError(f"{what} {p} cannot be decoded (truncated or corrupt TIFF?): {exc}") from None
+    finally:
+        log.setLevel(level)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar configuration
     if arr.ndim == 3 and arr.shape[-1] == 4:

@@ -223,8 +223,9 @@ def predict_folder(
 
     Raises:
         medseg.errors.CheckpointError: bad checkpoint.
-        DataError: missing/empty input, an unreadable image, volume or FOV mask (named), or an
-            output folder that is the input folder.
+        DataError: missing/empty input, an output folder that is the input folder, an unreadable
+            volume; unreadable images or FOV masks are listed (named) after every readable image
+            has been predicted and written.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.exists():
@@ -255,11 +256,14 @@ def predict_folder(
     t = cfg.eval.threshold if threshold is None else threshold
     if not 0.0 < t < 1.0:
         raise DataError(f"threshold must be in (0, 1), got {t}")
-    # read and check every input (and FOV) before writing anything
-    inputs = []
+    # read every input (and its FOV); an unreadable one is listed at the end, the others predicted
+    inputs, unreadable = [], []
     for p in files:
-        raw = read_image(p)
-        inputs.append((p, raw, field_of_view(raw, cfg, p, fov_path)))
+        try:
+            raw = read_image(p)
+            inputs.append((p, raw, field_of_view(raw, cfg, p, fov_path)))
+        except DataError as exc:
+            unreadable.append(str(exc))
     predictor = predictor_for(models, cfg, tta=tta, batch_size=batch_size, device=device, method=inference)
     written: list[Path] = []
     prepared = (prepare(raw, cfg, path, fov) for path, raw, fov in inputs)
@@ -269,4 +273,9 @@ def predict_folder(
         written.append(write_probability_png(fg, output_dir / f"{path.stem}_prob.png"))
         written.append(write_mask_png(fg >= t, output_dir / f"{path.stem}_mask.png"))
     written += predict_volumes(predictor, cfg, volumes, output_dir, t)
+    if unreadable:
+        raise DataError(
+            f"predicted {len(inputs)} of {len(files)} images into {output_dir}; {len(unreadable)} could not be read: "
+            + "; ".join(unreadable)
+        )
     return written
