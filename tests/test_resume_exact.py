@@ -159,3 +159,57 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     target = int(kept.group(1)) + 8
     assert main(["train", "--out", str(run), "--max-steps", str(target), "--resume", *TINY]) == 0
     assert _state(run)["global_step"] == target
+
+
+class _PoisonBatch:
+    """A Lightning callback that turns one training batch's images into NaN (a bad batch)."""
+
+    def __new__(cls, at_step: int):
+        import lightning as L
+
+        class Poison(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == at_step:
+                    batch["image"].fill_(float("nan"))
+
+        return Poison()
+
+
+def _tiny_cfg(*extra: str):
+    from medseg.config import load_config
+
+    return load_config(None, ["train.progress_bar=false", "model.args={base_channels: 4, depth: 2}", "train.max_steps=40",
+                              "eval.after_train=false", *extra])
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from medseg.engine.train import train as fit
+    from medseg.errors import TrainingError
+
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"loss is nan at step 20 \(epoch 1, batch 4\).*last good checkpoint is .*last\.ckpt"):
+        fit(_tiny_cfg(), run, callbacks=[_PoisonBatch(20)])
+    kept = _state(run)
+    assert kept["global_step"] == 16  # the epoch-end checkpoint before the bad batch, untouched
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_nan_loss_can_be_skipped_when_the_recipe_asks(tmp_path, capsys):
+    from medseg.engine.train import train as fit
+
+    run = tmp_path / "skip"
+    summary = fit(_tiny_cfg("train.nonfinite_loss=skip"), run, callbacks=[_PoisonBatch(20)])
+    assert summary["steps"] == 40 and "batch skipped" in capsys.readouterr().out
+    assert all(torch.isfinite(v).all() for v in _state(run)["state_dict"].values() if v.is_floating_point())
+
+
+def test_nan_weights_are_never_written_over_a_good_checkpoint(tmp_path):
+    from medseg.engine.checkpoint import AtomicCheckpointIO
+    from medseg.errors import CheckpointError
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}, "global_step": 1}, path)
+    with pytest.raises(CheckpointError, match="NaN or infinite.*previous file is kept"):
+        io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan")])}, "global_step": 2}, path)
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(2))

@@ -88,6 +88,9 @@ class TrainConfig:
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    #: A NaN or infinite training loss: "stop" (an error naming the step and the last good
+    #: checkpoint) or "skip" (no optimiser step for that batch, training goes on).
+    nonfinite_loss: str = "stop"
     freeze_offsets_steps: int = 0
     gradient_clip_algorithm: str = "norm"
     freeze_encoder_steps: int = 0
@@ -455,6 +458,7 @@ def validate(cfg: Config) -> None:
     need(t.gradient_clip_val is None or (_is_number(t.gradient_clip_val) and t.gradient_clip_val >= 0),
          "train.gradient_clip_val", "a number >= 0 or null (no clipping)", t.gradient_clip_val)
     choice("train.gradient_clip_algorithm", t.gradient_clip_algorithm, ("norm", "value"))
+    choice("train.nonfinite_loss", t.nonfinite_loss, ("stop", "skip"))
     need(t.freeze_offsets_steps >= 0, "train.freeze_offsets_steps", ">= 0", t.freeze_offsets_steps)
     need(t.freeze_encoder_steps >= 0, "train.freeze_encoder_steps", ">= 0", t.freeze_encoder_steps)
     need(isinstance(t.multiscale, list) and all(_is_number(x) and x > 0 for x in t.multiscale),

@@ -27,6 +27,10 @@ class CheckpointError(MedsegError):
     """A checkpoint or weight file is missing, unreadable or does not fit the network."""
 
 
+class TrainingError(MedsegError):
+    """Training cannot go on (a NaN or infinite loss); the message names the step and what was kept."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` entries of ``choices`` closest to ``name`` (difflib ratio >= 0.5).
 

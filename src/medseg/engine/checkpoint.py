@@ -80,10 +80,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             TypeError: ``storage_options`` given, or ``checkpoint`` holds an object that
                 :meth:`load_checkpoint` would refuse (see :func:`check_plain`); nothing is written.
             OSError: the write failed; the previous file at ``path`` is left as it was.
+            CheckpointError: the weights hold NaN or infinite values; nothing is written.
         """
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         check_plain(checkpoint, f"checkpoint {path}")
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # never put NaN weights over a good checkpoint
+            raise CheckpointError(f"checkpoint {path} not written: the weights hold NaN or infinite values "
+                                  f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the previous file is kept")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 

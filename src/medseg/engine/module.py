@@ -275,6 +275,9 @@ class SegmentationModule(L.LightningModule):
         return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # skip mode keeps the buffers (BatchNorm statistics) the forward pass of a bad batch would spoil
+        saved = ({k: b.detach().clone() for k, b in self.model.named_buffers()}
+                 if self.cfg.train.nonfinite_loss == "skip" else None)
         scales = self.cfg.train.multiscale or [1.0]
         total = 0.0
         for scale in scales:
@@ -282,11 +285,42 @@ class SegmentationModule(L.LightningModule):
             loss, parts = self.loss_fn(self.outputs(sub["image"]), sub)
             total = total + loss / len(scales)
         n = batch["image"].shape[0]
+        if not torch.isfinite(total):
+            if saved is not None:
+                with torch.no_grad():
+                    for k, b in self.model.named_buffers():
+                        b.copy_(saved[k])
+            return self._nonfinite(total, batch_idx)
         self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         if len(parts) > 1:
             for name, value in parts.items():
                 self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=n)
         return total
+
+    def _nonfinite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """A NaN/inf loss: skip the batch (``train.nonfinite_loss: skip``; Lightning takes no
+        optimiser step for a ``None`` loss, and the buffers are restored by the caller) or stop with an error naming the step and the last
+        checkpoint, which was written before this step and is left as it is.
+
+        Raises:
+            medseg.errors.TrainingError: in "stop" mode.
+        """
+        import os
+
+        from medseg.errors import TrainingError
+
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        if self.cfg.train.nonfinite_loss == "skip":
+            self.skipped_nonfinite = getattr(self, "skipped_nonfinite", 0) + 1
+            print(f"medseg: warning: loss is {float(loss)} at {where}; batch skipped (train.nonfinite_loss: skip)")
+            return None
+        last = next((os.path.join(cb.dirpath, "last.ckpt") for cb in self.trainer.checkpoint_callbacks
+                     if getattr(cb, "filename", None) == "last" and cb.dirpath), None)
+        kept = f"the last good checkpoint is {last}" if last and os.path.isfile(last) else "no checkpoint was written yet"
+        raise TrainingError(
+            f"loss is {float(loss)} at {where}; training stopped and {kept} (lower optim.lr, check the data, "
+            "or set train.nonfinite_loss=skip to skip such batches)"
+        )
 
     # -- validation -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
