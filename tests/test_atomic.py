@@ -70,3 +70,52 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path):
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_a_failing_checkpoint_write_is_one_clear_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    """Disk full while writing a checkpoint: `medseg train` stops with one line naming the file;
+    the checkpoint written before is intact and resumable."""
+    import errno
+
+    import torch
+
+    import medseg.engine.checkpoint as ckpt_module
+    from medseg.cli import main
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # last.ckpt at step 16 and best.ckpt at step 32 go through; last at 32 fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", save)
+    run = tmp_path / "r"
+    status = main(["train", "--out", str(run), "--max-steps", "40", "--no-eval", "--set", "train.progress_bar=false",
+                   "--set", "model.args={base_channels: 4, depth: 2}"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("medseg: error:")]
+    assert len(lines) == 1 and "could not be written (No space left on device)" in lines[0], err
+    assert "checkpoints" in lines[0] and "the previous file is kept" in lines[0]
+    monkeypatch.setattr(ckpt_module.torch, "save", real_save)
+    kept = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert kept["global_step"] == 16
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    import tempfile
+
+    from medseg.atomic import WriteError, write_text_atomic
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", deny)
+    with pytest.raises(WriteError, match=r"metrics.json could not be written \(Permission denied\); nothing was changed"):
+        write_text_atomic(tmp_path / "metrics.json", "{}")
+    with pytest.raises(OSError):  # still an OSError for callers that catch those
+        write_text_atomic(tmp_path / "metrics.json", "{}")

@@ -14,6 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from medseg.errors import MedsegError
+
+
+class WriteError(MedsegError, OSError):
+    """A file could not be written (disk full, permission denied, ...); the message names it and
+    says that the previous file is kept. Also an ``OSError``, for callers that catch those."""
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
@@ -26,10 +33,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
         with atomic_path("runs/x/metrics.json") as tmp:
             tmp.write_text(json.dumps(result))
+
+    Raises:
+        WriteError: creating, writing or renaming failed (an ``OSError`` inside the block too);
+            the destination is left as it was and the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise WriteError(f"{path} could not be written ({exc.strerror or exc}); nothing was changed") from exc
     os.close(fd)
     tmp = Path(name)
     try:
@@ -39,6 +53,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, WriteError):
+            raise
+        kept = "the previous file is kept" if path.exists() else "no partial file was left"
+        raise WriteError(f"{path} could not be written ({exc.strerror or exc}); {kept}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
