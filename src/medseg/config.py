@@ -591,12 +591,12 @@ def _check_tta(tta: Any) -> None:
         items = [x.strip() for x in tta]
     else:
         raise ConfigError(f"eval.tta must be a list of test-time augmentation names, got {tta!r}")
-    from medseg.inference import TTA_SETS, TTA_TRANSFORMS
+    from medseg.inference import parse_tta
 
-    valid = (*TTA_SETS, *TTA_TRANSFORMS)
-    for item in items:
-        if item not in valid:
-            raise ConfigError(_choice_msg("eval.tta", item, valid))
+    try:
+        parse_tta(items)  # the one parser of TTA specs; only the key is added here
+    except ConfigError as exc:
+        raise ConfigError(f"eval.tta: {exc}") from None
 
 
 #: Each stage key's check: (test, allowed values) for :func:`_check_stages`.

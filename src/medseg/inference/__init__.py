@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, did_you_mean
 
 
 def activation(logits: torch.Tensor, kind: str = "auto") -> torch.Tensor:
@@ -200,8 +200,9 @@ def parse_tta(spec: str | Sequence[str] | None | bool) -> tuple[str, ...]:
         expanded = TTA_SETS.get(item, (item,))
         for name in expanded:
             if name not in TTA_TRANSFORMS:
-                valid = ", ".join(list(TTA_SETS) + list(TTA_TRANSFORMS))
-                raise ConfigError(f"unknown test-time augmentation {name!r}; valid: {valid}")
+                valid = list(TTA_SETS) + list(TTA_TRANSFORMS)
+                raise ConfigError(f"unknown test-time augmentation {name!r}{did_you_mean(name, valid)} "
+                                  f"(valid: {', '.join(valid)})")
             if name not in names:
                 names.append(name)
     return tuple(names)

@@ -118,7 +118,8 @@ def foreground(prob: np.ndarray) -> np.ndarray:
     the last of background/foreground (C = 2).
 
     Raises:
-        ValueError: more than two classes (use a label-map protocol).
+        ValueError: more than two classes (use a label-map protocol, or
+            :func:`infer_probabilities`).
     """
     if prob.shape[0] > 2:
         raise ValueError(f"a foreground map needs one or two output channels; the network has {prob.shape[0]}")
@@ -266,20 +267,18 @@ def score(
         items = progress(vol_items(), len(groups), f"{protocol}: metrics", "volume", show_progress)
         return proto.evaluate(items, cfg, names)
     if protocol == "multiclass":
-        from medseg.metrics.multiclass import evaluate_multiclass
-
         def mc_items() -> Iterator[tuple]:
             for case in cases:
                 yield case.id, case.group, predictions[case.id], case.mask
 
-        return evaluate_multiclass(progress(mc_items(), len(cases), f"{protocol}: metrics", "image", show_progress),
-                                   cases.num_classes, class_names(cases, cfg))
+        items = progress(mc_items(), len(cases), f"{protocol}: metrics", "image", show_progress)
+        return proto.evaluate(items, cfg, class_names(cases, cfg))
 
     def prob_items() -> Iterator[tuple]:
         for case in cases:
             mask, fov = _reference(cases, case)
             prob = predictions[case.id]
-            if protocol != "polyp":  # the polyp protocol resizes itself, as the toolbox does
+            if not proto.resizes:
                 prob = resize_probability(prob, mask.shape)
             yield case.id, prob, mask, fov
 
@@ -467,7 +466,7 @@ def find_predictions(folder: Path, wanted: dict[str, list[str]], volumes: bool) 
     for cid, keys in wanted.items():
         hit = next((files[p.format(k)] for k in keys for p in patterns if p.format(k) in files), None)
         if hit is None:
-            missing.append(f"{cid} (looked for {', '.join(patterns[i].format(keys[-1]) for i in range(min(2, len(patterns))))})")
+            missing.append(f"{cid} (looked for {', '.join(p.format(keys[-1]) for p in patterns[:2])}, ...)")
         else:
             found[cid] = hit
     if missing:
@@ -750,10 +749,7 @@ def infer_image(model: nn.Module, image: np.ndarray, cfg: Config) -> np.ndarray:
     One output channel: its sigmoid; two (softmax over background/foreground, e.g. CPFNet):
     the foreground channel. Networks with more classes: use :func:`infer_probabilities`.
     """
-    prob = infer_probabilities(model, image, cfg)
-    if prob.shape[0] > 2:
-        raise ValueError(f"infer_image gives one foreground map; the network has {prob.shape[0]} classes")
-    return prob[-1]
+    return foreground(infer_probabilities(model, image, cfg))
 
 
 __all__ = [

@@ -50,6 +50,8 @@ class Protocol:
         evaluate: callable ``(items, cfg, class_names) -> (summary, rows)``: ``items`` as
             :func:`medseg.workflows.evaluate.score` builds them, ``cfg`` the recipe (its
             ``eval`` section: threshold, tolerances).
+        resizes: the protocol brings each probability map to its ground truth's size itself
+            (polyp: the toolbox's own resize); otherwise the caller resizes bilinearly.
     """
 
     name: str
@@ -58,7 +60,8 @@ class Protocol:
     headline_keys: tuple[str, ...]
     description: str
     headline: Callable[[dict[str, Any]], dict[str, float | None]] = field(repr=False)
-    evaluate: Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]] = field(repr=False, default=None)  # type: ignore[assignment]
+    evaluate: Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]] = field(repr=False)
+    resizes: bool = False
 
 
 def _pick(block: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float | None]:
@@ -127,6 +130,12 @@ def _volume_eval(items: Any, cfg: Any, names: Any) -> tuple[dict[str, Any], list
     return evaluate_volumes(items, list(names), nsd_tolerance_mm=cfg.eval.nsd_tolerance_mm)
 
 
+def _multiclass_eval(items: Any, cfg: Any, names: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from medseg.metrics.multiclass import evaluate_multiclass
+
+    return evaluate_multiclass(items, len(names), list(names))
+
+
 for _p in (
     Protocol("vessel", "probability", "per_image.csv", VESSEL_HEADLINE,
              "retinal vessels: FOV and whole image, per-image mean and pooled (metrics.md §1)", _vessel_headline,
@@ -136,11 +145,12 @@ for _p in (
              _octa_headline, _octa_eval),
     Protocol("polyp", "probability", "per_image.csv", POLYP_HEADLINE,
              "PraNet toolbox through pysodmetrics: 256-threshold mDice/mIoU, wF, S-alpha, E-phi, MAE (metrics.md §3)",
-             _polyp_headline, _polyp_eval),
+             _polyp_headline, _polyp_eval, resizes=True),
     Protocol("volume", "labels", "per_case.csv", VOLUME_HEADLINE,
              "CT/MRI per volume: Dice, HD95 and NSD in mm with MONAI (metrics.md §4)", _volume_headline, _volume_eval),
     Protocol("multiclass", "labels", "per_image.csv", ("dice", "iou"),
-             "multi-class label maps: per-class Dice and IoU per image, per volume and pooled", _multiclass_headline),
+             "multi-class label maps: per-class Dice and IoU per image, per volume and pooled", _multiclass_headline,
+             _multiclass_eval),
 ):
     PROTOCOLS.register(_p.name)(_p)
 
