@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,23 +33,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from _machine import matmul_flops  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.engine.datamodule import load_split
 from medseg.engine.module import roi_size
 from medseg.workflows.evaluate import evaluate, run_checkpoint
 from medseg.workflows.protocols import headline
-
-
-def matmul_flops(n: int = 2048, repeats: int = 7) -> float:
-    """Median float32 matmul rate of this machine (FLOP/s) for (n x n) @ (n x n)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
 
 
 def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> int:

@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def threads_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for PyTorch (default: OMP_NUM_THREADS if set, else the cores this process "
+                            "may use: its CPU affinity and cgroup quota)")
+
     p = sub.add_parser("train", help="train a recipe (no --config: the built-in synthetic default)")
     p.add_argument("--config", type=Path, help="recipe YAML, e.g. configs/drive/dscnet.yaml")
     p.add_argument("--data-root", help="dataset folder, e.g. ../shared/data/DRIVE")
@@ -242,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. optim.lr=3e-4 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate the best checkpoint after training")
+    threads_option(p)
     p.set_defaults(func=cmd_train)
 
     def inference_options(p: argparse.ArgumentParser) -> None:
@@ -253,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--inference", choices=("auto", "whole", "sliding"),
                        help="whole image or sliding window (default: the recipe's eval.inference)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        threads_option(p)
 
     p = sub.add_parser("evaluate", help="evaluate a run (--run) or a folder of predictions (--predictions) with a protocol")
     p.add_argument("--run", type=Path, help="run directory written by medseg train")
@@ -316,11 +323,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _threads(args: argparse.Namespace) -> None:
+    """Set the intra-op thread count of a verb that computes (``--threads``; see :mod:`medseg.threads`)."""
+    if hasattr(args, "threads"):
+        from medseg.threads import configure_threads
+
+        choice = configure_threads(args.threads)
+        if args.command == "train":
+            print(f"medseg {args.command}: {choice.describe()}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medseg`` console script; returns the exit status."""
+    from medseg.threads import prepare_openmp
+
+    prepare_openmp()  # before torch is loaded, or it has no effect
     _quiet()
     args = build_parser().parse_args(argv)
     try:
+        _threads(args)
         return int(args.func(args) or 0)
     except MedsegError as exc:
         print(f"medseg: error: {exc}", file=sys.stderr)
