@@ -1,5 +1,7 @@
 """A crash while writing never leaves a half-written file nor destroys the previous one."""
 
+import os
+
 import pytest
 import torch
 
@@ -119,3 +121,36 @@ def test_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch)
         write_text_atomic(tmp_path / "metrics.json", "{}")
     with pytest.raises(OSError):  # still an OSError for callers that catch those
         write_text_atomic(tmp_path / "metrics.json", "{}")
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
+    import subprocess
+    import sys
+
+    from medseg.atomic import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    live = str(os.getpid())
+    keep = ["last.ckpt", ".hidden", ".last.ckpt", "notes.txt", f".best.{dead}.abcd1234.json",
+            f".last.{live}.abcd1234.ckpt", ".last.abcd1234.ckpt"]
+    stale = [f".last.{dead}.abcd1234.ckpt", f".best.{dead}.k_9xz0qq.ckpt"]
+    for name in keep + stale:
+        (tmp_path / name).write_text("x")
+    removed = remove_stale_temporaries(tmp_path, ".ckpt")
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [f".best.{dead}.abcd1234.json"]
+    assert remove_stale_temporaries(tmp_path / "absent", ".ckpt") == []
+
+
+def test_the_temporary_name_pattern_matches_what_atomic_path_writes(tmp_path):
+    from medseg.atomic import _TEMPORARY
+
+    names = []
+    for _ in range(20):
+        with atomic_path(tmp_path / "last.ckpt") as tmp:
+            names.append(tmp.name)
+            tmp.write_text("x")
+    matches = [_TEMPORARY.match(n) for n in names]
+    assert all(m and m.group("suffix") == ".ckpt" and m.group("pid") == str(os.getpid()) for m in matches)

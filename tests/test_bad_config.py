@@ -9,8 +9,8 @@ that reaches the first training step fails at once (instead of training for minu
 directory may be left behind.
 
 Most training cases use the built-in synthetic dataset (no ``--config``: the default recipe),
-shrunk to four 32 px images. Cases marked xfail need a fix outside the config and registry
-layers; each reason names the file and function to change.
+shrunk to four 32 px images. A case may be marked xfail (strict) with a reason naming the file
+and function to change; none is today.
 """
 
 from __future__ import annotations
@@ -264,11 +264,6 @@ CASES: dict[str, Case] = {
     "stages-do-not-chain": Case(
         train("--set", "train.stages=[{name: a}, {name: b, trainable: [decoderr]}]"),
         ("train.trainable", "'decoderr'", "decoder"),
-        xfail="engine/train.py _train_stages(): a stage's network checks (SegmentationModule: trainable prefixes, "
-              "loss outputs; _prepare_network: window, classes) run only when that stage starts, after the earlier "
-              "stages trained; build SegmentationModule(scfg.to_dict(), ...) and run _prepare_network(scfg, dm) for "
-              "every stage before write_yaml_atomic and the first fit, and prefix the message with "
-              "'train.stages[k] (name): '",
     ),
     # data
     "data-root-is-a-file": Case(
@@ -278,10 +273,6 @@ CASES: dict[str, Case] = {
     "patch-larger-than-every-image": Case(
         lambda tmp: ["--set", "data.args={n_images: 6, size: 48}", "--set", "data.patch_size=256"],
         ("data.patch_size", "256", "48"),
-        xfail="engine/datamodule.py SegDataModule.__init__(): patches larger than an image are zero-padded, so a "
-              "patch larger than every training image trains on padding; raise ConfigError(f'data.patch_size "
-              "{p} is larger than every training image (largest {h}x{w}); use data.patch_size <= {max(h, w)}') "
-              "when p exceeds max(H) and max(W) of train_cases",
     ),
     # weight files and checkpoints
     "encoder-weights-missing": Case(_encoder_missing,
@@ -399,3 +390,20 @@ def test_registry_names_the_argument_of_a_missing_weight_file(tmp_path):
         create_model("cpfnet", encoder_weights=str(path))
     with pytest.raises(CheckpointError, match=r"^model\.args\.encoder_weights: "):
         MODELS.create("cpfnet", what="model.args", encoder_weights=str(path))
+
+
+def test_patch_limit_allows_the_padding_recipes_ask_for_and_no_more():
+    """Hippocampus: 36x50 slices, DenseNet divisor 32 -> a 64 px image-covering patch; twice that
+    is still accepted, one pixel more is refused, naming the covering size."""
+    from types import SimpleNamespace
+
+    from medseg.engine.train import check_patch
+
+    cases = [SimpleNamespace(shape=(36, 50)), SimpleNamespace(shape=(30, 44))]
+    net = SimpleNamespace(size_divisor=32)
+    for p in (32, 64, 128):
+        check_patch(p, net, cases)
+    with pytest.raises(ConfigError, match=r"data.patch_size: 129 .*largest 36x50 px.*<= 64"):
+        check_patch(129, net, cases)
+    with pytest.raises(ConfigError, match=r"<= 50"):
+        check_patch(101, SimpleNamespace(), cases)

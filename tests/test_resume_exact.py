@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from medseg.cli import main
+from medseg.engine.checkpoint import checkpoint_differences
 
 TINY = ["--set", "train.progress_bar=false", "--set", "model.args={base_channels: 4, depth: 2}", "--no-eval"]
 
@@ -35,19 +36,7 @@ def _state(run: Path) -> dict:
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
-    sa, sb = _state(a), _state(b)
-    assert sa["global_step"] == sb["global_step"]
-    assert sa["epoch"] == sb["epoch"]
-    for key, value in sa["state_dict"].items():
-        assert torch.equal(value, sb["state_dict"][key]), key
-    for pa, pb in zip(sa["optimizer_states"][0]["state"].values(), sb["optimizer_states"][0]["state"].values()):
-        for k in pa:
-            assert torch.equal(torch.as_tensor(pa[k]), torch.as_tensor(pb[k])), k
-    assert sa["lr_schedulers"] == sb["lr_schedulers"]
-    best_a = sa["callbacks"]
-    best_b = sb["callbacks"]
-    scores = lambda cb: sorted(float(v["best_model_score"]) for v in cb.values() if v.get("best_model_score") is not None)  # noqa: E731
-    assert scores(best_a) == scores(best_b)
+    assert checkpoint_differences(a / "checkpoints" / "last.ckpt", b / "checkpoints" / "last.ckpt") == []
 
 
 @pytest.fixture(scope="module")
@@ -75,36 +64,74 @@ def test_resume_of_a_finished_run_trains_nothing_more(uninterrupted, tmp_path):
     _assert_same_run(uninterrupted, run)
 
 
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
-    """A real ``kill -9`` of ``medseg train`` at two seeded points (after the first checkpoint at
-    or past step 16, and at or past step 40 on the resumed run), each resumed to the end. Every
-    run is a subprocess with one thread, so the reference sums in the same order."""
+def test_sigkill_mid_checkpoint_write_and_at_a_seeded_time_then_resume_equals_uninterrupted(tmp_path):
+    """A real ``kill -9`` of ``medseg train`` at two points: the moment the first checkpoint's
+    temporary file appears (mid-checkpoint write), then, on the resumed run, a seeded random time
+    (mid-step or mid-validation, wherever it lands). After each kill every finished checkpoint
+    reads; the last resume ends equal to the uninterrupted run and removes the killed writer's
+    temporary. Every run is a subprocess with one thread, so the reference sums in the same order."""
+    import random
+
     run = tmp_path / "k"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "56", *TINY]
     reference = tmp_path / "ref"
+    t0 = time.perf_counter()
     subprocess.run([*cmd[:5], str(reference), *cmd[6:]], env=env, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=300)
-    for kill_at in (16, 40):
-        proc = subprocess.Popen(cmd + (["--resume"] if (run / "checkpoints" / "last.ckpt").exists() else []),
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            last = run / "checkpoints" / "last.ckpt"
-            if last.is_file():
-                try:
-                    if _state(run)["global_step"] >= kill_at:
-                        break
-                except Exception:  # noqa: BLE001 - being replaced right now: an atomic rename, retry
-                    pass
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        _state(run)  # never unreadable
+    duration = time.perf_counter() - t0
+    ckpts = run / "checkpoints"
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: ckpts.is_dir() and any(ckpts.glob(".*.ckpt")))
+    for path in ckpts.glob("[!.]*.ckpt"):
+        torch.load(path, map_location="cpu", weights_only=True)  # never unreadable
+
+    proc = subprocess.Popen(cmd + ["--resume"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(10).uniform(0.5 * duration, 0.9 * duration))
+    _kill_when(proc, lambda: True)
+    for path in ckpts.glob("[!.]*.ckpt"):
+        torch.load(path, map_location="cpu", weights_only=True)
+
     subprocess.run(cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=300)
     _assert_same_run(reference, run)
+    assert not list(ckpts.glob(".*")), "the killed writer's temporary is removed on resume"
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(uninterrupted, tmp_path, capsys):
+    run = tmp_path / "early"
+    run.mkdir()
+    (run / "config.yaml").write_text((uninterrupted / "config.yaml").read_text())
+    (run / "checkpoints").mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (run / "checkpoints" / f".last.{dead}.abcd1234.ckpt").write_bytes(b"half a checkpoint of a killed run")
+    _train(run, 56, resume=True)
+    out = capsys.readouterr().out
+    assert "interrupted before its first checkpoint; training it from step 0" in out
+    assert "removed 1 unfinished checkpoint write" in out
+    _assert_same_run(uninterrupted, run)
+
+
+def test_checkpoint_differences_names_what_differs(uninterrupted, tmp_path):
+    last = uninterrupted / "checkpoints" / "last.ckpt"
+    state = _state(uninterrupted)
+    key = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][key] = state["state_dict"][key] + 1e-7
+    state["global_step"] += 1
+    torch.save(state, tmp_path / "changed.ckpt")
+    assert checkpoint_differences(last, tmp_path / "changed.ckpt") == ["global_step", f"state_dict/{key}"]
+    assert checkpoint_differences(last, last) == []
 
 
 def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are_taken_over(tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -26,8 +27,10 @@ class WriteError(MedsegError, OSError):
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
 
-    The temporary file keeps ``path``'s extension (or ``suffix``) so writers that pick a format
-    from the extension (Pillow, matplotlib) still work. Parent folders are created.
+    The temporary file is ``.<stem>.<pid>.<8 random characters><suffix>`` next to ``path``: hidden,
+    named by the writing process (so :func:`remove_stale_temporaries` can tell a killed writer's
+    leftover from a live one's), and keeping ``path``'s extension (or ``suffix``) so writers that
+    pick a format from the extension (Pillow, matplotlib) still work. Parent folders are created.
 
     Example::
 
@@ -41,7 +44,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=suffix or path.suffix, dir=path.parent)
     except OSError as exc:
         raise WriteError(f"{path} could not be written ({exc.strerror or exc}); nothing was changed") from exc
     os.close(fd)
@@ -68,6 +71,43 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+#: Names :func:`atomic_path` gives its temporary files: ``.<stem>.<pid>.<8 random characters><suffix>``.
+_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, suffix: str | None = None) -> list[Path]:
+    """Remove the temporary files killed writers left in ``folder`` (a ``kill -9`` during
+    :func:`atomic_path` never touches the finished file; its temporary stays behind).
+
+    Only names of :func:`atomic_path`'s pattern are touched, ending in ``suffix`` if given (e.g.
+    ``".ckpt"``), and only those whose writing process is no longer alive, so a rerun may call it
+    while another process writes into the same folder. Not recursive. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if not match or (suffix is not None and match.group("suffix") != suffix) or not path.is_file():
+            continue
+        pid = int(match.group("pid"))
+        if pid != os.getpid() and not _alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

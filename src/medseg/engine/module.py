@@ -318,7 +318,7 @@ class SegmentationModule(L.LightningModule):
                      if getattr(cb, "filename", None) == "last" and cb.dirpath), None)
         kept = f"the last good checkpoint is {last}" if last and os.path.isfile(last) else "no checkpoint was written yet"
         raise TrainingError(
-            f"loss is {float(loss)} at {where}; training stopped and {kept} (lower optim.lr, check the data, "
+            f"loss is {float(loss.detach())} at {where}; training stopped and {kept} (lower optim.lr, check the data, "
             "or set train.nonfinite_loss=skip to skip such batches)"
         )
 

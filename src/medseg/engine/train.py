@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import torch
@@ -53,11 +53,14 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Refuse to overwrite a previous run; return the checkpoint to resume from (or None)."""
     last = checkpoint_dir(run_dir) / "last.ckpt"
+    finished = [p for p in checkpoint_dir(run_dir).glob("*.ckpt") if not p.name.startswith(".")]
     if resume:
-        if not last.is_file():
-            raise ConfigError(f"--resume: no checkpoint to resume from at {last}")
-        return last
-    if checkpoint_dir(run_dir).is_dir() and any(checkpoint_dir(run_dir).glob("*.ckpt")):
+        if last.is_file():
+            return last
+        if (run_dir / "config.yaml").is_file() and not finished:
+            return None  # interrupted before its first checkpoint: train it from step 0
+        raise ConfigError(f"--resume: no checkpoint to resume from at {last}")
+    if finished:
         raise ConfigError(
             f"run directory {run_dir} already holds checkpoints; pass --resume to continue that run, "
             f"or choose another --out (nothing was changed)"
@@ -284,6 +287,10 @@ def _train_one(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callbac
     """One fit of ``cfg`` into ``run_dir`` (see :func:`train`), under the run's lock."""
     ckpt_path = _check_run_dir(run_dir, resume)
     _check_network_name(cfg)
+    if resume:
+        _remove_stale_checkpoint_temporaries(run_dir)
+        if ckpt_path is None:
+            print(f"medseg: {run_dir} was interrupted before its first checkpoint; training it from step 0")
     finished = _already_finished(cfg, run_dir, ckpt_path)
     if finished is not None:
         return finished
@@ -291,6 +298,17 @@ def _train_one(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callbac
     data_report = check_training_data(cfg)
     datamodule = SegDataModule(cfg)
     return _fit(cfg, run_dir, datamodule, ckpt_path, callbacks, data_report=data_report)
+
+
+def _remove_stale_checkpoint_temporaries(run_dir: Path) -> None:
+    """Remove what a ``kill -9`` during a checkpoint write left (the checkpoint itself is intact:
+    :func:`medseg.atomic.atomic_path`), under the run's lock, and say so."""
+    from medseg.atomic import remove_stale_temporaries
+
+    removed = remove_stale_temporaries(checkpoint_dir(run_dir), ".ckpt")
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        print(f"medseg: removed {len(removed)} unfinished checkpoint write(s) of an interrupted run: {names}")
 
 
 def _check_network_name(cfg: Config) -> None:
@@ -318,12 +336,64 @@ def _already_finished(cfg: Config, run_dir: Path, ckpt_path: Path | None) -> dic
     return json.loads((run_dir / "train_summary.json").read_text())
 
 
-def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
-    """Build the network once to check window size and output channels against the data."""
-    network = build_network(cfg, datamodule.in_channels, datamodule.num_classes)
+def check_patch(patch_size: int, network: torch.nn.Module, cases: Sequence) -> None:
+    """Refuse a training patch so much larger than every training image that it trains on padding.
+
+    A patch is zero-padded where it overhangs its image. Some padding is what recipes ask for
+    (MSD hippocampus slices of 36x50 px in the 64 px patches the DenseNet encoder's 1/32 stages
+    need; the built-in default's 64 px patches on 32 px images), so the limit is twice the largest
+    image side rounded up to a multiple of ``network.size_divisor`` (1 if it has none): beyond it
+    more than three quarters of every patch would be padding.
+
+    Args:
+        patch_size: ``data.patch_size`` (pixels, square patches).
+        network: the recipe's network.
+        cases: the training cases (:class:`medseg.data.base.Case`, ``.shape`` = (H, W)).
+
+    Raises:
+        ConfigError: ``patch_size`` exceeds that limit; the message gives the largest image and
+            the patch size that covers it.
+    """
+    if not len(cases):
+        return
+    h = max(c.shape[0] for c in cases)
+    w = max(c.shape[1] for c in cases)
+    divisor = int(getattr(network, "size_divisor", 1) or 1)
+    covers = -(-max(h, w) // divisor) * divisor
+    if patch_size > 2 * covers:
+        raise ConfigError(
+            f"data.patch_size: {patch_size} is larger than every training image (largest {h}x{w} px), so more than "
+            f"three quarters of every patch would be padding; use data.patch_size <= {covers}"
+        )
+
+
+def _check_network(cfg: Config, network: torch.nn.Module, datamodule: SegDataModule) -> None:
+    """Window size, output channels and patch size of ``network`` against the data."""
     check_roi(network, roi_size(cfg))
     check_classes(cfg.model.name, output_channels(network, datamodule.in_channels, roi_size(cfg)), datamodule.num_classes)
+    check_patch(cfg.data.patch_size, network, datamodule.train_cases)
+
+
+def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
+    """Build the network once to check window size, output channels and patch size against the data."""
+    _check_network(cfg, build_network(cfg, datamodule.in_channels, datamodule.num_classes), datamodule)
     _announce_encoder(cfg)
+
+
+def _check_stages(cfg: Config, stage_cfgs: list[Config], base: SegDataModule) -> None:
+    """Every stage's network checks (trainable prefixes, loss outputs, window, classes, patch) before
+    the first stage trains, so a mistake in stage 2 is not found after stage 1's hours.
+
+    Raises:
+        ConfigError: prefixed ``train.stages[k] (name): `` with the stage's problem.
+    """
+    for i, scfg in enumerate(stage_cfgs):
+        name = str(cfg.train.stages[i].get("name", i + 1))
+        try:
+            module = SegmentationModule(scfg.to_dict(), in_channels=base.in_channels, num_classes=base.num_classes)
+            _check_network(scfg, module.model, base)
+        except ConfigError as exc:
+            raise ConfigError(f"train.stages[{i}] ({name}): {exc}") from exc
 
 
 def _fit(
@@ -406,6 +476,7 @@ def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Call
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
     base = SegDataModule(cfg)
+    _check_stages(cfg, stage_cfgs, base)
     write_yaml_atomic(cfg.to_dict(), run_dir / "config.yaml")
     stages: list[dict[str, Any]] = []
     init_state = None
@@ -419,6 +490,8 @@ def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Call
         else:
             ckpt = checkpoint_dir(sdir) / "last.ckpt"
             ckpt_path = ckpt if resume and ckpt.is_file() else None
+            if resume:
+                _remove_stale_checkpoint_temporaries(sdir)
             print(f"medseg: stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
                   f"{scfg.train.max_epochs} epochs, lr {scfg.optim.lr}, loss {scfg.loss.name} on {dict(scfg.loss.outputs)}")
             L.seed_everything(cfg.seed + i, workers=True, verbose=False)

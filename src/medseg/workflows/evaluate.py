@@ -315,6 +315,16 @@ def _write_report(path: Path, split: str | None = None, out: Path | None = None)
 # a run's checkpoint(s)
 
 
+def _remove_stale(out_dir: Path, *more: Path) -> None:
+    """Remove what a killed earlier evaluation left half-written in ``out_dir``, its figures and
+    ``more`` folders (hidden temporaries of :func:`medseg.atomic.atomic_path` whose writer is dead;
+    finished files are never partial)."""
+    from medseg.atomic import remove_stale_temporaries
+
+    for folder in (out_dir, out_dir / "figures", *more):
+        remove_stale_temporaries(folder)
+
+
 def evaluate(
     run_dir: str | os.PathLike,
     split: str = "test",
@@ -367,6 +377,7 @@ def evaluate(
     # TTA and ensembles are other experiments: their results go beside the plain ones, not over them
     name_dir = split + ("-tta" if len(predictor.tta) > 1 else "") + ("-ensemble" if len(checkpoints) > 1 else "")
     out_dir = run_dir / "eval" / name_dir
+    _remove_stale(out_dir, run_dir)
     do_figures = cfg.eval.figures if figures is None else figures
 
     t_load = time.perf_counter()
@@ -611,6 +622,7 @@ def evaluate_predictions(
                  progress(found.items(), len(found), "evaluate: reading predictions", "file", show_progress)}
     summary, rows = score(name, cases, preds, cfg, show_progress)
     out_dir = Path(out) if out is not None else pred_dir / f"eval-{split}"
+    _remove_stale(out_dir)
     metrics = metrics_document(name, summary, dataset=dataset, split=split, network=None,
                                predictions=str(pred_dir))
     if figures and proto.reads == "probability":
