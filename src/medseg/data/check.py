@@ -8,8 +8,20 @@ problem, one line each naming the file. Split integrity (no id and no patient in
 part of the inventory. Training runs the same check (:func:`check_cached`, cached on the files'
 sizes and modification times) and refuses a dataset with errors.
 
-Nothing is written to the dataset folder; the cache lives in ``$MEDSEG_CACHE`` (default
-``~/.cache/medseg``).
+Warnings (the dataset loads, but a person should look) besides empty and full masks:
+
+- an image or mask whose **EXIF Orientation** is not 1: medseg reads pixels as stored and never
+  applies it (:func:`medseg.data.io.read_image`), the warning says so;
+- an image smaller than :data:`SMALL_SIDE` pixels on a side (a 1x1 placeholder): it loads and
+  training pads it with zeros to the patch size, but it holds almost nothing to learn from;
+- a dataset whose binary masks **mix encodings** (some 0/1, some 0/255): each mask is binarised
+  on its own, so both load as {0, 1}; the warning lists how many of each;
+- a **JPEG mask** (lossy): it was thresholded, the warning gives the fraction of pixels that lay
+  between the two levels.
+
+Nothing is written to the dataset folder (it may be on a read-only file system); the cache lives
+in ``$MEDSEG_CACHE`` (default ``~/.cache/medseg``) and is skipped, with a message on stderr, when
+it cannot be written.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,13 +40,16 @@ import numpy as np
 from medseg.atomic import write_text_atomic
 from medseg.data.base import DATASETS, _import_all
 from medseg.data.files import FileDataset
-from medseg.data.io import probe
+from medseg.data.io import EXIF_ORIENTATIONS, exif_orientation, is_image_file, probe
 from medseg.data.records import Inventory, Problem, Record, problems_message
 from medseg.errors import ConfigError, DataError
 from medseg.progress import progress
 
 #: Bump when the report's content changes, so that old cache entries are not reused.
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+
+#: Images with a side shorter than this (pixels) get a warning (they load; training pads them).
+SMALL_SIDE = 8
 
 
 @dataclass
@@ -240,16 +256,65 @@ def _check_inventory(cls: type[FileDataset], name: str, inv: Inventory, opts: di
     """Decode every record of ``inv`` and build the report (see :func:`check_dataset`)."""
     problems = list(inv.problems)
     summaries = []
+    seen: dict[str, list] = {}
     for split in inv.splits:
-        summary, probs = _check_split(cls, inv.split(split), split, opts)
+        summary, probs = _check_split(cls, inv.split(split), split, opts, seen)
         summaries.append(summary)
         problems += probs
+    problems += _mask_warnings(seen, inv.root)
     if not inv.records:
         problems.append(Problem(inv.root, f"no {name} images found (expected {cls.layout})"))
     return CheckReport(name, str(inv.root), opts, inv.split_source, summaries, problems)
 
 
-def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts: dict) -> tuple[SplitSummary, list[Problem]]:
+def _exif_problems(r: Record, split: str) -> list[Problem]:
+    """A warning for each 2-D image/mask file of ``r`` whose EXIF Orientation is not 1."""
+    out = []
+    for what, path in (("image", r.image), ("mask", r.mask)):
+        if path is None or not is_image_file(path) or not path.is_file():
+            continue
+        o = exif_orientation(path)
+        if o != 1:
+            match = "its mask must match the" if what == "image" else "it must match its image's"
+            out.append(Problem(path, f"{what} has EXIF Orientation {o} ({EXIF_ORIENTATIONS[o]}); medseg reads its "
+                                     f"pixels as stored and does not apply the orientation, so {match} stored "
+                                     "pixel grid, not the rotated view a photo viewer shows", "warning", split))
+    return out
+
+
+def _note_mask(r: Record, c: Any, mask_mode: str | None, seen: dict[str, list]) -> None:
+    """Record what the binary-mask reader saw (``case.meta["mask_*"]``, folder dataset) in
+    ``seen``: ``"encoding <enc>"`` -> mask files, ``"jpeg"`` -> (mask file, fraction between)."""
+    if r.mask is None or "mask_encoding" not in c.meta:
+        return
+    enc = c.meta.get("mask_encoding")
+    if enc is not None:
+        seen.setdefault(f"encoding {enc}", []).append(r.mask)
+    if mask_mode is not None and mask_mode.startswith("JPEG"):
+        seen.setdefault("jpeg", []).append((r.mask, float(c.meta.get("mask_intermediate") or 0.0)))
+
+
+def _mask_warnings(seen: dict[str, list], root: Path) -> list[Problem]:
+    """The dataset-wide warnings of :func:`_note_mask`'s findings (one line each)."""
+    out = []
+    encodings = {k.split(" ", 1)[1]: v for k, v in seen.items() if k.startswith("encoding ")}
+    if len(encodings) > 1:
+        detail = "; ".join(f"{len(v)} {k} (e.g. {v[0].name})" for k, v in sorted(encodings.items()))
+        out.append(Problem(root, f"binary masks mix value encodings: {detail}. Each mask is binarised on its own "
+                                 "(0/1 masks: value > 0; others: value > max/2), so all load as {0, 1}; check that "
+                                 "none is a different kind of label", "warning"))
+    jpeg = seen.get("jpeg", [])
+    if jpeg:
+        worst = max(jpeg, key=lambda t: t[1])
+        where = worst[0] if len(jpeg) == 1 else f"{len(jpeg)} masks (e.g. {worst[0]})"
+        out.append(Problem(where, f"mask{'s are JPEG files' if len(jpeg) > 1 else ' is a JPEG file'} (lossy "
+                                  f"compression): up to {worst[1]:.1%} of the pixels lay between the two levels and "
+                                  "were thresholded at half the maximum; PNG keeps masks exact", "warning"))
+    return out
+
+
+def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts: dict,
+                 seen: dict[str, list] | None = None) -> tuple[SplitSummary, list[Problem]]:
     s = SplitSummary(split=split, records=len(records))
     problems: list[Problem] = []
     sizes: Counter = Counter()
@@ -263,10 +328,13 @@ def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts
     fg: list[float] = []
     patients: set[str] = set()
     channel_example: dict[int, str] = {}
+    seen = {} if seen is None else seen
     for r in progress(records, len(records), f"data check: {split}", "file", enabled=None):
         image_modes[_mode_text(r.image) or "-"] += 1
+        mask_mode = _mode_text(r.mask)
         if r.mask is not None:
-            mask_modes[_mode_text(r.mask) or "-"] += 1
+            mask_modes[mask_mode or "-"] += 1
+        problems += _exif_problems(r, split)
         try:
             cases = cls.read(r, opts)
         except DataError as exc:
@@ -282,6 +350,12 @@ def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts
             patients.add(c.group)
             h, w = c.shape
             sizes[f"{w}x{h}"] += 1
+            if not volumetric and min(h, w) < SMALL_SIDE:
+                problems.append(Problem(r.image, f"image is only {w}x{h} pixels (under {SMALL_SIDE} on a side): it "
+                                                 "loads, and training pads it with zeros to the patch size, but it "
+                                                 "holds almost nothing to learn from; a placeholder, thumbnail or "
+                                                 "failed export?", "warning", split))
+            _note_mask(r, c, mask_mode, seen)
             ch = int(c.image.shape[0])
             channels[str(ch)] += 1
             channel_example.setdefault(ch, c.path or c.id)
@@ -356,7 +430,8 @@ def check_cached(name: str, root: str | os.PathLike | None = None, split_file: s
 
     Returns:
         ``(report, from_cache)``. Reports are stored atomically under ``cache_dir()/data-check``;
-        a cache that cannot be written is ignored (the check is only repeated next time).
+        a cache that cannot be written is skipped with a note on stderr (the check is only
+        repeated next time).
     """
     cls = dataset_class(name)
     options = _stored_data_options(options)
@@ -375,8 +450,10 @@ def check_cached(name: str, root: str | os.PathLike | None = None, split_file: s
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(report.to_dict(), indent=1))
-    except OSError:
-        pass
+    except OSError as exc:
+        print(f"medseg: note: data-check cache {path.parent} cannot be written ({exc.strerror or exc}); "
+              f"the check is not cached and will run again next time (set MEDSEG_CACHE to a writable folder)",
+              file=sys.stderr)
     return report, False
 
 
@@ -393,5 +470,5 @@ def require_clean(report: CheckReport) -> None:
                               "for the full report")
 
 
-__all__ = ["SplitSummary", "CheckReport", "check_dataset", "check_cached", "require_clean", "dataset_class",
+__all__ = ["SMALL_SIDE", "SplitSummary", "CheckReport", "check_dataset", "check_cached", "require_clean", "dataset_class",
            "fingerprint", "cache_dir"]

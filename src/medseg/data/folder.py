@@ -13,13 +13,25 @@ with tifffile))::
 Labels: ``labels="binary"`` (default) reads 0/255 or 0/1 masks (palette files through their
 palette) and binarises them with :func:`medseg.data.io.binarize_mask` (foreground ``> max / 2``);
 ``labels="multiclass"`` reads label maps whose pixel values are class indices 0..num_classes-1
-(palette PNGs give their *indices*, not their colours).
+(palette PNGs give their *indices*, not their colours). Each binary mask is binarised on its own,
+so one folder may mix 0/1 and 0/255 masks (``medseg data check`` warns that it does).
+
+File names: image and mask are paired by stem; any characters are fine (spaces, accents, CJK).
+Stems are compared after **Unicode NFC normalisation**, so ``café.png`` written on macOS (NFD:
+``e`` + combining accent) pairs with ``café.png`` written elsewhere (NFC); the case id is the NFC
+form. **Letter case must match exactly**: ``Case7.png`` and ``case7.png`` are not paired (on
+Linux they are two different names), and the error names both files. Hidden files (``.DS_Store``,
+``._c1.png`` AppleDouble files) and non-image files (``Thumbs.db``) are ignored. Symbolic links
+(a linked ``images/`` folder, linked files) are followed; a broken or looping link with an image
+extension is an error naming it; a split subfolder that links back to the dataset folder (a
+loop) is skipped. Folders are not walked recursively, so link loops cannot recurse.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +40,10 @@ import numpy as np
 
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
-from medseg.data.io import _open_decoded, is_image_file, probe, read_image, read_label, binarize_mask, size_text, to_display
+from medseg.data.io import (
+    _open_decoded, binarize_mask, displayed_shape, exif_orientation, is_image_file, link_problem, probe, read_image,
+    read_label, size_text, to_display,
+)
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key, pair_by_stem, seeded_split
 from medseg.errors import ConfigError, DataError
 
@@ -126,17 +141,46 @@ def read_binary_mask(path: str | os.PathLike, max_intermediate: float = 0.01) ->
         DataError: unreadable file, or not binary (the message names the file and, for colour
             masks, says so).
     """
+    return read_binary_mask_facts(path, max_intermediate)[0]
+
+
+def read_binary_mask_facts(path: str | os.PathLike, max_intermediate: float = 0.01) -> tuple[np.ndarray, dict]:
+    """:func:`read_binary_mask` plus what ``medseg data check`` reports about the stored values.
+
+    Returns:
+        ``(mask, facts)``: mask uint8 ``(H, W)`` {0, 1}; facts ``{"encoding": "0/1" (largest
+        value 1) | "0/255" (any grey-level mask: largest value above 1, e.g. 255, or 253 for
+        DRIVE's palette GIFs) | None (constant mask), "intermediate": fraction of pixels strictly
+        between the lowest and highest stored value, "threshold": "> 0" | "> <max/2>" | None}``.
+
+    Raises:
+        DataError: as :func:`read_binary_mask`; a JPEG mask that is not binary enough is told to
+            be saved as PNG or read with a higher ``max_intermediate``.
+    """
     p = Path(path)
     values = read_label(p)
     try:
-        return binarize_mask(values, p, max_intermediate=max_intermediate)
+        mask = binarize_mask(values, p, max_intermediate=max_intermediate)
     except DataError as exc:
         if _is_colour_file(p):
             raise DataError(
                 f"{exc}; it is a colour mask: binary masks are read as luminance, so use one colour on "
                 "black, or labels='multiclass' with grey or palette label maps"
             ) from None
+        if probe(p).get("format") == "JPEG":
+            raise DataError(
+                f"{exc}; it is a JPEG file, whose lossy compression leaves values between the two levels at "
+                f"every edge: save masks as PNG, or set max_intermediate=1.0 to threshold it at half its maximum"
+            ) from None
         raise
+    vmin, vmax = values.min(), values.max()
+    facts: dict[str, Any] = {"encoding": None, "intermediate": 0.0, "threshold": None}
+    if vmin != vmax:
+        top = float(vmax)
+        facts["encoding"] = "0/1" if top <= 1 else "0/255"  # "0/255": any grey-level mask (max above 1)
+        facts["threshold"] = "> 0" if top <= 1 else f"> {top / 2:g}"
+        facts["intermediate"] = float(((values > vmin) & (values < vmax)).mean())
+    return mask, facts
 
 
 def read_label_map(path: str | os.PathLike, num_classes: int) -> np.ndarray:
@@ -187,6 +231,42 @@ def read_label_map(path: str | os.PathLike, num_classes: int) -> np.ndarray:
             "a 0/255 binary mask needs labels='binary'"
         )
     return arr.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- file pairing
+
+
+def _stem_key(p: Path) -> str:
+    """The pairing key of a file: its stem in Unicode NFC (macOS writes names in NFD)."""
+    return unicodedata.normalize("NFC", p.stem)
+
+
+def _dangling_links(folder: Path) -> list[Path]:
+    """Symbolic links with an image extension in ``folder`` whose target cannot be reached
+    (missing target or a link loop); hidden names are ignored like everywhere else."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    return sorted((p for p in entries if is_image_file(p) and p.is_symlink() and not p.exists()),
+                  key=lambda p: natural_key(p.name))
+
+
+def _hint_letter_case(problems: list[Problem], images: list[Path], masks: list[Path]) -> None:
+    """Add to "has no mask" / "has no image" problems the file whose stem differs only in letter
+    case, so the user sees why two files that look alike were not paired."""
+    by_fold: dict[str, list[Path]] = {}
+    for f in list(images) + list(masks):
+        by_fold.setdefault(_stem_key(f).casefold(), []).append(f)
+    for prob in problems:
+        if prob.severity != "error" or "has no" not in prob.message or not isinstance(prob.path, Path):
+            continue
+        key = _stem_key(prob.path)
+        others = [f for f in by_fold.get(key.casefold(), []) if f.parent != prob.path.parent and _stem_key(f) != key]
+        if others:
+            names = ", ".join(f"{o.parent.name}/{o.name}" for o in others)
+            prob.message += (f"; {names} differs from it only in letter case: ids must match exactly, "
+                             "letter case included (rename one of them)")
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -343,6 +423,12 @@ class FolderDataset(FileDataset):
             dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "images").is_dir()]
         except OSError:
             return []
+        try:
+            here = root.resolve()
+            # a symbolic link back to the folder itself or to a folder above it is a loop, not a split
+            dirs = [d for d in dirs if not (d.is_symlink() and (d.resolve() == here or d.resolve() in here.parents))]
+        except (OSError, RuntimeError):  # RuntimeError: a link loop resolve() cannot follow
+            dirs = [d for d in dirs if not d.is_symlink()]
 
         def key(d: Path) -> tuple:
             name = d.name.lower()
@@ -359,9 +445,18 @@ class FolderDataset(FileDataset):
             masks = list_files(base / "masks", is_image_file)
         except DataError as exc:
             return [], [Problem(base, str(exc), split=split)]
+        dangling = _dangling_links(base / "images") + _dangling_links(base / "masks")
+        if dangling:
+            images = sorted(images + [p for p in dangling if p.parent.name == "images"], key=lambda p: natural_key(p.name))
+            masks = sorted(masks + [p for p in dangling if p.parent.name == "masks"], key=lambda p: natural_key(p.name))
         if not images:
             return [], [Problem(base / "images", "holds no image files (.png, .jpg, .tif, .bmp, .gif, ...)", split=split)]
-        pairs, problems = pair_by_stem(images, masks)
+        pairs, problems = pair_by_stem(images, masks, image_key=_stem_key, label_key=_stem_key)
+        _hint_letter_case(problems, images, masks)
+        broken = set(dangling)
+        problems += [Problem(p, link_problem(p)) for p in dangling]
+        pairs = [(k, img, m) for k, img, m in pairs if img not in broken and m not in broken]
+        problems = [p for p in problems if not (p.path in broken and "has no" in p.message)]
         for p in problems:
             p.split = split
         return pairs, problems
@@ -382,17 +477,26 @@ class FolderDataset(FileDataset):
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
         num_classes, _ = cls._check_options(opts)
         raw = read_image(record.image)
+        meta: dict[str, Any] = {}
         if opts["labels"] == "binary":
-            mask = read_binary_mask(record.mask, float(opts["max_intermediate"]))
+            mask, facts = read_binary_mask_facts(record.mask, float(opts["max_intermediate"]))
+            meta = {f"mask_{k}": v for k, v in facts.items()}
         else:
             mask = read_label_map(record.mask, num_classes)
         if mask.shape != raw.shape[:2]:
-            raise DataError(f"mask {record.mask} is {size_text(mask.shape)} but image {record.image} is "
-                            f"{size_text(raw.shape)}; image and mask must have the same size")
+            msg = (f"mask {record.mask} is {size_text(mask.shape)} but image {record.image} is "
+                   f"{size_text(raw.shape)}; image and mask must have the same size")
+            orientation = exif_orientation(record.image)
+            if orientation != 1 and displayed_shape(raw.shape, orientation) == mask.shape:
+                msg += (f". The image has EXIF Orientation {orientation} (viewers show it as "
+                        f"{size_text(displayed_shape(raw.shape, orientation))}, the mask's size): the mask was "
+                        "probably drawn on the rotated view, while medseg reads pixels as stored; save the image "
+                        "with the rotation applied (PIL.ImageOps.exif_transpose) so that file and view agree")
+            raise DataError(msg)
         image = (raw[None] if raw.ndim == 2 else np.moveaxis(raw, -1, 0)).astype(np.float32)
         return [Case(id=record.id, image=image, mask=mask, fov=np.ones(mask.shape, dtype=bool),
                      display=to_display(raw), path=str(record.image), patient=record.patient,
-                     num_classes=num_classes)]
+                     num_classes=num_classes, meta=meta)]
 
 
-__all__ = ["FolderDataset", "read_binary_mask", "read_label_map", "parse_size", "split_fractions", "fraction_split"]
+__all__ = ["FolderDataset", "read_binary_mask", "read_binary_mask_facts", "read_label_map", "parse_size", "split_fractions", "fraction_split"]

@@ -6,24 +6,156 @@ holds the full path and the problem. Nothing is ever written.
 
 Pillow reads the formats the supported datasets ship in: TIFF (including the LZW-compressed
 DRIVE TIFFs), GIF (mode L and palette), PNG, JPEG, BMP.
+
+What users send, and how it is handled (the bad-data corpus ``tests/test_bad_input.py`` checks
+each):
+
+- **EXIF orientation** (phone and camera JPEGs): pixels are read *as stored*; the Orientation tag
+  is never applied (see :func:`read_image`, :func:`exif_orientation`).
+- **Huge images**: an image of more than :func:`max_image_pixels` pixels (Pillow's
+  decompression-bomb limit, ``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485 by default: about
+  9459 x 9459) is refused from its header, before any pixel is decoded; the environment variable
+  ``MEDSEG_MAX_IMAGE_PIXELS`` raises (or, with 0, removes) the limit.
+- **Multi-frame TIFFs** are refused (medseg does not guess which page is the image).
+- **Empty (0-byte) files, broken or looping symbolic links** are refused with their own message.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 
 #: File name endings treated as images when scanning a folder (lower case).
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".gif", ".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 
 #: Luminance weights (ITU-R BT.601, the ones Pillow's ``convert("L")`` uses) for R, G, B.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: Environment variable that replaces Pillow's pixel limit (an int; 0 or "none": no limit).
+PIXEL_LIMIT_ENV = "MEDSEG_MAX_IMAGE_PIXELS"
+
+#: EXIF tag number of Orientation.
+EXIF_ORIENTATION_TAG = 0x0112
+
+#: EXIF Orientation value -> what a viewer that honours it does to the stored pixels.
+EXIF_ORIENTATIONS = {
+    1: "shown as stored",
+    2: "viewers mirror it left-right",
+    3: "viewers rotate it 180 degrees",
+    4: "viewers mirror it top-bottom",
+    5: "viewers transpose it (rows become columns)",
+    6: "viewers rotate it 90 degrees clockwise",
+    7: "viewers transverse it (rows become columns, across the other diagonal)",
+    8: "viewers rotate it 90 degrees counter-clockwise",
+}
+
+
+class _Refused(DataError):
+    """A file refused on purpose (too large, several frames): no other decoder is tried."""
+
+
+def max_image_pixels() -> int | None:
+    """The largest image (in pixels, W x H) medseg decodes, or None for no limit.
+
+    It is ``$MEDSEG_MAX_IMAGE_PIXELS`` when set (an int; ``0`` or ``none`` removes the limit; it
+    also becomes Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS`` so that Pillow agrees), else
+    Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 by default). Above it Pillow only warns
+    up to twice the limit and raises ``DecompressionBombError`` beyond; medseg refuses every
+    image above the limit, from the header, before decoding a pixel.
+
+    Raises:
+        ConfigError: ``$MEDSEG_MAX_IMAGE_PIXELS`` is set but is not a non-negative int.
+    """
+    raw = os.environ.get(PIXEL_LIMIT_ENV)
+    if raw is None or not raw.strip():
+        return Image.MAX_IMAGE_PIXELS
+    text = raw.strip().replace("_", "").replace(",", "")
+    if text.lower() == "none":
+        limit = None
+    else:
+        try:
+            limit = int(text)
+        except ValueError:
+            raise ConfigError(f"{PIXEL_LIMIT_ENV}={raw!r} is not a number of pixels (an int, or 0 / none for no "
+                              "limit)") from None
+        if limit < 0:
+            raise ConfigError(f"{PIXEL_LIMIT_ENV}={raw!r} must be >= 0 (0 = no limit)")
+        limit = limit or None
+    Image.MAX_IMAGE_PIXELS = limit  # the user asked for it: Pillow's guard follows
+    return limit
+
+
+def _png_size(p: Path) -> tuple[int, int] | None:
+    """(W, H) from a PNG's IHDR chunk, or None for anything else (reads 24 bytes)."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(24)
+    except OSError:
+        return None
+    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    return None
+
+
+def _too_large(p: Path, what: str, size: tuple[int, int] | None, pixels: int | None, limit: int) -> _Refused:
+    if size is not None:
+        pixels = int(size[0]) * int(size[1])
+        dims = f"{size[0]}x{size[1]} = {pixels:,} pixels"
+    else:
+        dims = f"{pixels:,} pixels" if pixels is not None else "larger than the limit"
+    return _Refused(
+        f"{what} {p} is too large: {dims}, above the limit of {limit:,} pixels (Pillow's decompression-bomb "
+        f"guard, PIL.Image.MAX_IMAGE_PIXELS); it was not decoded. medseg does not tile images: cut it into "
+        f"tiles or downscale it, or, if this machine has the memory (a float32 copy takes 4 bytes per pixel "
+        f"and channel), raise the limit with the environment variable {PIXEL_LIMIT_ENV}=<pixels> (0: no limit)"
+    )
+
+
+def _check_pixels(p: Path, what: str, size: tuple[int, int]) -> None:
+    limit = max_image_pixels()
+    if limit is not None and int(size[0]) * int(size[1]) > limit:
+        raise _too_large(p, what, (int(size[0]), int(size[1])), None, limit)
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF Orientation tag (1..8) of an image file, read from its header; 1 when the file has
+    no EXIF data, no such tag, a value outside 1..8, or cannot be opened.
+
+    medseg never applies it (see :func:`read_image`); ``medseg data check`` warns about every
+    file whose orientation is not 1. PNGs whose eXIf chunk comes after the pixel data are not
+    looked into (that would decode the image): they count as 1.
+    """
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as im:
+                if im.format == "PNG" and "exif" not in im.info:
+                    return 1
+                value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # unreadable files are reported by the readers, not here
+        return 1
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return value if value in EXIF_ORIENTATIONS else 1
+
+
+def displayed_shape(shape: tuple[int, ...], orientation: int) -> tuple[int, int]:
+    """``(H, W)`` of an image of stored ``shape`` (H, W[, C]) as a viewer that applies the EXIF
+    ``orientation`` shows it: H and W swapped for orientations 5-8 (the 90-degree ones)."""
+    h, w = int(shape[0]), int(shape[1])
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -47,7 +179,17 @@ def _read_tiff(p: Path, what: str) -> np.ndarray:
     level = log.level
     log.setLevel(logging.CRITICAL)  # a damaged file is reported below, once, naming it
     try:
-        arr = np.asarray(tifffile.imread(p))
+        with tifffile.TiffFile(p) as tf:
+            if len(tf.pages) > 1:
+                raise _Refused(f"{what} {p} is a TIFF with {len(tf.pages)} pages; medseg reads single 2-D images "
+                               "and does not guess which page is meant: save each page as its own file")
+            shape = tf.pages[0].shape
+            if len(shape) >= 2:
+                hw = (shape[1], shape[0]) if len(shape) == 2 or shape[-1] in (1, 3, 4) else (shape[-1], shape[-2])
+                _check_pixels(p, what, hw)
+            arr = np.asarray(tf.asarray())
+    except (_Refused, ConfigError):
+        raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
         raise DataError(f"{what} {p} cannot be decoded (truncated or corrupt TIFF?): {exc}") from None
     finally:
@@ -72,6 +214,8 @@ def _decode(p: Path, what: str) -> Image.Image | np.ndarray:
     """
     try:
         return _open_decoded(p, what)
+    except _Refused:
+        raise
     except DataError as pil_error:
         if not _is_tiff(p) or not p.is_file():
             raise
@@ -83,12 +227,32 @@ def _decode(p: Path, what: str) -> Image.Image | np.ndarray:
 
 
 def _check_exists(p: Path, what: str) -> None:
+    """Raise a DataError for a missing, dangling, looping, unreadable or empty file."""
+    if p.is_symlink() and not p.exists():
+        raise DataError(f"{what} {p} {link_problem(p)}")
     if not p.exists():
         raise DataError(f"{what} {p} does not exist")
     if not p.is_file():
         raise DataError(f"{what} {p} is not a file")
     if not os.access(p, os.R_OK):
         raise DataError(f"{what} {p} cannot be read (permission denied)")
+    if p.stat().st_size == 0:
+        raise DataError(f"{what} {p} is empty (0 bytes): an interrupted copy or download, or a placeholder file")
+
+
+def link_problem(p: Path) -> str:
+    """For a symbolic link whose target cannot be reached: what is wrong with it, in words
+    (``"is a broken symbolic link to <target> (...)"`` or ``"is a symbolic link loop ..."``)."""
+    try:
+        target = os.readlink(p)
+    except OSError:
+        target = "?"
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"is a symbolic link loop (it points to {target}, which leads back to itself)"
+    return f"is a broken symbolic link to {target} (the target does not exist)"
 
 
 def _open_decoded(path: str | os.PathLike, what: str) -> Image.Image:
@@ -99,29 +263,54 @@ def _open_decoded(path: str | os.PathLike, what: str) -> Image.Image:
         with warnings.catch_warnings():  # Pillow warns (e.g. "Corrupt EXIF") before failing
             warnings.simplefilter("ignore")
             with Image.open(p) as im:
+                _check_pixels(p, what, im.size)  # from the header, before decoding a pixel
+                frames = int(getattr(im, "n_frames", 1) or 1)
+                if frames > 1 and im.format == "TIFF":
+                    raise _Refused(
+                        f"{what} {p} is a TIFF with {frames} frames (pages); medseg reads single 2-D images and "
+                        "does not guess which page is meant: save each page as its own file (or a volume as "
+                        "NIfTI for a volume dataset)"
+                    )
                 im.load()  # decodes everything: a truncated file fails here
                 # Copy so the file handle can be closed; the copy keeps mode and palette.
                 return im.copy()
+    except (_Refused, ConfigError):
+        raise
     except PermissionError:
         raise DataError(f"{what} {p} cannot be read (permission denied)") from None
+    except Image.DecompressionBombError as exc:  # Pillow refused at open: more than twice its limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        limit = max_image_pixels() or Image.MAX_IMAGE_PIXELS or 0
+        raise _too_large(p, what, _png_size(p), int(found.group(1)) if found else None, limit) from None
     except Image.UnidentifiedImageError:
         size = p.stat().st_size
         raise DataError(
             f"{what} {p} is not an image Pillow can read ({size} bytes): not an image at all, "
             "a truncated or corrupt file, or an unsupported format"
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"{what} {p} cannot be decoded (truncated or corrupt file?): {exc}") from None
     except Exception as exc:  # pragma: no cover - any other decoder failure (struct.error, ...)
         raise DataError(f"{what} {p} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as stored (no resampling, no colour management).
+    """Read an image as stored (no resampling, no colour management, no EXIF rotation).
+
+    **EXIF orientation is not applied.** A JPEG (or PNG/TIFF) whose EXIF Orientation tag is not
+    1 (phone photos: 6 = viewers rotate it 90 degrees clockwise) is returned with its pixel rows
+    as they are in the file, which is the grid that masks drawn on the raw array by annotation
+    tools match; a photo viewer shows the same file rotated or mirrored.
+    ``medseg data check`` prints a ``warning:`` naming every such file and its orientation
+    (:func:`exif_orientation`), and when an image and its mask differ in size but the image's
+    EXIF-rotated size is the mask's, the size error of the ``folder`` dataset says that the
+    orientation is the likely cause. To train on the rotated view, save the images with the
+    rotation applied (``PIL.ImageOps.exif_transpose``) and draw the masks on those.
 
     Args:
         path: an image file Pillow can read (TIFF, GIF, PNG, JPEG, BMP, ...); TIFFs Pillow
-            cannot identify (CVC-ClinicDB's RGB TIFFs) are read with tifffile.
+            cannot identify (CVC-ClinicDB's RGB TIFFs) are read with tifffile. Symbolic links
+            are followed. Multi-frame JPEGs (MPO, from cameras) give their first (primary) image.
 
     Returns:
         ``(H, W)`` for grey images (Pillow modes L, 1, LA, I;16, I, F) or ``(H, W, 3)`` for
@@ -131,8 +320,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         rescaled (see :func:`to_display` for an 8-bit view).
 
     Raises:
-        DataError: the file is missing, unreadable, not an image, truncated/corrupt, or holds
-            NaN/infinite values. The message names the full path.
+        DataError: the file is missing, a broken or looping symbolic link, unreadable, empty
+            (0 bytes), not an image, truncated/corrupt, a TIFF of several frames (pages), larger
+            than :func:`max_image_pixels` (refused from the header before decoding, with the
+            size, the limit and how to raise it), or holds NaN/infinite values. The message
+            names the full path.
+        ConfigError: ``$MEDSEG_MAX_IMAGE_PIXELS`` is not a valid number.
     """
     p = Path(path)
     im = _decode(p, "image")
@@ -226,6 +419,9 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     Returns:
         ``(H, W)`` array of the stored grey levels (uint8 for 8-bit files; uint16/int32/float32
         for 16-bit, 32-bit and float files).
+
+    Pixels are read as stored, like :func:`read_image` (no EXIF rotation); the same refusals
+    apply (broken links, empty files, multi-frame TIFFs, images above :func:`max_image_pixels`).
 
     Raises:
         DataError: missing, unreadable, truncated file (message names the full path).
@@ -352,6 +548,13 @@ def size_text(shape: tuple[int, ...]) -> str:
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LUMA_WEIGHTS",
+    "PIXEL_LIMIT_ENV",
+    "EXIF_ORIENTATION_TAG",
+    "EXIF_ORIENTATIONS",
+    "max_image_pixels",
+    "exif_orientation",
+    "displayed_shape",
+    "link_problem",
     "is_image_file",
     "read_image",
     "read_label",
