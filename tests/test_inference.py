@@ -73,7 +73,7 @@ def test_whole_image_equals_sliding_window_without_spatial_context():
 
 def test_tta_averages_probabilities_after_undoing_each_transform():
     model = LeftBiased()
-    x = torch.randn(1, 1, 6, 6)
+    x = torch.randn(1, 1, 32, 40)  # >= MIN_FORWARD_SIDE: no padding, so roll() wraps as in `expected`
     pred = Predictor(model, method="whole", tta="hflip")
     expected = (torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(-1))).flip(-1)) / 2
     assert torch.allclose(pred(x), expected, atol=1e-6)
@@ -130,3 +130,19 @@ def test_automatic_batch_size_stacks_small_images_only_and_changes_nothing():
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(auto, one))
     with pytest.raises(ConfigError, match="batch size"):
         Predictor(Pointwise(), batch_size=-1)
+
+
+def test_images_below_the_minimum_side_are_padded_for_the_forward_pass_and_cropped_back():
+    """A 1x1 and a 5x40 image go through a network that cannot take fewer than 32 px (a stand-in
+    for a U-Net of depth 5): padded to 32 with zeros, cropped back to their own size."""
+    from medseg.inference import MIN_FORWARD_SIDE
+
+    class NeedsSide(nn.Module):
+        def forward(self, x):
+            assert min(x.shape[-2:]) >= MIN_FORWARD_SIDE, x.shape
+            return x[:, :1] * 2.0
+
+    for shape in ((1, 1, 1, 1), (1, 1, 5, 40)):
+        x = torch.randn(shape)
+        out = Predictor(NeedsSide(), method="whole")(x)
+        assert out.shape == shape and torch.allclose(out, torch.sigmoid(2 * x), atol=1e-6)

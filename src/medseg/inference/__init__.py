@@ -98,7 +98,13 @@ def predict_probabilities(
     return activation(logits.float(), getattr(model, "output_activation", "auto"))
 
 
+#: Images with a side shorter than this are zero-padded to it for a whole-image forward pass (and
+#: the output cropped back); images this large or larger are run at their own size.
+MIN_FORWARD_SIDE = 32
+
+
 @torch.no_grad()
+
 def whole_image_probabilities(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Probabilities from one forward pass of the whole image.
 
@@ -109,13 +115,15 @@ def whole_image_probabilities(model: nn.Module, image: torch.Tensor) -> torch.Te
 
     Returns:
         (N, C_out, H, W) float32 probabilities in [0, 1]: the image is zero-padded at the bottom
-        and right to the next multiple of the divisor (zero = the value of the z-scored
-        surround, as the sliding window's constant padding), run once, cropped back, then
-        :func:`activation` applied.
+        and right to the next multiple of the divisor, and to at least :data:`MIN_FORWARD_SIDE`
+        pixels (a U-Net of depth d cannot pool below 2**d; down to a 1x1 image), with zero = the
+        value of the z-scored surround, as the sliding window's constant padding; run once,
+        cropped back, then :func:`activation` applied.
     """
     divisor = int(getattr(model, "size_divisor", 1))
     h, w = image.shape[-2:]
-    ph, pw = -h % divisor, -w % divisor
+    least = -(-MIN_FORWARD_SIDE // divisor) * divisor
+    ph, pw = max(-h % divisor, least - h), max(-w % divisor, least - w)
     x = F.pad(image, (0, pw, 0, ph)) if ph or pw else image
     logits = model(x)[..., :h, :w]
     return activation(logits.float(), getattr(model, "output_activation", "auto")).contiguous()

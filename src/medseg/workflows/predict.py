@@ -25,7 +25,16 @@ INPUT itself when it is one of those) writes ``<stem>_seg.nii.gz``, the label ma
 by slice with the recipe's slicing options, with the source's affine and header (DICOM input
 gives NIfTI output; :func:`medseg.inference.volume.predict_volume`).
 
-Outputs are written atomically; inputs are only read.
+Image sizes: an image above :func:`medseg.data.io.max_image_pixels` (Pillow's decompression-bomb
+limit, 89 Mpx by default; ``$MEDSEG_MAX_IMAGE_PIXELS`` raises it) is refused from its header and
+listed as unreadable, so no whole-image forward pass of a huge image is attempted. A tiny image,
+down to 1x1, is predicted at its own size: prepared images with a side under
+:data:`medseg.inference.MIN_FORWARD_SIDE` are zero-padded to it for the forward pass and cropped
+back, as in ``medseg evaluate`` (a 1x1 image gives 1x1 maps); when its FOV must be computed and cannot be (a 1x1 image has no contrast), it is
+listed as unreadable with a hint to give ``--fov``.
+
+Outputs are written atomically; inputs are only read. Rerun after a kill, the same command
+rewrites every output and removes the killed run's hidden temporaries.
 """
 
 from __future__ import annotations
@@ -225,13 +234,21 @@ def predict_folder(
         medseg.errors.CheckpointError: bad checkpoint.
         DataError: missing/empty input, an output folder that is the input folder, an unreadable
             volume; unreadable images or FOV masks are listed (named) after every readable image
-            has been predicted and written.
+            has been predicted and written. "Unreadable" includes images larger than
+            :func:`medseg.data.io.max_image_pixels` (refused from the header, so no whole-image
+            forward pass of a huge image is tried) and images whose FOV must be computed but
+            cannot be (a 1x1 image: give ``fov_dir``). Any other size is predicted at its own
+            size, however small (inputs with a side under :data:`medseg.inference.MIN_FORWARD_SIDE` are
+            zero-padded for the forward pass and cropped back: a 1x1 image gives 1x1 maps).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.exists():
         raise DataError(f"input {input_dir} does not exist")
     if output_dir.resolve() == input_dir.resolve():
         raise DataError(f"output folder {output_dir} is the input folder; choose another so no input is overwritten")
+    from medseg.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(output_dir)  # what a killed earlier predict left half-written; finished files are whole
     fov_path = None if fov_dir is None else Path(fov_dir)
     if fov_path is not None and not fov_path.is_dir():
         raise DataError(f"FOV folder {fov_path} does not exist")
@@ -241,7 +258,9 @@ def predict_folder(
         volumes = [p for p in sorted(input_dir.iterdir()) if not p.name.startswith(".") and is_volume_path(p)]
     else:
         raise DataError(f"input {input_dir} is neither a folder of images, a NIfTI file nor a DICOM series folder")
-    files = sorted(p for p in input_dir.iterdir() if p.is_file() and is_image_file(p)) if input_dir.is_dir() else []
+    # broken links with an image name are kept: read_image reports them (named) as unreadable
+    files = sorted(p for p in input_dir.iterdir() if (p.is_file() or p.is_symlink()) and not p.is_dir()
+                   and is_image_file(p)) if input_dir.is_dir() else []
     if not files and not volumes:
         raise DataError(
             f"input folder {input_dir} holds no images (looked for png, jpg, tif, gif, bmp) and no volumes "
@@ -260,10 +279,18 @@ def predict_folder(
     inputs, unreadable = [], []
     for p in files:
         try:
-            raw = read_image(p)
-            inputs.append((p, raw, field_of_view(raw, cfg, p, fov_path)))
+            raw = read_image(p)  # refuses images above medseg.data.io.max_image_pixels() from the header
         except DataError as exc:
             unreadable.append(str(exc))
+            continue
+        try:
+            inputs.append((p, raw, field_of_view(raw, cfg, p, fov_path)))
+        except DataError as exc:
+            h, w = raw.shape[:2]
+            tiny = "" if fov_path is not None or min(h, w) >= 8 else (
+                f" (the image is only {w}x{h} pixels, too small to compute a field of view from; give its FOV "
+                "mask with --fov DIR)")
+            unreadable.append(f"{exc}{tiny}")
     predictor = predictor_for(models, cfg, tta=tta, batch_size=batch_size, device=device, method=inference)
     written: list[Path] = []
     prepared = (prepare(raw, cfg, path, fov) for path, raw, fov in inputs)
