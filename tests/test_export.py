@@ -209,3 +209,42 @@ def test_export_program_failure_is_an_export_error():
 
     with pytest.raises(ExportError, match="torch.export of DataDependent failed"):
         export_program(DataDependent(), rand(1, 1, 4, 4), dynamic_batch=False)
+
+
+def test_an_export_killed_mid_write_keeps_the_previous_file_and_a_rerun_replaces_it(tmp_path):
+    """``kill -9`` of a process while it writes the TorchScript file (it blocks inside
+    ``torch.jit.save``, after writing half the bytes): the earlier export under the final name is
+    untouched and loads; the rerun writes the new one and removes the dead writer's temporary."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "unet.pt"
+    export_torchscript(small_unet(0), path, example=rand(1, 1, 32, 32))
+    before = path.read_bytes()
+    script = f"""
+import time, torch
+import medseg.export.torchscript as ts
+from medseg.models import create_model
+def stuck(obj, f):
+    open(f, "wb").write(b"half a TorchScript archive")
+    print("writing", flush=True)
+    time.sleep(60)
+torch.jit.save = stuck
+torch.manual_seed(1)
+ts.export_torchscript(create_model("unet", in_channels=1, out_channels=2, base_channels=4, depth=2),
+                      {str(path)!r}, example=torch.randn(1, 1, 32, 32))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert path.read_bytes() == before
+    torch.jit.load(str(path))
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".unet.")]
+    assert len(leftovers) == 1, "the killed writer's temporary, hidden beside the file"
+    export_torchscript(small_unet(1), path, example=rand(1, 1, 32, 32))
+    assert path.read_bytes() != before
+    assert [p.name for p in tmp_path.iterdir()] == ["unet.pt"], "the rerun removed the dead writer's temporary"

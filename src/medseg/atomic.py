@@ -24,7 +24,7 @@ class WriteError(MedsegError, OSError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "", replace_stale: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
 
     The temporary file is ``.<stem>.<pid>.<8 random characters><suffix>`` next to ``path``: hidden,
@@ -37,11 +37,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with atomic_path("runs/x/metrics.json") as tmp:
             tmp.write_text(json.dumps(result))
 
+    With ``replace_stale``, temporaries of ``path`` that killed writers left (same stem and
+    suffix, writer dead: :func:`remove_stale_temporaries`) are removed first: for single files a
+    rerun rewrites (exports); a workflow that writes a whole folder cleans it once at its start.
+
     Raises:
         WriteError: creating, writing or renaming failed (an ``OSError`` inside the block too);
             the destination is left as it was and the temporary file is removed.
     """
     path = Path(path)
+    if replace_stale:
+        remove_stale_temporaries(path.parent, suffix or path.suffix, stem=path.stem)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=suffix or path.suffix, dir=path.parent)
@@ -87,12 +93,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, suffix: str | None = None) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, suffix: str | None = None,
+                             stem: str | None = None) -> list[Path]:
     """Remove the temporary files killed writers left in ``folder`` (a ``kill -9`` during
     :func:`atomic_path` never touches the finished file; its temporary stays behind).
 
     Only names of :func:`atomic_path`'s pattern are touched, ending in ``suffix`` if given (e.g.
-    ``".ckpt"``), and only those whose writing process is no longer alive, so a rerun may call it
+    ``".ckpt"``) and of ``stem`` if given, and only those whose writing process is no longer alive, so a rerun may call it
     while another process writes into the same folder. Not recursive. Returns the removed paths.
     """
     removed: list[Path] = []
@@ -101,7 +108,8 @@ def remove_stale_temporaries(folder: str | os.PathLike, suffix: str | None = Non
         return removed
     for path in folder.iterdir():
         match = _TEMPORARY.match(path.name)
-        if not match or (suffix is not None and match.group("suffix") != suffix) or not path.is_file():
+        if (not match or (suffix is not None and match.group("suffix") != suffix)
+                or (stem is not None and match.group("stem") != stem) or not path.is_file()):
             continue
         pid = int(match.group("pid"))
         if pid != os.getpid() and not _alive(pid):

@@ -143,7 +143,7 @@ def export_onnx(
         if external_data or extra:
             _move_external(staged, path, workdir)
         else:
-            with atomic_path(path) as tmp:
+            with atomic_path(path, replace_stale=True) as tmp:
                 shutil.copyfile(staged, tmp)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -168,7 +168,7 @@ def _move_external(staged: Path, path: Path, workdir: Path) -> None:
         size_threshold=1024,
     )
     os.replace(final / location, path.parent / location)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace_stale=True) as tmp:
         shutil.copyfile(final / path.name, tmp)
 
 

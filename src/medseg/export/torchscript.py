@@ -137,7 +137,7 @@ def export_torchscript(
             method = "trace"
         why = f" (script failed: {script_error})" if script_error else ""
         log.info("TorchScript export of %s used torch.jit.%s%s", name, method, why)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace_stale=True) as tmp:
             torch.jit.save(compiled, str(tmp))
         loaded = torch.jit.load(str(path), map_location="cpu")
         worst = _check(loaded, model, inputs, f"TorchScript ({method}) file {str(path)!r}")
@@ -188,7 +188,7 @@ def export_program(
         _check(program.module(), model, inputs, f"torch.export program of {name}")
         if path is not None:
             path = Path(path)
-            with atomic_path(path) as tmp:
+            with atomic_path(path, replace_stale=True) as tmp:
                 torch.export.save(program, str(tmp))
             loaded = torch.export.load(str(path))
             _check(loaded.module(), model, inputs, f"torch.export file {str(path)!r}")
