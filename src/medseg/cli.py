@@ -142,6 +142,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from medseg.workflows.reproduce import list_recipes, recipes_dir, reproduce
+
+    configs = args.configs if args.configs is not None else recipes_dir()
+    names = list_recipes(configs, args.recipes, all_cpu=args.all_cpu, all_recipes=args.all)
+    doc = reproduce(names, args.out, data_root=args.data_root, resume=args.resume, configs=configs,
+                    overrides=args.set or [])
+    print((Path(args.out) / "reproduction.md").read_text(), end="")
+    print(f"results: {Path(args.out) / 'reproduction.json'}, .md, .html")
+    return 0 if all(r["status"] != "failed" for r in doc["recipes"]) else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from medseg.viz.report import write_report
 
@@ -290,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FOV masks by stem (<stem>.<ext> or <stem>_mask.<ext>); default: computed from each image")
     inference_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("reproduce", help="run recipes to their results; our numbers beside the papers' in one table")
+    p.add_argument("--recipes", help="comma-separated recipe names, e.g. drive/dscnet_cpu,kvasir/pranet_cpu")
+    p.add_argument("--all-cpu", action="store_true", help="every configs/*/*_cpu.yaml")
+    p.add_argument("--all", action="store_true", help="every recipe (GPU scale too)")
+    p.add_argument("--data-root", type=Path, help="the folder holding every dataset under its usual name (../shared/data)")
+    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="runs and results (default runs/reproduce)")
+    p.add_argument("--resume", action="store_true", help="continue unfinished runs (finished ones are always kept)")
+    p.add_argument("--configs", type=Path, help="recipes folder (default: the checkout's configs/ or $MEDSEG_CONFIGS)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of every recipe (repeatable)")
+    threads_option(p)
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html: metrics, paper's numbers, per-image table, figures")
     p.add_argument("run", type=Path, help="run directory, or an evaluation folder holding metrics.json")
