@@ -29,10 +29,10 @@ paper: {{source: "a test", table: "none", protocol: "vessel", values: {{dice: 0.
 def configs(tmp_path) -> Path:
     c = tmp_path / "configs"
     (c / "synthetic").mkdir(parents=True)
-    (c / "drive").mkdir()
+    (c / "kvasir").mkdir()
     (c / "synthetic" / "a_cpu.yaml").write_text(RECIPE.format(seed=1))
     (c / "synthetic" / "b_cpu.yaml").write_text(RECIPE.format(seed=2))
-    (c / "drive" / "x.yaml").write_text(RECIPE.format(seed=3).replace("dataset: synthetic_vessels,", "dataset: drive,")
+    (c / "kvasir" / "x.yaml").write_text(RECIPE.format(seed=3).replace("dataset: synthetic_vessels,", "dataset: kvasir_seg,")
                                         .replace("args: {n_images: 6, size: 32, seed: 3}, ", ""))
     return c
 
@@ -47,9 +47,9 @@ def _run(configs: Path, out: Path, recipes: str, *extra: str) -> int:
 @pytest.mark.slow
 def test_a_list_trains_evaluates_and_skips_an_absent_dataset(configs, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _run(configs, out, "synthetic/a_cpu,drive/x") == 0
+    assert _run(configs, out, "synthetic/a_cpu,kvasir/x") == 0
     text = capsys.readouterr().out
-    assert "drive/x: skipped (dataset drive absent: no folder" in text
+    assert "kvasir/x: skipped (dataset kvasir_seg absent: no folder" in text
     doc = json.loads((out / "reproduction.json").read_text())
     validate(doc)
     a, x = doc["recipes"]
@@ -95,7 +95,7 @@ def test_the_schema_refuses_a_broken_results_file():
 
 def test_recipe_selection(configs):
     assert list_recipes(configs, all_cpu=True) == ["synthetic/a_cpu", "synthetic/b_cpu"]
-    assert list_recipes(configs, all_recipes=True) == ["drive/x", "synthetic/a_cpu", "synthetic/b_cpu"]
+    assert list_recipes(configs, all_recipes=True) == ["kvasir/x", "synthetic/a_cpu", "synthetic/b_cpu"]
     assert list_recipes(configs, "synthetic/b_cpu.yaml") == ["synthetic/b_cpu"]
     with pytest.raises(ConfigError, match="no recipe 'synthetic/a_cp'.*did you mean 'synthetic/a_cpu'"):
         list_recipes(configs, "synthetic/a_cp")

@@ -160,9 +160,10 @@ def _keys(overrides: Sequence[str]) -> set[str]:
 
 def _dataset_folder(cfg) -> str:
     """The usual folder name of the recipe's dataset (``DRIVE``), or "" for generated data."""
-    from medseg.data import DATASETS
+    from medseg.data import DATASETS, list_datasets
     from medseg.data.files import FileDataset
 
+    list_datasets()  # imports every dataset module, so each is registered
     cls = DATASETS.get(cfg.data.dataset)
     return cls.folder if isinstance(cls, type) and issubclass(cls, FileDataset) else ""
 
