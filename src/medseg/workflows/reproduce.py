@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -129,29 +127,11 @@ def list_recipes(configs: Path, names: str | Sequence[str] | None = None, all_cp
     return [n for n in wanted if n]
 
 
-def _matmul_flops(n: int = 1024, repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
-
-
 def hardware(device: str = "cpu") -> dict[str, Any]:
-    """This machine as the results file states it: processor, usable cores, PyTorch threads,
-    measured float32 matmul FLOP/s (median of 1024x1024 products), torch version, device."""
-    import torch
+    """This machine as the results file states it (:func:`medseg.machine.describe`)."""
+    from medseg.machine import describe
 
-    from medseg.threads import usable_cores
-
-    return {"processor": platform.processor() or platform.machine(), "usable_cores": usable_cores(),
-            "threads": torch.get_num_threads(), "matmul_flops_per_s": _matmul_flops(), "torch": torch.__version__,
-            "device": device}
+    return describe(device)
 
 
 def _keys(overrides: Sequence[str]) -> set[str]:
