@@ -64,6 +64,31 @@ def test_shipped_kvasir_split_file():
     assert spec["test"] == sorted((ids[i] for i in perm[880:]), key=natural_key)
 
 
+def test_published_kvasir_split_is_the_authors_lists_and_the_default():
+    """The authors' train.txt / val.txt (DebeshJha/2020-MediaEval-Medico-polyp-segmentation,
+    kvasir-seg-train-val/): 880 / 120, disjoint; val.txt's first ids are in "test"."""
+    from medseg.data.polyp import KvasirSegDataset
+
+    pub = shipped_split("kvasir_seg_published")
+    assert len(pub["train"]) == 880 and len(pub["test"]) == 120 and not set(pub["train"]) & set(pub["test"])
+    assert {"cju0s690hkp960855tjuaqvv0", "cju0sr5ghl0nd08789uzf1raf"} <= set(pub["test"])
+    ours = shipped_split("kvasir_seg")
+    assert set(pub["train"]) | set(pub["test"]) == set(ours["train"]) | set(ours["test"])
+    assert len(set(pub["test"]) & set(ours["test"])) == 15
+    assert KvasirSegDataset.option_defaults["split_list"] == "published"
+    with pytest.raises(ConfigError, match="split_list must be one of published, medseg, got 'pranet'"):
+        KvasirSegDataset._split_list({"split_list": "pranet"})
+
+
+def test_kvasir_split_list_selects_the_lists(kvasir_root):
+    from medseg.data.polyp import KvasirSegDataset
+
+    for which, name in (("published", "kvasir_seg_published"), ("medseg", "kvasir_seg")):
+        inv = KvasirSegDataset.inventory(kvasir_root, split_list=which)
+        assert sorted(r.id for r in inv.records if r.split == "test") == sorted(shipped_split(name)["test"])
+        assert name in inv.split_source
+
+
 # --------------------------------------------------------------------------- real Kvasir-SEG
 
 
@@ -73,7 +98,7 @@ def test_kvasir_inventory(kvasir_root):
     assert len(inv.records) == 1000
     assert [len(inv.split(s)) for s in ("train", "test")] == [880, 120]
     stems = {p.stem for p in (kvasir_root / "images").iterdir() if p.suffix == ".jpg"}
-    spec = shipped_split("kvasir_seg")
+    spec = shipped_split("kvasir_seg_published")  # the default split_list
     assert set(spec["train"]) | set(spec["test"]) == stems == {r.id for r in inv.records}
     train, test = {r.id for r in inv.split("train")}, {r.id for r in inv.split("test")}
     assert not train & test
@@ -104,7 +129,7 @@ def kvasir_test(kvasir_root):
 
 def test_kvasir_test_split_loads(kvasir_test):
     assert len(kvasir_test) == 120
-    assert kvasir_test.ids == shipped_split("kvasir_seg")["test"]
+    assert kvasir_test.ids == shipped_split("kvasir_seg_published")["test"]
     assert kvasir_test.in_channels == 3 and kvasir_test.num_classes == 2
     for c in kvasir_test:
         assert c.image.shape == (3, 352, 352) and c.image.dtype == np.float32
@@ -232,13 +257,13 @@ def test_kvasir_synthetic_with_split_file(tmp_path):
     assert ds.ids == ["a1", "a2"] and ds[0].image.shape == (3, 32, 48) and ds[0].display.shape == (32, 48, 3)
     assert set(np.unique(ds[0].mask)) == {0, 1}
     # without the split file: the shipped list does not know these ids -> one clear error
-    with pytest.raises(DataError, match="none of the 3 images is in medseg's shipped Kvasir-SEG split"):
+    with pytest.raises(DataError, match="none of the 3 images is in the shipped Kvasir-SEG split"):
         KvasirSegDataset(root, "train")
 
 
 def test_kvasir_synthetic_partial_release(tmp_path):
     rng = np.random.default_rng(1)
-    test_ids = shipped_split("kvasir_seg")["test"]
+    test_ids = shipped_split("kvasir_seg_published")["test"]
     root = _kvasir_like(tmp_path, test_ids[:2] + ["extra"], rng)
     inv = KvasirSegDataset.inventory(root)
     assert [r.id for r in inv.records] == test_ids[:2]

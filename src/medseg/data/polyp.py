@@ -41,7 +41,7 @@ from medseg.data.records import (
     shipped_split,
     split_integrity,
 )
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 
 #: Threshold of 8-bit polyp masks: foreground is ``value > MASK_THRESHOLD``.
 MASK_THRESHOLD = 127
@@ -162,23 +162,30 @@ class KvasirSegDataset(FileDataset):
         Kvasir-SEG/images/<id>.jpg   1000  RGB JPEG, sizes vary (332..1920 x 352..1072 px)
         Kvasir-SEG/masks/<id>.jpg    1000  JPEG, polyp white, JPEG noise (thresholded > 127)
 
-    **Split.** medseg ships its own fixed 880 / 120 train / test split as a list of image ids,
-    ``medseg/data/splits/kvasir_seg.json`` (loaded with
-    :func:`medseg.data.records.shipped_split`). It was generated once as follows: the 1,000 ids
-    sorted with :func:`medseg.data.records.natural_key`, permuted with
-    ``numpy.random.default_rng(2026).permutation(1000)``; the first 880 of the permutation are
-    "train", the last 120 "test" (each list stored in natural order). It is **medseg's own**
-    split with the authors' proportions: it is NOT the dataset authors' 880/120 lists (not
-    available here) and NOT PraNet's 900/100 split (PraNet also trains on CVC-ClinicDB), so
-    numbers on it are not directly comparable with published tables. Kvasir-SEG publishes no
-    patient ids, so frames of one patient or polyp may fall in both splits (a limitation every
-    published Kvasir-SEG split shares). A ``split_file`` replaces the shipped split.
+    **Split** (option ``split_list``). Two fixed 880 / 120 train / test lists of image ids ship
+    with medseg (loaded with :func:`medseg.data.records.shipped_split`):
+
+    * ``"published"`` (default): the dataset authors' split for fair comparison,
+      ``medseg/data/splits/kvasir_seg_published.json``: their ``train.txt`` (880) as "train" and
+      ``val.txt`` (120) as "test", from github.com/DebeshJha/2020-MediaEval-Medico-polyp-segmentation,
+      folder ``kvasir-seg-train-val/`` (commit d594c08, 2020-09-15); the lists are disjoint and
+      cover the 1,000 images. Papers that report "the official split" test on these 120.
+    * ``"medseg"``: medseg's own seeded split, ``medseg/data/splits/kvasir_seg.json``: the 1,000
+      ids sorted with :func:`medseg.data.records.natural_key`, permuted with
+      ``numpy.random.default_rng(2026).permutation(1000)``, the first 880 "train", the last 120
+      "test" (15 of its test images are in the published test list). Kept for runs made on it.
+
+    Neither is PraNet's 900/100 split (PraNet also trains on CVC-ClinicDB; its test list is not
+    published). Kvasir-SEG publishes no patient ids, so frames of one patient or polyp may fall in
+    both splits (a limitation every published Kvasir-SEG split shares). A ``split_file`` replaces
+    the shipped lists.
 
     Args:
         root: the Kvasir-SEG folder (or a folder holding ``Kvasir-SEG/``); None uses
             ``$MEDSEG_DATA/Kvasir-SEG`` or ``<repo>/../shared/data/Kvasir-SEG``.
         split: "train" (880) or "test" (120) of the shipped split, or a split of ``split_file``.
         size: network input size, an int (square) or [H, W]; default 352 (PraNet, BCNet).
+        split_list: "published" (the dataset authors' lists, default) or "medseg" (see above).
         preprocess, split_file, centerline: see :class:`~medseg.data.files.FileDataset`.
 
     Cases: ``id`` the file stem; ``image`` float32 (3, 352, 352), ImageNet-normalised
@@ -188,7 +195,7 @@ class KvasirSegDataset(FileDataset):
     frame's (H, W) and ``meta["mask_path"]`` the original mask file.
 
     Raises:
-        ConfigError: bad ``size``; unknown split.
+        ConfigError: bad ``size`` or ``split_list``; unknown split.
         DataError: before decoding, missing ``images``/``masks`` folders, an image without mask
             or a mask without image, or an id of the shipped split missing from the folder (the
             folder is not the complete 1,000-image release: give a ``split_file``) - all listed
@@ -202,11 +209,25 @@ class KvasirSegDataset(FileDataset):
     folder = "Kvasir-SEG"
     layout = _KVASIR_LAYOUT
     splits = ("train", "test")
-    option_defaults: dict[str, Any] = {"size": 352}
+    option_defaults: dict[str, Any] = {"size": 352, "split_list": "published"}
+
+    #: ``split_list`` value -> (shipped list name, how the inventory names its source).
+    SPLIT_LISTS = {
+        "published": ("kvasir_seg_published", "the dataset authors' published 880/120 lists "
+                      "(medseg/data/splits/kvasir_seg_published.json)"),
+        "medseg": ("kvasir_seg", "medseg's own seeded 880/120 (medseg/data/splits/kvasir_seg.json)"),
+    }
 
     @classmethod
     def default_pipeline(cls, opts: dict[str, Any]) -> list:
         return ["rgb", {"resize": {"size": list(parse_size(opts["size"], cls.dataset_name))}}, "imagenet"]
+
+    @classmethod
+    def _split_list(cls, opts: dict[str, Any]) -> tuple[str, str]:
+        which = opts.get("split_list", "published")
+        if which not in cls.SPLIT_LISTS:
+            raise ConfigError(f"kvasir_seg option split_list must be one of {', '.join(cls.SPLIT_LISTS)}, got {which!r}")
+        return cls.SPLIT_LISTS[which]
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
@@ -214,7 +235,7 @@ class KvasirSegDataset(FileDataset):
 
     @classmethod
     def find(cls, root: Path, opts: dict[str, Any]) -> Inventory:
-        return cls._find(root, shipped=True)
+        return cls._find(root, shipped=True, split_list=cls._split_list(opts))
 
     @classmethod
     def inventory(cls, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None,
@@ -229,12 +250,13 @@ class KvasirSegDataset(FileDataset):
         return inv
 
     @classmethod
-    def _find(cls, root: Path, shipped: bool) -> Inventory:
+    def _find(cls, root: Path, shipped: bool, split_list: tuple[str, str] | None = None) -> Inventory:
         pairs, problems = _pair_folder(root, "images", "masks", "Kvasir-SEG", _KVASIR_LAYOUT)
         if not shipped:
             records = [Record(k, "unsplit", img, mask=m) for k, img, m in pairs]
             return Inventory(cls.dataset_name, root, records, problems, split_source="split file")
-        spec = shipped_split(cls.dataset_name)
+        list_name, source = split_list or cls.SPLIT_LISTS["published"]
+        spec = shipped_split(list_name)
         by_id = {k: (img, m) for k, img, m in pairs}
         # ids already reported (an image without mask, a mask without image) are not reported again;
         # without any pair the folder problem above says it all.
@@ -242,7 +264,7 @@ class KvasirSegDataset(FileDataset):
         records: list[Record] = []
         listed: set[str] = set()
         if pairs and not any(i in by_id for ids in spec.values() for i in ids):
-            problems.append(Problem(root, f"none of the {len(pairs)} images is in medseg's shipped Kvasir-SEG split "
+            problems.append(Problem(root, f"none of the {len(pairs)} images is in the shipped Kvasir-SEG split "
                                           "(1,000 ids of the release): not the Kvasir-SEG release? give split_file="))
             spec = {}
         for split, ids in spec.items():
@@ -254,16 +276,16 @@ class KvasirSegDataset(FileDataset):
                 elif pairs and i not in reported:
                     problems.append(Problem(
                         root / "images" / f"{i}.jpg",
-                        f"image {i!r} of medseg's shipped Kvasir-SEG split {split!r} is missing: the folder is not "
+                        f"image {i!r} of the shipped Kvasir-SEG split {split!r} is missing: the folder is not "
                         "the complete 1,000-image release (give split_file= to use your own split)",
                         split=split,
                     ))
         for k, img, _ in pairs:
             if spec and k not in listed:
-                problems.append(Problem(img, f"image {k!r} is not in medseg's shipped Kvasir-SEG split and is not "
+                problems.append(Problem(img, f"image {k!r} is not in the shipped Kvasir-SEG split and is not "
                                              "loaded (give split_file= to use it)", "warning"))
         return Inventory(cls.dataset_name, root, records, problems,
-                         split_source="shipped list medseg/data/splits/kvasir_seg.json (medseg's own seeded 880/120)")
+                         split_source=f"shipped list: {source}")
 
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:

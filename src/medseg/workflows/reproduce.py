@@ -280,6 +280,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """The recipes of a reproduction.json as a Markdown table: recipe, network, parameters,
     data / split, protocol, our headline numbers, the paper's values (``*`` after a paper that
@@ -301,7 +305,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
         if paper.get("selected_on_test"):
             theirs += " *"
         lines.append(f"| {r['recipe']} | {r['network']} | {_fmt(r['parameters'])} | {r['dataset']} ({r['split']}) | "
-                     f"{r['protocol']} | {ours} | {theirs} | {_fmt(r['steps'])} | {_fmt(r['train_seconds'])} |")
+                     f"{r['protocol']} | {ours} | {theirs} | {_fmt(r['steps'])} | {_seconds(r['train_seconds'])} |")
     lines += ["", "`*`: the paper selected its checkpoint on the test set."]
     return "\n".join(lines) + "\n"
 
