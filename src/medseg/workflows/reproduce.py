@@ -127,13 +127,6 @@ def list_recipes(configs: Path, names: str | Sequence[str] | None = None, all_cp
     return [n for n in wanted if n]
 
 
-def hardware(device: str = "cpu") -> dict[str, Any]:
-    """This machine as the results file states it (:func:`medseg.machine.describe`)."""
-    from medseg.machine import describe
-
-    return describe(device)
-
-
 def _keys(overrides: Sequence[str]) -> set[str]:
     return {o.split("=", 1)[0].strip() for o in overrides}
 
@@ -148,9 +141,9 @@ def _dataset_folder(cfg) -> str:
     return cls.folder if isinstance(cls, type) and issubclass(cls, FileDataset) else ""
 
 
-def _dataset_absent(cfg, data_root: Path | None) -> str | None:
-    """Why the recipe's dataset cannot be found (None: it is there, or generated)."""
-    folder = _dataset_folder(cfg)
+def _dataset_absent(cfg, folder: str, data_root: Path | None) -> str | None:
+    """Why the recipe's dataset (usual folder name ``folder``, "" if generated) cannot be found
+    (None: it is there, or generated)."""
     if not folder or cfg.data.root is not None:
         return None
     if data_root is None:
@@ -221,8 +214,8 @@ def reproduce(
     for name in recipes:
         path = configs / f"{name}.yaml"
         cfg = load_config(path, list(overrides))
-        absent = _dataset_absent(cfg, root)
         folder = _dataset_folder(cfg)
+        absent = _dataset_absent(cfg, folder, root)
         if absent is None and root is not None and folder and "data.root" not in _keys(overrides):
             cfg = load_config(path, [*overrides, f"data.root={root / folder}"])
         run = out / name.replace("/", "-")
@@ -231,7 +224,9 @@ def reproduce(
                               "(nothing was trained)")
         plan.append((name, cfg, run, absent))
 
-    doc: dict[str, Any] = {"medseg_version": __version__, "hardware": hardware(), "recipes": []}
+    from medseg.machine import describe
+
+    doc: dict[str, Any] = {"medseg_version": __version__, "hardware": describe(), "recipes": []}
     for i, (name, cfg, run, absent) in enumerate(plan, 1):
         head = f"medseg reproduce [{i}/{len(plan)}] {name}"
         if absent is not None:
@@ -331,5 +326,5 @@ def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
     write_comparison([{k: row.get(k) for k in keys} for row in rows], out / "reproduction")
 
 
-__all__ = ["SCHEMA", "hardware", "list_recipes", "markdown_table", "recipes_dir", "reproduce", "validate",
+__all__ = ["SCHEMA", "list_recipes", "markdown_table", "recipes_dir", "reproduce", "validate",
            "write_results"]
