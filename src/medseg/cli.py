@@ -143,15 +143,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from medseg.workflows.reproduce import list_recipes, recipes_dir, reproduce
+    from medseg.atomic import write_text_atomic
+    from medseg.errors import ConfigError
+    from medseg.workflows.reproduce import list_recipes, recipes_dir, reproduce, update_readme, validate
 
-    configs = args.configs if args.configs is not None else recipes_dir()
-    names = list_recipes(configs, args.recipes, all_cpu=args.all_cpu, all_recipes=args.all)
-    doc = reproduce(names, args.out, data_root=args.data_root, resume=args.resume, configs=configs,
-                    overrides=args.set or [])
-    print((Path(args.out) / "reproduction.md").read_text(), end="")
-    print(f"results: {Path(args.out) / 'reproduction.json'}, .md, .html")
-    return 0 if all(r["status"] != "failed" for r in doc["recipes"]) else 1
+    results = args.results if args.results is not None else Path(args.out) / "reproduction.json"
+    failed = False
+    if args.recipes or args.all_cpu or args.all or args.readme is None:
+        configs = args.configs if args.configs is not None else recipes_dir()
+        names = list_recipes(configs, args.recipes, all_cpu=args.all_cpu, all_recipes=args.all)
+        doc = reproduce(names, args.out, data_root=args.data_root, resume=args.resume, configs=configs,
+                        overrides=args.set or [])
+        print((Path(args.out) / "reproduction.md").read_text(), end="")
+        print(f"results: {Path(args.out) / 'reproduction.json'}, .md, .html")
+        if args.results is not None:
+            validate(doc)
+            write_text_atomic(args.results, json.dumps(doc, indent=2) + "\n")
+            print(f"results copied to {args.results}")
+        failed = any(r["status"] == "failed" for r in doc["recipes"])
+    if args.readme is not None:
+        if not Path(results).is_file():
+            raise ConfigError(f"--readme: no results file {results} (name one with --results)")
+        changed = update_readme(args.readme, results)
+        print(f"{args.readme}: section from {Path(results).name} {'rewritten' if changed else 'already up to date'}")
+    return 1 if failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -312,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue unfinished runs (finished ones are always kept)")
     p.add_argument("--configs", type=Path, help="recipes folder (default: the checkout's configs/ or $MEDSEG_CONFIGS)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of every recipe (repeatable)")
+    p.add_argument("--results", type=Path, metavar="FILE",
+                   help="also write the results here (e.g. benchmarks/results/cpu-2core.json); with --readme alone, "
+                        "the file to read (default OUT/reproduction.json)")
+    p.add_argument("--readme", type=Path, metavar="FILE",
+                   help="rewrite FILE's section between the markers for the results file; without a recipe "
+                        "selection nothing trains")
     threads_option(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -86,6 +86,38 @@ class StopAtStep(Callback):
         # a run resumed at or past the limit is not fitted at all (see _already_finished)
 
 
+class TrainClock(Callback):
+    """Seconds spent training, carried in the checkpoint so a resumed run reports its whole time.
+
+    ``seconds`` is the time from each fit's start to its end, summed over the fits of one run:
+    the state saved with ``last.ckpt`` holds the seconds up to that checkpoint, and a run resumed
+    from it adds its own fit. Work lost to a kill (after the last checkpoint) is not counted, so
+    the figure is the training time of the steps the final weights went through (wall seconds,
+    validation rounds included).
+    """
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of earlier fits, restored from the checkpoint
+        self._start: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Seconds so far: earlier fits plus this one (float, >= 0)."""
+        return self.before + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.before, self._start = self.seconds, None
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
 class ExplainInterrupt(Callback):
     """On Ctrl-C (Lightning then exits with status 1), say what was kept and how to resume."""
 
@@ -157,7 +189,7 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         use_distributed_sampler=False,
         logger=loggers,
         callbacks=[best, last, LearningRateMonitor(logging_interval="step"), StopAtStep(cfg.train.max_steps),
-                   ExplainInterrupt(run_dir), *(callbacks or [])],
+                   ExplainInterrupt(run_dir), TrainClock(), *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -418,9 +450,8 @@ def _fit(
         write_text_atomic(run_dir / "splits.json", json.dumps(splits, indent=2))
         if data_report is not None:
             write_text_atomic(run_dir / "data_check.json", json.dumps(data_report.to_dict(), indent=1))
-    start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    seconds = time.perf_counter() - start
+    seconds = next(cb for cb in trainer.callbacks if isinstance(cb, TrainClock)).seconds
     summary: dict[str, Any] = {}
     if not trainer.is_global_zero:
         return summary

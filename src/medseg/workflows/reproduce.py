@@ -16,7 +16,9 @@ every recipe (so an interrupted list keeps what it finished):
 
 A recipe whose run already finished (``train_summary.json`` and its evaluation's
 ``metrics.json``) is kept, not retrained; an unfinished one is continued with ``resume=True``
-(``--resume``) or refused before anything trains. A recipe whose dataset folder is absent under
+(``--resume``) or refused before anything trains. A run whose recipe has changed since (any key
+but the data's location, a ``--max-steps`` stop and the ``paper:`` block) is refused before
+anything trains, naming the keys, so a table never mixes an old recipe's numbers with a new one's. A recipe whose dataset folder is absent under
 ``data_root`` is skipped with one line, and one whose training or evaluation fails with a
 medseg error (bad data, say) is recorded as failed with the message; the others still run.
 """
@@ -40,8 +42,7 @@ SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "required": ["medseg_version", "hardware", "recipes"],
-    "properties": {
-        "medseg_version": {"type": "string"},
+    "$defs": {
         "hardware": {
             "type": "object",
             "required": ["processor", "usable_cores", "threads", "matmul_flops_per_s", "torch", "device"],
@@ -51,6 +52,10 @@ SCHEMA: dict[str, Any] = {
                 "torch": {"type": "string"}, "device": {"type": "string"},
             },
         },
+    },
+    "properties": {
+        "medseg_version": {"type": "string"},
+        "hardware": {"$ref": "#/$defs/hardware"},
         "recipes": {
             "type": "array",
             "items": {
@@ -72,6 +77,8 @@ SCHEMA: dict[str, Any] = {
                     "train_seconds": {"type": ["number", "null"]},
                     "eval_seconds": {"type": ["number", "null"]},
                     "wall_seconds": {"type": ["number", "null"]},
+                    "resumed": {"type": "boolean"},
+                    "hardware": {"$ref": "#/$defs/hardware"},
                 },
                 "allOf": [{"if": {"properties": {"status": {"enum": ["trained", "kept"]}}},
                            "then": {"required": ["network", "parameters", "dataset", "split", "protocol", "ours",
@@ -153,6 +160,31 @@ def _dataset_absent(cfg, folder: str, data_root: Path | None) -> str | None:
     return None
 
 
+#: Keys whose value may differ between a recipe and its earlier run without making that run stale:
+#: where the data lives on this machine, ``--max-steps`` (a stop, not the recipe) and the ``paper:``
+#: block (read from the recipe as it is now).
+_MAY_DIFFER = ("data.root", "train.max_steps", "paper")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def _stale_keys(cfg, run: Path) -> list[str]:
+    """The keys in which the recipe ``cfg`` differs from the config its run in ``run`` trained
+    with (``run/config.yaml``; none if absent), :data:`_MAY_DIFFER` aside."""
+    import yaml
+
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return []
+    old, new = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(cfg.to_dict())
+    return sorted(k for k in old.keys() | new.keys()
+                  if old.get(k) != new.get(k) and not any(k == m or k.startswith(m + ".") for m in _MAY_DIFFER))
+
+
 def _finished(run: Path, split: str) -> dict | None:
     metrics = run / "eval" / split / "metrics.json"
     if (run / "train_summary.json").is_file() and metrics.is_file():
@@ -160,19 +192,41 @@ def _finished(run: Path, split: str) -> dict | None:
     return None
 
 
-def _entry(recipe: str, run: Path, cfg, metrics: dict, status: str, wall: float | None) -> dict[str, Any]:
+#: The file in each run directory that records how ``medseg reproduce`` finished it.
+RUN_RECORD = "reproduce.json"
+
+
+def _entry(recipe: str, run: Path, cfg, metrics: dict, status: str) -> dict[str, Any]:
+    """One recipe's row: the run's summary and metrics, with the wall time and hardware of the
+    invocation that finished it (``RUN_RECORD``; absent for runs finished before it existed)."""
     from medseg.workflows.protocols import headline
 
     summary = json.loads((run / "train_summary.json").read_text())
+    record = json.loads((run / RUN_RECORD).read_text()) if (run / RUN_RECORD).is_file() else {}
     timing = metrics.get("timing_s") or {}
-    return {
+    entry = {
         "recipe": recipe, "status": status, "run": str(run), "network": cfg.model.name,
         "parameters": summary.get("parameters"), "dataset": cfg.data.dataset, "split": cfg.eval.split,
         "protocol": metrics.get("protocol", "vessel"), "ours": headline(metrics), "paper": dict(cfg.paper or {}),
         "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
         "eval_seconds": round(sum(v for v in timing.values() if isinstance(v, (int, float))), 3) if timing else None,
-        "wall_seconds": None if wall is None else round(wall, 1),
+        "wall_seconds": record.get("wall_seconds"),
     }
+    for key in ("resumed", "hardware"):
+        if key in record:
+            entry[key] = record[key]
+    return entry
+
+
+def _record_run(run: Path, recipe: str, wall: float, resumed: bool) -> None:
+    """Write ``run/RUN_RECORD``: the recipe, this invocation's wall seconds (train + evaluation;
+    for a resumed run only the part after the resume), whether it resumed, and the hardware
+    measured now, on the machine that finished the run."""
+    from medseg.machine import describe
+
+    record = {"recipe": recipe, "wall_seconds": round(wall, 1), "resumed": resumed, "hardware": describe(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_text_atomic(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def reproduce(
@@ -219,6 +273,10 @@ def reproduce(
         if absent is None and root is not None and folder and "data.root" not in _keys(overrides):
             cfg = load_config(path, [*overrides, f"data.root={root / folder}"])
         run = out / name.replace("/", "-")
+        if absent is None and (stale := _stale_keys(cfg, run)):
+            shown = ", ".join(stale[:6]) + (f" and {len(stale) - 6} more" if len(stale) > 6 else "")
+            raise ConfigError(f"{run} was trained with another version of {name} (differs in {shown}); remove "
+                              "that run directory to retrain it, or pass --out for a new list (nothing was trained)")
         if absent is None and not resume and _finished(run, cfg.eval.split) is None and (run / "checkpoints").is_dir():
             raise ConfigError(f"{run} holds an unfinished run of {name}; pass --resume to continue it "
                               "(nothing was trained)")
@@ -234,7 +292,7 @@ def reproduce(
             doc["recipes"].append({"recipe": name, "status": "skipped", "reason": absent})
         elif (metrics := _finished(run, cfg.eval.split)) is not None:
             log(f"{head}: finished earlier, kept ({run})")
-            doc["recipes"].append(_entry(name, run, cfg, metrics, "kept", None))
+            doc["recipes"].append(_entry(name, run, cfg, metrics, "kept"))
         else:
             log(f"{head}: training {cfg.model.name} on {cfg.data.dataset} -> {run}")
             t0 = time.perf_counter()
@@ -245,7 +303,8 @@ def reproduce(
                 log(f"{head}: failed: {exc}")
                 doc["recipes"].append({"recipe": name, "status": "failed", "reason": str(exc)})
             else:
-                doc["recipes"].append(_entry(name, run, cfg, summary["eval"], "trained", time.perf_counter() - t0))
+                _record_run(run, name, time.perf_counter() - t0, started)
+                doc["recipes"].append(_entry(name, run, cfg, summary["eval"], "trained"))
         write_results(doc, out)
     return doc
 
@@ -279,18 +338,26 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _gflops(entry: dict[str, Any], doc: dict[str, Any]) -> str:
+    hw = entry.get("hardware") or doc["hardware"]
+    return f"{hw['matmul_flops_per_s'] / 1e9:.0f}"
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """The recipes of a reproduction.json as a Markdown table: recipe, network, parameters,
     data / split, protocol, our headline numbers, the paper's values (``*`` after a paper that
-    selected on the test set), steps, train seconds; skipped recipes with their reason."""
+    selected on the test set), steps, train and evaluation seconds and the float32 matmul GFLOP/s
+    of the machine that ran each recipe; skipped and failed recipes with their reason."""
     hw = doc["hardware"]
     lines = [f"Hardware: {hw['processor']}, {hw['usable_cores']} usable cores, {hw['threads']} threads, float32 "
-             f"matmul {hw['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, torch {hw['torch']}, {hw['device']}.", "",
-             "| recipe | network | parameters | data (split) | protocol | ours | paper | steps | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"matmul {hw['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (measured by this invocation; the GFLOP/s "
+             f"column is each run's own), torch {hw['torch']}, {hw['device']}.", "",
+             "| recipe | network | parameters | data (split) | protocol | ours | paper | steps | train s | eval s "
+             "| GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["recipes"]:
         if r["status"] in ("skipped", "failed"):
-            lines.append(f"| {r['recipe']} | {r['status']}: {r.get('reason', '')} | | | | | | | |")
+            lines.append(f"| {r['recipe']} | {r['status']}: {r.get('reason', '')} | | | | | | | | | |")
             continue
         paper = r.get("paper") or {}
         values = paper.get("values") or {}
@@ -300,9 +367,79 @@ def markdown_table(doc: dict[str, Any]) -> str:
         if paper.get("selected_on_test"):
             theirs += " *"
         lines.append(f"| {r['recipe']} | {r['network']} | {_fmt(r['parameters'])} | {r['dataset']} ({r['split']}) | "
-                     f"{r['protocol']} | {ours} | {theirs} | {_fmt(r['steps'])} | {_seconds(r['train_seconds'])} |")
+                     f"{r['protocol']} | {ours} | {theirs} | {_fmt(r['steps'])} | {_seconds(r['train_seconds'])} | "
+                     f"{_seconds(r.get('eval_seconds'))} | {_gflops(r, doc)} |")
     lines += ["", "`*`: the paper selected its checkpoint on the test set."]
     return "\n".join(lines) + "\n"
+
+
+#: Which headline key is "Dice" and which "IoU" in each protocol's comparison table.
+_DICE_IOU = {"vessel": ("dice", "iou"), "octa": ("dice", "iou"), "polyp": ("mdice", "miou"),
+             "volume": ("dice", None), "multiclass": ("dice", "iou")}
+
+
+def comparison_tables(doc: dict[str, Any]) -> str:
+    """Per dataset, the networks side by side with the same budget: network, recipe, Dice, IoU,
+    parameters, train minutes (the tutorials' comparison tables), best Dice first.
+
+    Dice and IoU are each protocol's headline ones: vessel FOV per-image mean, polyp mDice / mIoU
+    over 256 thresholds, OCTA per-image Otsu mean, volume foreground mean; "-" where the protocol
+    has no IoU.
+    """
+    by_data: dict[str, list[dict[str, Any]]] = {}
+    for r in doc["recipes"]:
+        if r["status"] in ("trained", "kept"):
+            by_data.setdefault(r["dataset"], []).append(r)
+    parts = []
+    for dataset, rows in by_data.items():
+        dice_key, iou_key = _DICE_IOU.get(rows[0]["protocol"], ("dice", "iou"))
+        rows = sorted(rows, key=lambda r: -(r["ours"].get(dice_key) or 0.0))
+        parts += [f"{dataset} ({rows[0]['protocol']} protocol, {rows[0]['split']} split):", "",
+                  "| network | recipe | Dice | IoU | parameters | train min |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            iou = _fmt(r["ours"].get(iou_key)) if iou_key else "-"
+            minutes = "-" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}"
+            parts.append(f"| {r['network']} | {r['recipe']} | {_fmt(r['ours'].get(dice_key))} | {iou} | "
+                         f"{_fmt(r['parameters'])} | {minutes} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+#: The markers around the README section generated from a results file (:func:`update_readme`).
+README_BEGIN = "<!-- generated from {name} by `medseg reproduce --readme`: begin -->"
+README_END = "<!-- generated from {name} by `medseg reproduce --readme`: end -->"
+
+
+def readme_section(doc: dict[str, Any]) -> str:
+    """The README's results section for a reproduction.json: :func:`markdown_table` then
+    :func:`comparison_tables`."""
+    return markdown_table(doc) + "\n" + comparison_tables(doc)
+
+
+def update_readme(readme: str | os.PathLike, results: str | os.PathLike) -> bool:
+    """Rewrite the part of ``readme`` between the markers for ``results`` (:data:`README_BEGIN`,
+    with ``name`` the results file's name) with :func:`readme_section` of that file, atomically.
+
+    Returns:
+        True if the README changed.
+
+    Raises:
+        ConfigError: the results file does not validate, or the README lacks either marker
+            (the message names the marker to add).
+    """
+    readme, results = Path(readme), Path(results)
+    doc = json.loads(results.read_text())
+    validate(doc)
+    begin, end = README_BEGIN.format(name=results.name), README_END.format(name=results.name)
+    text = readme.read_text()
+    if begin not in text or end not in text or text.index(begin) > text.index(end):
+        raise ConfigError(f"{readme}: no section for {results.name}; add the lines\n{begin}\n{end}")
+    head, rest = text.split(begin, 1)
+    new = f"{head}{begin}\n{readme_section(doc)}{end}{rest.split(end, 1)[1]}"
+    if new == text:
+        return False
+    write_text_atomic(readme, new)
+    return True
 
 
 def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
@@ -313,7 +450,7 @@ def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
     validate(doc)
     out = Path(out)
     write_text_atomic(out / "reproduction.json", json.dumps(doc, indent=2) + "\n")
-    write_text_atomic(out / "reproduction.md", markdown_table(doc))
+    write_text_atomic(out / "reproduction.md", markdown_table(doc) + "\n" + comparison_tables(doc))
     rows = []
     for r in doc["recipes"]:
         row = {"run": r["recipe"], "status": r["status"], "network": r.get("network"), "dataset": r.get("dataset"),
@@ -326,5 +463,5 @@ def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
     write_comparison([{k: row.get(k) for k in keys} for row in rows], out / "reproduction")
 
 
-__all__ = ["SCHEMA", "list_recipes", "markdown_table", "recipes_dir", "reproduce", "validate",
-           "write_results"]
+__all__ = ["RUN_RECORD", "SCHEMA", "comparison_tables", "list_recipes", "markdown_table", "readme_section",
+           "recipes_dir", "reproduce", "update_readme", "validate", "write_results"]
