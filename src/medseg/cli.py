@@ -142,6 +142,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from medseg.export.deploy import export_checkpoint
+
+    report = export_checkpoint(args.model, args.output, fmt=args.format, fp16=args.fp16, int8=args.int8,
+                               calibration=args.calibration, data_root=args.data_root, size=args.size)
+    h, w = report["input_size"]
+    print(f"wrote {report['path']}: {report['format']} {report['precision']}, {report['bytes'] / 1e6:.2f} MB, "
+          f"input (N, C, H, W) with H and W multiples of {report['size_divisor']} ({report['spatial']}; checked at "
+          f"{h}x{w})")
+    print(f"  relative error against PyTorch {report['rel_error']:.2e}; latency {report['latency_ms']:.1f} ms "
+          f"(PyTorch eager {report['pytorch_latency_ms']:.1f} ms), batch 1 at {h}x{w}")
+    if "dice_change" in report:
+        print(f"  test Dice {report['dice']:.4f} (checkpoint {report['checkpoint_dice']:.4f}, "
+              f"change {report['dice_change']:+.4f})")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from medseg.atomic import write_text_atomic
     from medseg.errors import ConfigError
@@ -309,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="probability maps and masks for a folder of images")
     p.add_argument("-m", "--model", required=True, action="append", type=Path,
-                   help="checkpoint (.ckpt) written by medseg train; repeat for an ensemble (probabilities averaged)")
+                   help="checkpoint (.ckpt) written by medseg train, or a file medseg export wrote (.onnx, .pt); "
+                        "repeat for an ensemble (probabilities averaged)")
     p.add_argument("-i", "--input", required=True, type=Path, help="folder of images (png, jpg, tif, gif, bmp) and/or volumes (.nii, .nii.gz, DICOM series folders), or one volume")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the checkpoint's)")
@@ -317,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FOV masks by stem (<stem>.<ext> or <stem>_mask.<ext>); default: computed from each image")
     inference_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="a checkpoint as a checked, self-describing ONNX or TorchScript file")
+    p.add_argument("-m", "--model", required=True, type=Path, help="checkpoint (.ckpt) written by medseg train")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
+    p.add_argument("--fp16", action="store_true", help="ONNX: a float16 graph with float32 input and output")
+    p.add_argument("--int8", action="store_true", help="ONNX: static int8 quantisation (onnxruntime, QDQ)")
+    p.add_argument("--calibration", type=Path, metavar="DIR",
+                   help="images for int8 calibration (default: the training split under --data-root)")
+    p.add_argument("--data-root", type=Path,
+                   help="the recipe's dataset folder: calibration images and the test Dice change of the export")
+    p.add_argument("--size", type=int, help="side of the checked input (default: the recipe's inference window)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="file to write (.onnx, .pt)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("reproduce", help="run recipes to their results; our numbers beside the papers' in one table")
     p.add_argument("--recipes", help="comma-separated recipe names, e.g. drive/dscnet_cpu,kvasir/pranet_cpu")

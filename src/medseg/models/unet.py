@@ -63,6 +63,7 @@ class UNet(nn.Module):
             raise ValueError(f"depth must be >= 1, got {depth}")
         if upsample not in ("transpose", "bilinear"):
             raise ValueError(f"upsample must be 'transpose' or 'bilinear', got {upsample!r}")
+        self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
         widths = [base_channels * 2**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList([DoubleConv(in_channels, widths[0], norm)])
         self.encoder.extend(DoubleConv(widths[i], widths[i + 1], norm) for i in range(depth))

@@ -70,13 +70,20 @@ def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
 def load_models(checkpoints: Sequence[str | os.PathLike]) -> tuple[list[nn.Module], Config]:
     """Networks of one or several checkpoints (an ensemble) and the first one's Config.
 
+    A file ``medseg export`` wrote (``.onnx``; TorchScript ``.pt``) is read like a checkpoint: it
+    runs in onnxruntime / ``torch.jit`` and its Config is the one it carries
+    (:func:`medseg.export.deploy.load_exported`).
+
     Raises:
         CheckpointError: a bad checkpoint, or ensemble members trained on different datasets
             or input channels (named).
+        medseg.export.ExportError: an exported file without medseg's metadata, or unreadable.
     """
+    from medseg.export.deploy import is_exported, load_exported
+
     models, cfgs = [], []
     for path in checkpoints:
-        model, cfg = load_model_from_checkpoint(path)
+        model, cfg = load_exported(path) if is_exported(path) else load_model_from_checkpoint(path)
         models.append(model)
         cfgs.append(cfg)
     first = cfgs[0]
@@ -404,6 +411,27 @@ def evaluate(
     if report:
         _write_report(run_dir, name_dir, None if name_dir == split else run_dir / f"report-{name_dir}.html")
     return metrics
+
+
+def metrics_of(models: Sequence[nn.Module], cfg: Config, split: str = "test", show_progress: bool = False
+               ) -> dict[str, Any]:
+    """The headline metrics (:func:`medseg.workflows.protocols.headline`) of ``models`` on a split
+    of ``cfg``'s dataset (``cfg.data.root``) with the recipe's protocol and inference, writing
+    nothing: what ``medseg export`` compares a checkpoint and its export with.
+
+    Raises:
+        medseg.errors.DataError: the split's files are missing or bad.
+    """
+    from medseg.workflows.protocols import headline
+
+    cases = load_split(cfg, split)
+    name = protocol_for(cfg, cases, None)
+    predictor = predictor_for(models, cfg)
+    probs = {case.id: prob for case, prob in zip(cases, predictor.predict_many(c.image for c in cases))}
+    summary, _ = score(name, cases, predictions_from_probabilities(name, cases, probs, cfg.eval.threshold), cfg,
+                       show_progress)
+    return headline(metrics_document(name, summary, dataset=cfg.data.dataset, split=split, network=cfg.model.name,
+                                     checkpoint="", ensemble=[], inference=predictor.describe()))
 
 
 def predictions_from_probabilities(
@@ -774,6 +802,7 @@ __all__ = [
     "infer_probabilities",
     "kernel_coordinates_for",
     "load_models",
+    "metrics_of",
     "predictor_for",
     "read_probability_map",
     "resize_probability",
