@@ -246,3 +246,55 @@ def test_float64_and_size_one_inputs():
     m = DSConv2d(2, 4, 3).double().eval()
     y = m(torch.randn(1, 2, 1, 5, dtype=torch.float64))
     assert y.dtype == torch.float64 and y.shape == (1, 4, 1, 5) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("morph", [0, 1])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_snake_conv_equals_the_grid_sample_formulation(morph, padding_mode):
+    """The eager path (medseg.ops.snake.snake_conv) against the portable one export runs
+    (grid_sample, use_snake_conv=False): outputs within 1e-5 and every gradient within 1e-4 of
+    its largest entry, or of 1 % of the largest gradient (float32; grid_sample normalises and unnormalises each coordinate, which
+    moves it by about 1e-7 x the image size, and the offset branch's gradients sum many such
+    terms). Parity with the reference within 1e-5 is test_parity_float32_and_parameter_gradients."""
+    torch.manual_seed(3)
+    fast = DSConv2d(3, 8, 5, morph=morph, padding_mode=padding_mode, extend_scope=2.0)
+    slow = DSConv2d(3, 8, 5, morph=morph, padding_mode=padding_mode, extend_scope=2.0)
+    slow.load_state_dict(fast.state_dict())
+    slow.use_snake_conv = False
+    x = torch.randn(2, 3, 13, 11)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fast(xa), slow(xb)
+    assert (ya - yb).abs().max() <= 1e-5 * yb.abs().max()
+    g = torch.randn_like(ya)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    pairs = [(xa.grad, xb.grad)] + [(pa.grad, pb.grad) for pa, pb in zip(fast.parameters(), slow.parameters())
+                                    if pb.grad is not None]
+    assert len(pairs) >= 6  # input, offset conv (2), offset norm (2), axis conv (2), output norm (2)
+    scale = max(b.abs().max().item() for _, b in pairs)  # gradients that are 0 in exact arithmetic
+    for a, b in pairs:                                  # (the offset BatchNorm's bias) are rounding
+        assert a is not None and (a - b).abs().max() <= 1e-4 * max(b.abs().max().item(), 0.01 * scale)
+
+
+@pytest.mark.parametrize("morph", [0, 1])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_snake_conv_gradcheck(morph, padding_mode):
+    """The hand-written backward of snake_conv against finite differences (float64), with
+    displacements reaching beyond the image on both sides."""
+    from medseg.ops.snake import snake_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    shift = (torch.rand(2, 3, 6, 7, dtype=torch.float64, generator=g) * 8 - 4).requires_grad_()
+    weight = torch.randn(4, 2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: snake_conv(*a, morph, padding_mode), (x, shift, weight, bias))
+
+
+def test_export_and_scripting_use_the_portable_formulation():
+    """Tracing (ONNX, TorchScript) takes the grid_sample path, whose graph ONNX Runtime runs."""
+    m = DSConv2d(2, 4, 3).eval()
+    traced = torch.jit.trace(m, torch.randn(1, 2, 8, 8))
+    assert "grid_sampler" in str(traced.inlined_graph)
+    x = torch.randn(1, 2, 8, 8)
+    assert torch.allclose(traced(x), m(x), atol=1e-6)

@@ -17,6 +17,7 @@ from medseg.engine.train import TrainClock
 from medseg.errors import ConfigError
 from medseg.workflows.reproduce import (
     README_BEGIN,
+    README_COMMAND,
     README_END,
     SCHEMA,
     comparison_tables,
@@ -111,7 +112,7 @@ def test_a_half_finished_list_resumes_keeping_finished_runs(configs, tmp_path, c
     assert a_ckpt.stat().st_mtime_ns == stamp, "a finished run is not retrained"
     # the kept run still states the wall time and machine of the invocation that finished it
     assert kept["wall_seconds"] > 0 and kept["hardware"]["threads"] == 1
-    assert f"| synthetic/a_cpu | unet |" in (out / "reproduction.md").read_text()
+    assert "| synthetic/a_cpu | unet |" in (out / "reproduction.md").read_text()
     assert json.loads((out / "synthetic-b_cpu" / "reproduce.json").read_text())["resumed"] is True
 
 
@@ -191,7 +192,7 @@ def test_update_readme_rewrites_only_its_section(tmp_path):
     readme.write_text("# title\n")
     with pytest.raises(ConfigError, match=r"README.md: no section for cpu.json; add the lines"):
         update_readme(readme, results)
-    begin, end = README_BEGIN.format(name="cpu.json"), README_END.format(name="cpu.json")
+    begin, end = (m.format(name="cpu.json", command=README_COMMAND) for m in (README_BEGIN, README_END))
     readme.write_text(f"before\n{begin}\nstale\n{end}\nafter\n")
     assert update_readme(readme, results) is True
     assert readme.read_text() == f"before\n{begin}\n{readme_section(doc)}{end}\nafter\n"
@@ -204,7 +205,7 @@ def test_the_readme_results_section_is_generated_from_the_committed_file():
     doc = json.loads(results.read_text())
     validate(doc)
     text = (ROOT / "README.md").read_text()
-    begin, end = README_BEGIN.format(name=results.name), README_END.format(name=results.name)
+    begin, end = (m.format(name=results.name, command=README_COMMAND) for m in (README_BEGIN, README_END))
     assert begin in text and end in text, "README.md has no section generated from cpu-2core.json"
     assert text.split(begin, 1)[1].split(end, 1)[0] == "\n" + readme_section(doc), (
         "README.md is out of date: run medseg reproduce --readme README.md --results "

@@ -159,6 +159,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from medseg.atomic import write_text_atomic
+    from medseg.errors import ConfigError
+    from medseg.models import list_models
+    from medseg.workflows.benchmark import benchmark, markdown_table, update_readme
+
+    if args.network or args.all or args.model is not None:
+        networks = list_models() if args.all else [n for n in (args.network or "").split(",") if n]
+        doc = benchmark(networks, checkpoint=args.model, size=args.size, batch=args.batch, device=args.device,
+                        warmup=args.warmup, repeats=args.repeats, onnx=not args.no_onnx, int8=not args.no_int8,
+                        data_root=args.data_root)
+        print(markdown_table(doc), end="")
+        write_text_atomic(args.output, json.dumps(doc, indent=2) + "\n")
+        print(f"results: {args.output}")
+    elif args.readme is None:
+        raise ConfigError("medseg benchmark: give --network NAME[,NAME...], --all or -m CHECKPOINT")
+    if args.readme is not None:
+        if not Path(args.output).is_file():
+            raise ConfigError(f"--readme: no benchmark file {args.output} (name one with -o)")
+        changed = update_readme(args.readme, args.output)
+        print(f"{args.readme}: section from {Path(args.output).name} {'rewritten' if changed else 'already up to date'}")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from medseg.atomic import write_text_atomic
     from medseg.errors import ConfigError
@@ -348,6 +372,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="side of the checked input (default: the recipe's inference window)")
     p.add_argument("-o", "--output", required=True, type=Path, help="file to write (.onnx, .pt)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("benchmark", help="parameters, FLOPs, memory, latency: eager, ONNX fp32 and int8, against the FLOP floor")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--network", help="registered network(s), comma-separated, at their recipe's input size")
+    which.add_argument("--all", action="store_true", help="every registered network")
+    which.add_argument("-m", "--model", type=Path, help="a checkpoint (.ckpt) written by medseg train")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input H W (default: the recipe's inference window), rounded up to the network's divisor")
+    p.add_argument("--batch", type=int, default=1, help="batch N (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the eager row (default cpu)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls; the median is kept (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    p.add_argument("--no-onnx", action="store_true", help="eager PyTorch only")
+    p.add_argument("--no-int8", action="store_true", help="no int8 row")
+    p.add_argument("--data-root", type=Path, help="with -m: calibrate int8 on the recipe's training split there")
+    p.add_argument("-o", "--output", type=Path, default=Path("runs/benchmark.json"),
+                   help="JSON to write (default runs/benchmark.json); with --readme alone, the file to read")
+    p.add_argument("--readme", type=Path, help="rewrite this README's section generated from the -o file")
+    threads_option(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("reproduce", help="run recipes to their results; our numbers beside the papers' in one table")
     p.add_argument("--recipes", help="comma-separated recipe names, e.g. drive/dscnet_cpu,kvasir/pranet_cpu")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 
 def matmul_flops(n: int = 2048, repeats: int = 7) -> float:
@@ -35,3 +35,46 @@ def describe(device: str = "cpu") -> dict[str, Any]:
     return {"processor": platform.processor() or platform.machine(), "usable_cores": usable_cores(),
             "threads": torch.get_num_threads(), "matmul_flops_per_s": matmul_flops(), "torch": torch.__version__,
             "device": device}
+
+
+def peak_memory(fn: Callable[[], Any], device: Any = "cpu") -> int:
+    """Extra bytes held at the worst moment of one call of ``fn``.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the call. CPU: the peak
+    of the running sum of allocations and frees ``torch.profiler`` records with
+    ``profile_memory=True`` (PyTorch's own tensors; memory a library allocates behind PyTorch's
+    back, e.g. onnxruntime's arena, is not seen).
+    """
+    import json
+    import os
+    import tempfile
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    fd, trace = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(trace)
+        with open(trace) as fh:
+            events = json.load(fh)["traceEvents"]
+    finally:
+        os.remove(trace)
+    memory = sorted((e for e in events if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0),
+                    key=lambda e: e["ts"])
+    level = peak = 0
+    for e in memory:
+        level += int(e["args"]["Bytes"])
+        peak = max(peak, level)
+    return peak

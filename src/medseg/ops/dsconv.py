@@ -22,11 +22,16 @@ Algorithm, for an input ``x`` of shape (N, C, H, W) ("row" = dim 2 = y, "column"
 4. The input is sampled bilinearly at the K positions of every pixel; the original lays the
    samples out as (N, C, K*H, W) (morph 0) or (N, C, H, K*W) (morph 1) and convolves them with
    ``dsc_conv_x`` (kernel and stride (K, 1), weight (out, C, K, 1)) or ``dsc_conv_y``
-   ((1, K), weight (out, C, 1, K)), then GroupNorm(out // 4) and ReLU. Here the samples are
-   laid out (N, C, K, H, W) and the same weight, viewed as (out, C*K), is applied as one batched
-   matrix product: identical sums, without the K-fold im2col copy of PyTorch's CPU conv. The
-   reference implementation (:mod:`medseg.ops.dsconv_reference`) keeps the original layout and
-   strided conv, so the parity tests check the two formulations against each other.
+   ((1, K), weight (out, C, 1, K)), then GroupNorm(out // 4) and ReLU. Here (eager PyTorch)
+   sampling and conv are one pass, :func:`medseg.ops.snake.snake_conv`: a point moves only across
+   the kernel line, so its sample is a linear interpolation between two pixels of one column
+   (morph 0) or row (morph 1), read channels-last, and the conv is one matrix product per kernel
+   point, summed; the K-fold sampled map is never held and the backward is written for this
+   structure. Export and TorchScript use the portable formulation (grid_sample, samples laid out
+   (N, C, K, H, W), the weight viewed as (out, C*K) in one batched matrix product). Both give
+   the same sums; the reference implementation (:mod:`medseg.ops.dsconv_reference`) keeps the
+   original layout and strided conv, so the parity tests check the formulations against each
+   other.
 
 Deviations from the original ``S3_DSConv.py`` (all deliberate):
 
@@ -37,11 +42,12 @@ Deviations from the original ``S3_DSConv.py`` (all deliberate):
   the authors' fixed loop.
 - Sampling is correct for every sample of a batch. The original's gather index drops the batch
   offset, so with N > 1 every sample reads sample 0's features.
-- Sampling uses ``grid_sample``. ``padding_mode="zeros"`` is true bilinear zero padding: it
-  equals the original at integer positions (offsets off), but the original's hand-written
-  boundary handling is asymmetric for fractional positions within one pixel outside the image
-  (it reads 0 below row/column 0 and replicates the last row/column beyond it).
-  ``padding_mode="border"`` replicates the border, as pro does by clamping coordinates.
+- Sampling is bilinear as grid_sample's (``align_corners=False``). ``padding_mode="zeros"`` is
+  true bilinear zero padding: it equals the original at integer positions (offsets off), but the
+  original's hand-written boundary handling is asymmetric for fractional positions within one
+  pixel outside the image (it reads 0 below row/column 0 and replicates the last row/column
+  beyond it). ``padding_mode="border"`` replicates the border, as pro does by clamping
+  coordinates.
 - ``if_offset=False`` is honoured (rigid kernel; pro ignores it) and skips the offset branch,
   whose BatchNorm running statistics are then not updated (the original still computes it).
 - ``offset_norm`` selects BatchNorm (original, module ``bn``) or GroupNorm (pro, module
@@ -124,6 +130,10 @@ class DSConv2d(nn.Module):
             0/1, an unknown ``offset_norm``/``padding_mode`` or an ``out_channels`` the
             GroupNorm cannot split; in ``forward`` for a non-4-D input or a wrong channel count.
     """
+
+    #: Eager forward by :func:`medseg.ops.snake.snake_conv` (True) or by the portable grid_sample
+    #: formulation (False; what export uses; kept selectable for benchmarks/dsconv.py).
+    use_snake_conv: bool = True
 
     def __init__(
         self,
@@ -292,18 +302,50 @@ class DSConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> (N, out_channels, H, W), values >= 0 (after ReLU).
 
-        The axis conv (``dsc_conv_x`` for morph 0, ``dsc_conv_y`` for morph 1) is applied as a
-        single batched matrix product of its weight viewed as (out, C*K) with the samples
-        viewed as (N, C*K, H*W): the same sums as the original's strided (K, 1) / (1, K) conv on
-        its (N, C, K*H, W) / (N, C, H, K*W) layout, without the K-fold copy PyTorch's CPU conv
-        makes of that input.
+        Eager PyTorch (with ``use_snake_conv``, the default) runs the sampling and the axis conv as one pass that never holds the
+        K-fold sampled map (:func:`medseg.ops.snake.snake_conv`: two-pixel line interpolation,
+        one matrix product per kernel point, a backward written for that structure). Under
+        ``torch.jit`` scripting or tracing and ONNX export it runs the portable formulation
+        instead (:meth:`sample`, grid_sample, then one batched matrix product of the weight viewed
+        as (out, C*K) with the samples viewed as (N, C*K, H*W)). Both give the original's sums
+        (its strided (K, 1) / (1, K) conv over the (N, C, K*H, W) / (N, C, H, K*W) layout) up to
+        float rounding.
         """
+        if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+                or not self.use_snake_conv):
+            out = self._sampled_conv(x)
+        else:
+            out = self._snake_conv(x)
+        return self.relu(self.gn(out))
+
+    def _axis_conv(self) -> nn.Conv2d:
+        return self.dsc_conv_x if self.morph == 0 else self.dsc_conv_y
+
+    def _sampled_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The axis conv over :meth:`sample`'s (N, C, K, H, W) map, (N, out, H, W)."""
         deformed = self.sample(x)
         n, c_in, k, h, w = deformed.shape
-        conv = self.dsc_conv_x if self.morph == 0 else self.dsc_conv_y
+        conv = self._axis_conv()
         weight = conv.weight.reshape(1, self.out_channels, c_in * k)
         bias = conv.bias.view(1, self.out_channels, 1)
-        out = torch.baddbmm(
-            bias, weight.expand(n, -1, -1), deformed.reshape(n, c_in * k, h * w)
-        )
-        return self.relu(self.gn(out.view(n, self.out_channels, h, w)))
+        out = torch.baddbmm(bias, weight.expand(n, -1, -1), deformed.reshape(n, c_in * k, h * w))
+        return out.view(n, self.out_channels, h, w)
+
+    @torch.jit.unused
+    def _snake_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The axis conv by :func:`medseg.ops.snake.snake_conv`, (N, out, H, W), dtype of ``x``
+        (float16/bfloat16 computed in float32, autocast off inside)."""
+        from medseg.ops.snake import snake_conv
+
+        self._check_input(x)
+        n, _, h, w = x.shape
+        shift = self.snake_offsets(x)
+        src = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        if shift is None:
+            shift = src.new_zeros((n, self.kernel_size, h, w))
+        conv = self._axis_conv()
+        weight = conv.weight.reshape(self.out_channels, self.in_channels, self.kernel_size)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = snake_conv(src, shift.to(src.dtype), weight.to(src.dtype), conv.bias.to(src.dtype), self.morph,
+                             self.padding_mode)
+        return out.to(x.dtype)

@@ -405,9 +405,12 @@ def comparison_tables(doc: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-#: The markers around the README section generated from a results file (:func:`update_readme`).
-README_BEGIN = "<!-- generated from {name} by `medseg reproduce --readme`: begin -->"
-README_END = "<!-- generated from {name} by `medseg reproduce --readme`: end -->"
+#: The markers around a README section generated from a results file (:func:`rewrite_section`).
+README_BEGIN = "<!-- generated from {name} by `{command}`: begin -->"
+README_END = "<!-- generated from {name} by `{command}`: end -->"
+
+#: What writes the README section of a reproduction file (the markers name it).
+README_COMMAND = "medseg reproduce --readme"
 
 
 def readme_section(doc: dict[str, Any]) -> str:
@@ -416,30 +419,44 @@ def readme_section(doc: dict[str, Any]) -> str:
     return markdown_table(doc) + "\n" + comparison_tables(doc)
 
 
-def update_readme(readme: str | os.PathLike, results: str | os.PathLike) -> bool:
-    """Rewrite the part of ``readme`` between the markers for ``results`` (:data:`README_BEGIN`,
-    with ``name`` the results file's name) with :func:`readme_section` of that file, atomically.
+def rewrite_section(readme: str | os.PathLike, name: str, command: str, body: str) -> bool:
+    """Replace what lies between the markers :data:`README_BEGIN` and :data:`README_END` (for the
+    results file ``name`` and the ``command`` that writes it) in ``readme`` with ``body``,
+    atomically.
 
     Returns:
         True if the README changed.
 
     Raises:
-        ConfigError: the results file does not validate, or the README lacks either marker
-            (the message names the marker to add).
+        ConfigError: the README lacks either marker (the message names the lines to add).
     """
-    readme, results = Path(readme), Path(results)
-    doc = json.loads(results.read_text())
-    validate(doc)
-    begin, end = README_BEGIN.format(name=results.name), README_END.format(name=results.name)
+    readme = Path(readme)
+    begin, end = README_BEGIN.format(name=name, command=command), README_END.format(name=name, command=command)
     text = readme.read_text()
     if begin not in text or end not in text or text.index(begin) > text.index(end):
-        raise ConfigError(f"{readme}: no section for {results.name}; add the lines\n{begin}\n{end}")
+        raise ConfigError(f"{readme}: no section for {name}; add the lines\n{begin}\n{end}")
     head, rest = text.split(begin, 1)
-    new = f"{head}{begin}\n{readme_section(doc)}{end}{rest.split(end, 1)[1]}"
+    new = f"{head}{begin}\n{body}{end}{rest.split(end, 1)[1]}"
     if new == text:
         return False
     write_text_atomic(readme, new)
     return True
+
+
+def update_readme(readme: str | os.PathLike, results: str | os.PathLike) -> bool:
+    """Rewrite the README section generated from the reproduction file ``results`` with its
+    :func:`readme_section` (:func:`rewrite_section`).
+
+    Returns:
+        True if the README changed.
+
+    Raises:
+        ConfigError: the results file does not validate, or the README lacks either marker.
+    """
+    results = Path(results)
+    doc = json.loads(results.read_text())
+    validate(doc)
+    return rewrite_section(readme, results.name, README_COMMAND, readme_section(doc))
 
 
 def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
