@@ -18,6 +18,16 @@ from medseg.ops.dsconv_reference import (
 )
 
 
+@pytest.fixture(autouse=True, params=["snake", "grid_sample"])
+def eager_path(request, monkeypatch):
+    """Every test of this file runs through both eager formulations: snake_conv (forced on the
+    small test inputs, which would otherwise take the grid_sample path) and grid_sample."""
+    import medseg.ops.dsconv as dsconv
+
+    monkeypatch.setattr(dsconv, "SNAKE_MIN_ELEMENTS", 0 if request.param == "snake" else 2**62)
+    return request.param
+
+
 def _rigid_equivalent(m: DSConv2d) -> nn.Conv2d:
     """The plain conv a DSConv2d with offsets off must equal: 1xK (morph 0) / Kx1 (morph 1)."""
     k, c = m.kernel_size, m.kernel_size // 2
@@ -250,12 +260,15 @@ def test_float64_and_size_one_inputs():
 
 @pytest.mark.parametrize("morph", [0, 1])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border"])
-def test_snake_conv_equals_the_grid_sample_formulation(morph, padding_mode):
+def test_snake_conv_equals_the_grid_sample_formulation(morph, padding_mode, monkeypatch):
     """The eager path (medseg.ops.snake.snake_conv) against the portable one export runs
     (grid_sample, use_snake_conv=False): outputs within 1e-5 and every gradient within 1e-4 of
     its largest entry, or of 1 % of the largest gradient (float32; grid_sample normalises and unnormalises each coordinate, which
     moves it by about 1e-7 x the image size, and the offset branch's gradients sum many such
     terms). Parity with the reference within 1e-5 is test_parity_float32_and_parameter_gradients."""
+    import medseg.ops.dsconv as dsconv
+
+    monkeypatch.setattr(dsconv, "SNAKE_MIN_ELEMENTS", 0)
     torch.manual_seed(3)
     fast = DSConv2d(3, 8, 5, morph=morph, padding_mode=padding_mode, extend_scope=2.0)
     slow = DSConv2d(3, 8, 5, morph=morph, padding_mode=padding_mode, extend_scope=2.0)
@@ -276,12 +289,17 @@ def test_snake_conv_equals_the_grid_sample_formulation(morph, padding_mode):
         assert a is not None and (a - b).abs().max() <= 1e-4 * max(b.abs().max().item(), 0.01 * scale)
 
 
+@pytest.mark.parametrize("formulation", ["tent", "gather"])
 @pytest.mark.parametrize("morph", [0, 1])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border"])
-def test_snake_conv_gradcheck(morph, padding_mode):
-    """The hand-written backward of snake_conv against finite differences (float64), with
-    displacements reaching beyond the image on both sides."""
+def test_snake_conv_gradcheck(morph, padding_mode, formulation, monkeypatch):
+    """The hand-written backwards of snake_conv (both formulations) against finite differences
+    (float64), with displacements reaching beyond the image on both sides."""
+    import medseg.ops.snake as snake
     from medseg.ops.snake import snake_conv
+
+    if formulation == "gather":
+        monkeypatch.setattr(snake, "TENT_MAX_TERMS", 0)
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
@@ -298,3 +316,44 @@ def test_export_and_scripting_use_the_portable_formulation():
     assert "grid_sampler" in str(traced.inlined_graph)
     x = torch.randn(1, 2, 8, 8)
     assert torch.allclose(traced(x), m(x), atol=1e-6)
+
+
+def test_snake_conv_formulations_agree_and_half_inputs_keep_their_dtype(monkeypatch):
+    """Tent and gather formulations give the same output (float32, 1e-5), and under bfloat16
+    autocast the layer runs (sampling in float32, autocast off inside) close to float32."""
+    import medseg.ops.dsconv as dsconv
+    import medseg.ops.snake as snake
+
+    monkeypatch.setattr(dsconv, "SNAKE_MIN_ELEMENTS", 0)
+    torch.manual_seed(5)
+    m = DSConv2d(4, 8, 9, morph=0, extend_scope=1.0).eval()
+    x = torch.randn(2, 4, 17, 15)
+    with torch.no_grad():
+        tent = m(x)
+        monkeypatch.setattr(snake, "TENT_MAX_TERMS", 0)
+        gather = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = m(x)
+    assert (tent - gather).abs().max() <= 1e-5 * gather.abs().max()
+    assert (mixed.float() - tent).abs().max() <= 0.05 * tent.abs().max()
+
+
+def test_small_inputs_take_the_grid_sample_path(monkeypatch):
+    """Below SNAKE_MIN_ELEMENTS the eager forward is the grid_sample formulation (faster there)."""
+    import medseg.ops.dsconv as dsconv
+    import medseg.ops.snake as snake
+
+    calls = []
+
+    def recording(*args):
+        calls.append(args)
+        return snake.snake_conv.__wrapped__(*args)
+
+    recording.__wrapped__ = snake.snake_conv
+    monkeypatch.setattr(snake, "snake_conv", recording)
+    monkeypatch.setattr(dsconv, "SNAKE_MIN_ELEMENTS", 65)
+    layer = DSConv2d(2, 4, 3)
+    layer(torch.randn(1, 2, 4, 8))  # 64 elements: grid_sample
+    assert calls == []
+    layer(torch.randn(1, 2, 4, 9))  # 72: snake_conv
+    assert len(calls) == 1

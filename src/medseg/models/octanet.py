@@ -409,6 +409,7 @@ class OCTANetFine(nn.Module):
             raise ValueError(
                 f"OCTA-Net fine stage takes 3 input channels (image, thick, thin), got {in_channels}"
             )
+        self.in_channels, self.out_channels = 3, 1
         self.pn_size = int(pn_size)
         self.backbone = FusionCoefficients(channels, pn_size, kernel_size, avg, std)
         self.adagg = AdaptiveAggregation(pn_size)

@@ -4,11 +4,17 @@ only along rows at an integer column (morph 1: along columns at an integer row),
 sample is a linear interpolation between two pixels of one column (row): two reads and one weight,
 not grid_sample's four reads and two weights.
 
-Layout: the input is read as a table of pixels, channels last, (N*H*W, C), so a sample is a copy
-of C contiguous floats (``index_select``) and the axis convolution of point k is one matrix
-product (N*H*W, C) @ (C, out). The points are taken one at a time and their products summed, so
-the K-times-larger sampled map (N, C, K, H, W) is never held: the forward pass keeps the input,
-two (N, K, H, W) index maps and two weight maps; the backward pass recomputes each point's samples.
+Layout: channels first. The input is padded by K//2 along the kernel line (zeros, or the border
+replicated), so point k reads a shifted view of it; its two pixels are read by ``torch.gather``
+along the axis it moves on, with one index per pixel broadcast over channels, and its samples
+enter one matrix product with the axis conv's weight for that point, the sums accumulated channels
+last. The points are taken one at a time into reused buffers, so the K-times-larger sampled map
+(N, C, K, H, W) is never held: the forward pass keeps the input and six (N, K, H, W) maps (two
+indices, two weights, two slopes); the backward pass recomputes each point's samples.
+
+Measured (benchmarks/dsconv.py, 2-core CPU): the gathers take about half the time and the products
+most of the rest; a fused kernel that reads each pixel once for all K points would remove the
+first, and pure PyTorch has none (the CPU path must install without a compiler).
 Boundary: ``padding_mode="zeros"`` gives a neighbour outside the image the value 0 (grid_sample's
 ``zeros``); ``"border"`` clamps the position to [0, size - 1] first (grid_sample's ``border``).
 """
@@ -168,6 +174,143 @@ def _unpad(grad_padded: torch.Tensor, k: int, morph: int, padding_mode: str) -> 
     return grad
 
 
+#: The tent formulation is used while a kernel point's displacements span at most this many
+#: integer rows (columns); beyond it, the gather formulation (its cost does not grow with the span).
+TENT_MAX_TERMS = 16
+
+
+def _tent_spans(shift: torch.Tensor) -> list[tuple[int, int]]:
+    """Per kernel point, the integer displacements ``lo .. hi`` whose pixels its bilinear samples
+    can touch: ``floor(min shift)`` to ``floor(max shift) + 1``."""
+    lo = torch.floor(shift.amin(dim=(0, 2, 3))).long().tolist()
+    hi = (torch.floor(shift.amax(dim=(0, 2, 3))) + 1).long().tolist()
+    return list(zip(lo, hi))
+
+
+class _TentPlan:
+    """The tent formulation of one call: every sample is a sum over integer displacements d of
+    ``max(0, 1 - |shift - d|)`` times the input shifted by d across the line and by the point's
+    place along it, views of one padded input; each term is one multiply-add over (N, C, H, W)
+    with a per-pixel weight, no gather. Exactly bilinear (two terms are non-zero per pixel);
+    padding zeros, or the border replicated, which equals grid_sample's clamping."""
+
+    def __init__(self, x: torch.Tensor, shift: torch.Tensor, spans, morph: int, padding_mode: str) -> None:
+        n, c, h, w = x.shape
+        k = shift.shape[1]
+        self.size, self.morph, self.k, self.spans = (h, w), morph, k, spans
+        self.reach = max(1, max(max(-lo, hi) for lo, hi in spans))
+        self.line = k // 2
+        r, m = self.reach, self.line
+        self.pad = (m, m, r, r) if morph == 0 else (r, r, m, m)
+        self.padding_mode = padding_mode
+        self.padded = F.pad(x, self.pad, mode="constant" if padding_mode == "zeros" else "replicate")
+
+    def view(self, tensor: torch.Tensor, d: int, j: int) -> torch.Tensor:
+        """(N, C, H, W) view of a padded tensor for displacement ``d`` of point ``j``."""
+        h, w = self.size
+        r = self.reach
+        if self.morph == 0:
+            return tensor[:, :, r + d:r + d + h, j:j + w]
+        return tensor[:, :, j:j + h, r + d:r + d + w]
+
+    def weights(self, shift: torch.Tensor, j: int) -> torch.Tensor:
+        """(D, N, 1, H, W) tent weights ``max(0, 1 - |shift_j - d|)`` of point ``j``, one per
+        displacement ``d`` of its span."""
+        lo, hi = self.spans[j]
+        d = torch.arange(lo, hi + 1, dtype=shift.dtype, device=shift.device).view(-1, 1, 1, 1, 1)
+        return (1 - (shift[:, j:j + 1].unsqueeze(0) - d).abs()).clamp_(min=0)
+
+    def slopes(self, shift: torch.Tensor, j: int) -> torch.Tensor:
+        """(D, N, 1, H, W) d(weight)/d(shift): +1 for ``d = floor(shift) + 1``, -1 for
+        ``d = floor(shift)`` (grid_sample's one-sided slope at integer positions)."""
+        lo, hi = self.spans[j]
+        d = torch.arange(lo, hi + 1, dtype=shift.dtype, device=shift.device).view(-1, 1, 1, 1, 1)
+        floor = torch.floor(shift[:, j:j + 1]).unsqueeze(0)
+        return (floor == d - 1).to(shift.dtype) - (floor == d).to(shift.dtype)
+
+    def combine(self, tensor: torch.Tensor, j: int, weights: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out = sum_d weights[d] * view(tensor, d, j)``, (N, C, H, W)."""
+        lo = self.spans[j][0]
+        torch.mul(self.view(tensor, lo, j), weights[0], out=out)
+        for i in range(1, weights.shape[0]):
+            out.addcmul_(self.view(tensor, lo + i, j), weights[i])
+        return out
+
+    def scatter(self, grad_padded: torch.Tensor, j: int, weights: torch.Tensor, grad_sample: torch.Tensor) -> None:
+        """Add point ``j``'s sample gradient to the padded input's gradient."""
+        lo = self.spans[j][0]
+        for i in range(weights.shape[0]):
+            self.view(grad_padded, lo + i, j).addcmul_(grad_sample, weights[i])
+
+    def unpad(self, grad_padded: torch.Tensor) -> torch.Tensor:
+        """The input's gradient: the centre, with (border) each pad's gradient folded onto the edge
+        pixels it replicated, first across the line, then along it."""
+        h, w = self.size
+        grad = grad_padded
+        left, right, top, bottom = self.pad
+        for dim, before, size in ((2, top, h), (3, left, w)):
+            centre = grad.narrow(dim, before, size).clone()
+            if self.padding_mode == "border" and before:
+                centre.narrow(dim, 0, 1).add_(grad.narrow(dim, 0, before).sum(dim, keepdim=True))
+                centre.narrow(dim, size - 1, 1).add_(grad.narrow(dim, before + size, before).sum(dim, keepdim=True))
+            grad = centre
+        return grad
+
+
+class _TentSnakeConv(torch.autograd.Function):
+    """:func:`snake_conv` by the tent formulation (:class:`_TentPlan`)."""
+
+    @staticmethod
+    def forward(ctx, x, shift, weight, bias, morph: int, padding_mode: str, spans):  # noqa: D102
+        n, c, h, w = x.shape
+        out_channels, _, k = weight.shape
+        plan = _TentPlan(x, shift, spans, morph, padding_mode)
+        sample = torch.empty_like(x)
+        out = bias.to(x.dtype).view(1, 1, out_channels).expand(n, h * w, out_channels).contiguous()
+        for j in range(k):
+            plan.combine(plan.padded, j, plan.weights(shift, j), sample)
+            out.baddbmm_(sample.view(n, c, h * w).transpose(1, 2), weight[:, :, j].t().expand(n, c, out_channels))
+        ctx.save_for_backward(x, shift, weight)
+        ctx.morph, ctx.padding_mode, ctx.spans = morph, padding_mode, spans
+        return out.transpose(1, 2).reshape(n, out_channels, h, w)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _TentSnakeConv._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
+        x, shift, weight = ctx.saved_tensors
+        n, c, h, w = x.shape
+        out_channels, _, k = weight.shape
+        g = grad_out.to(x.dtype).contiguous().view(n, out_channels, h * w)
+        plan = _TentPlan(x, shift, ctx.spans, ctx.morph, ctx.padding_mode)
+        need_x, need_shift, need_w, need_b = ctx.needs_input_grad[:4]
+        grad_padded = torch.zeros_like(plan.padded) if need_x else None
+        grad_shift = torch.zeros_like(shift) if need_shift else None
+        grad_weight = torch.zeros_like(weight) if need_w else None
+        sample, gs = torch.empty_like(x), torch.empty_like(x)
+        slope = torch.empty_like(x) if need_shift else None
+        for j in range(k):
+            weights = plan.weights(shift, j)
+            plan.combine(plan.padded, j, weights, sample)
+            if need_shift:
+                plan.combine(plan.padded, j, plan.slopes(shift, j), slope)
+            if need_w:
+                grad_weight[:, :, j] = torch.bmm(g, sample.view(n, c, h * w).transpose(1, 2)).sum(0)
+            if not (need_x or need_shift):
+                continue
+            torch.bmm(weight[:, :, j].t().expand(n, c, out_channels), g, out=gs.view(n, c, h * w))  # dL/dsample
+            if need_shift:
+                grad_shift[:, j] = slope.mul_(gs).sum(1)
+            if need_x:
+                plan.scatter(grad_padded, j, weights, gs)
+        grad_x = plan.unpad(grad_padded) if need_x else None
+        grad_bias = g.sum((0, 2)) if need_b else None
+        return grad_x, grad_shift, grad_weight, grad_bias, None, None, None
+
+
 def snake_conv(x: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, morph: int,
                padding_mode: str) -> torch.Tensor:
     """DSConv's sampling and axis convolution in one pass, without the K-fold sampled map.
@@ -187,7 +330,15 @@ def snake_conv(x: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor, bias:
         (N, out, H, W): ``bias + sum_k weight[:, :, k] @ sample_k``, with ``sample_k`` the
         bilinear sample of ``x`` at point k (identical to grid_sample's, up to float rounding).
         Differentiable in ``x``, ``shift``, ``weight`` and ``bias``.
+
+    Two formulations, the same values: the tent sum (:class:`_TentPlan`: multiply-adds of shifted
+    views, no gather), while every point's displacements span at most :data:`TENT_MAX_TERMS`
+    integer rows (columns), as DSConv's cumulative tanh offsets do (point i from the centre moves
+    less than ``i * extend_scope`` pixels); else the two-pixel gather (:class:`_Point`).
     """
+    spans = _tent_spans(shift.detach())
+    if max(hi - lo + 1 for lo, hi in spans) <= TENT_MAX_TERMS:
+        return _TentSnakeConv.apply(x, shift, weight, bias, morph, padding_mode, spans)
     return _SnakeConv.apply(x, shift, weight, bias, morph, padding_mode)
 
 
