@@ -73,6 +73,9 @@ def test_bad_shapes_and_requests_are_refused():
         benchmark_model(model, (1, 1, 32, 32), repeats=0, onnx=False)
     with pytest.raises(ValueError, match="one of"):
         benchmark([], checkpoint=None)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            benchmark_model(model, (1, 1, 32, 32), device="cuda", onnx=False)
     with pytest.raises(ConfigError, match="rows/0/runtime"):
         validate({"tool": "medseg benchmark", "machine": {"matmul_flops_per_s": 1.0, "device": "cpu"},
                   "rows": [{"network": "x", "runtime": "tensorrt", "input": [1, 1, 8, 8], "parameters": 1,

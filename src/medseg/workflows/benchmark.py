@@ -225,7 +225,7 @@ def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = 
     Raises:
         ValueError: ``input_shape`` is not four positive integers, or ``repeats`` < 1.
         medseg.export.errors.ExportError: the network cannot be exported to ONNX.
-        RuntimeError: "cuda" asked for where PyTorch has no CUDA device.
+        medseg.errors.ConfigError: "cuda" asked for where PyTorch has no CUDA device.
     """
     from medseg.machine import matmul_flops, peak_memory
     from medseg.models import count_parameters
@@ -237,7 +237,9 @@ def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = 
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: PyTorch sees no CUDA device here")
+        from medseg.errors import ConfigError
+
+        raise ConfigError("--device cuda: PyTorch sees no CUDA device here")
     flops_per_s = flops_per_s or matmul_flops()
     model = model.to(dev).eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dev)
