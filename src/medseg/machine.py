@@ -78,3 +78,27 @@ def peak_memory(fn: Callable[[], Any], device: Any = "cpu") -> int:
         level += int(e["args"]["Bytes"])
         peak = max(peak, level)
     return peak
+
+
+def median_ms(run: Callable[[], Any], warmup: int = 2, repeats: int = 10, device: Any = "cpu") -> float:
+    """Median wall milliseconds of ``run()`` over ``repeats`` calls after ``warmup`` untimed
+    calls; on CUDA each call is followed by a device synchronisation so the time includes its
+    kernels."""
+    import torch
+
+    device = torch.device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)

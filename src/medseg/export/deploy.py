@@ -38,9 +38,7 @@ import json
 import math
 import os
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -151,15 +149,11 @@ def _compare(session, model: nn.Module, x: torch.Tensor) -> float:
 
 
 def latency_ms(run, x: np.ndarray | torch.Tensor, warmup: int = 2, repeats: int = 10) -> float:
-    """Median milliseconds of ``run(x)`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        run(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+    """Median milliseconds of ``run(x)`` over ``repeats`` calls after ``warmup`` calls
+    (:func:`medseg.machine.median_ms`)."""
+    from medseg.machine import median_ms
+
+    return median_ms(lambda: run(x), warmup, repeats)
 
 
 def calibration_images(cfg, side: int, folder: str | os.PathLike | None = None,
@@ -222,7 +216,15 @@ class _Reader:
         return next(self._it, None)
 
 
-def _quantise_int8(src: Path, dst: Path, arrays: list[np.ndarray]) -> None:
+def quantise_int8(src: Path, dst: Path, arrays: list[np.ndarray]) -> None:
+    """Write ``dst``, the fp32 ONNX file ``src`` statically quantised to int8 by onnxruntime (QDQ
+    format, per-channel int8 weights, int8 activations, min-max calibration on ``arrays``, each a
+    (1, C, H, W) float32 input the file takes). The shape pre-processing step is skipped where it
+    fails (it is an optimisation).
+
+    Raises:
+        Exception: onnxruntime's own, for a file it cannot quantise or inputs it cannot run.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -349,7 +351,7 @@ def export_checkpoint(
                 staged = work / f"int8{ONNX_SUFFIX}"
                 arrays = calibration_images(cfg, side, calibration, data_root)
                 log(f"medseg export: calibrating int8 on {len(arrays)} images")
-                _quantise_int8(fp32, staged, arrays)
+                quantise_int8(fp32, staged, arrays)
             _write_onnx_metadata(staged, metadata(model, cfg, side, spatial, precision))
             session = _session(staged)
             if staged is not fp32:
@@ -475,4 +477,4 @@ def load_exported(path: str | os.PathLike):
 
 
 __all__ = ["ExportedNetwork", "RTOL", "calibration_images", "export_checkpoint", "is_exported", "latency_ms",
-           "load_exported", "metadata", "needed_divisor", "read_metadata"]
+           "load_exported", "metadata", "needed_divisor", "quantise_int8", "read_metadata"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["snake_conv", "snake_sample", "line_taps"]
+__all__ = ["TENT_MAX_TERMS", "line_taps", "snake_conv"]
 
 
 def line_taps(shift: torch.Tensor, size: tuple[int, int], morph: int, padding_mode: str
@@ -45,7 +45,7 @@ def line_taps(shift: torch.Tensor, size: tuple[int, int], morph: int, padding_mo
         outside, zero padding); and d(sample)/d(shift) = ``slope0 * x[index0] + slope1 *
         x[index1]`` (-1 and +1 for neighbours that exist; 0 where ``border`` clamps the
         position). The position along the line (``k - K//2`` pixels from the centre) is integer
-        and read from the padded input (:func:`_padded`).
+        and read from the padded input (:class:`_Padding`).
     """
     along = size[0] if morph == 0 else size[1]
     base = torch.arange(along, dtype=shift.dtype, device=shift.device)
@@ -64,19 +64,40 @@ def line_taps(shift: torch.Tensor, size: tuple[int, int], morph: int, padding_mo
     return (p0.clamp(0, along - 1), p1.clamp(0, along - 1), weight0, weight1, -slope * ok0, slope * ok1)
 
 
-def _padded(x: torch.Tensor, k: int, morph: int, padding_mode: str) -> torch.Tensor:
-    """``x`` padded by K//2 on both sides of the kernel line's axis (W for morph 0, H for morph 1):
-    zeros, or the border replicated."""
-    c = k // 2
-    pad = (c, c, 0, 0) if morph == 0 else (0, 0, c, c)
-    return F.pad(x, pad, mode="constant" if padding_mode == "zeros" else "replicate")
+class _Padding:
+    """The input padded by K//2 on both sides of the kernel line's axis (W for morph 0, H for
+    morph 1) and by ``reach`` across it, zeros or the border replicated (replication equals
+    grid_sample's clamping of a position), with the views each kernel point reads and the
+    gradient of the padding."""
 
+    def __init__(self, x: torch.Tensor, k: int, reach: int, morph: int, padding_mode: str) -> None:
+        self.size, self.morph, self.padding_mode, self.reach = tuple(x.shape[2:]), morph, padding_mode, reach
+        m = k // 2
+        self.pad = (m, m, reach, reach) if morph == 0 else (reach, reach, m, m)  # F.pad order: W, then H
+        self.padded = F.pad(x, self.pad, mode="constant" if padding_mode == "zeros" else "replicate")
 
-def _window(padded: torch.Tensor, j: int, size: tuple[int, int], morph: int) -> torch.Tensor:
-    """The (N, C, H, W) view of the padded input seen by kernel point ``j`` (shifted ``j - K//2``
-    pixels along the line)."""
-    h, w = size
-    return padded[..., j:j + w] if morph == 0 else padded[..., j:j + h, :]
+    def view(self, tensor: torch.Tensor, d: int, j: int) -> torch.Tensor:
+        """(N, C, H, W) view of a padded tensor for point ``j`` (``j - K//2`` pixels along the
+        line) displaced by ``d`` integer pixels across it."""
+        h, w = self.size
+        r = self.reach
+        if self.morph == 0:
+            return tensor[:, :, r + d:r + d + h, j:j + w]
+        return tensor[:, :, j:j + h, r + d:r + d + w]
+
+    def unpad(self, grad_padded: torch.Tensor) -> torch.Tensor:
+        """The input's gradient: the centre, with (border) each pad's gradient folded onto the edge
+        pixels it replicated, first along H, then along W."""
+        h, w = self.size
+        grad = grad_padded
+        left, _, top, _ = self.pad
+        for dim, before, size in ((2, top, h), (3, left, w)):
+            centre = grad.narrow(dim, before, size).clone()
+            if self.padding_mode == "border" and before:
+                centre.narrow(dim, 0, 1).add_(grad.narrow(dim, 0, before).sum(dim, keepdim=True))
+                centre.narrow(dim, size - 1, 1).add_(grad.narrow(dim, before + size, before).sum(dim, keepdim=True))
+            grad = centre
+        return grad
 
 
 class _Point:
@@ -86,8 +107,8 @@ class _Point:
     the index of each pixel broadcast over channels."""
 
     def __init__(self, x: torch.Tensor, taps, morph: int, padding_mode: str) -> None:
-        self.size, self.morph, self.dim = tuple(x.shape[2:]), morph, 2 if morph == 0 else 3
-        self.padded = _padded(x, taps[0].shape[1], morph, padding_mode)
+        self.dim = 2 if morph == 0 else 3
+        self.padding = _Padding(x, taps[0].shape[1], 0, morph, padding_mode)
         self.taps, self.channels = taps, x.shape[1]
         self.g0, self.g1, self.sample = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
 
@@ -98,7 +119,7 @@ class _Point:
 
     def __call__(self, j: int) -> torch.Tensor:
         """Point ``j``: fills ``g0``, ``g1`` (the two pixels) and returns ``sample``, (N, C, H, W)."""
-        window = _window(self.padded, j, self.size, self.morph)
+        window = self.padding.view(self.padding.padded, 0, j)
         torch.gather(window, self.dim, self.index(0, j), out=self.g0)
         torch.gather(window, self.dim, self.index(1, j), out=self.g1)
         torch.mul(self.g0, self.taps[2][:, j:j + 1], out=self.sample)
@@ -143,13 +164,13 @@ class _SnakeConv(_AxisConvFunction):
     @staticmethod
     def _backward(ctx, grad_out):
         x, weight, *taps = ctx.saved_tensors
-        index0, index1, weight0, weight1, slope0, slope1 = taps
+        _, _, weight0, weight1, slope0, slope1 = taps
         n, c, h, w = x.shape
         out_channels, _, k = weight.shape
         g = grad_out.to(x.dtype).contiguous().view(n, out_channels, h * w)
         point = _Point(x, taps, ctx.morph, ctx.padding_mode)
         need_x, need_shift, need_w, need_b = ctx.needs_input_grad[:4]
-        grad_padded = torch.zeros_like(point.padded) if need_x else None
+        grad_padded = torch.zeros_like(point.padding.padded) if need_x else None
         grad_shift = torch.zeros_like(weight0) if need_shift else None
         grad_weight = torch.zeros_like(weight) if need_w else None
         gs, scratch = torch.empty_like(x), torch.empty_like(x)
@@ -165,24 +186,12 @@ class _SnakeConv(_AxisConvFunction):
                 at1 = torch.mul(gs, point.g1, out=scratch).sum(1)
                 grad_shift[:, j] = slope0[:, j] * at0 + slope1[:, j] * at1
             if need_x:
-                window = _window(grad_padded, j, (h, w), ctx.morph)
+                window = point.padding.view(grad_padded, 0, j)
                 window.scatter_add_(point.dim, point.index(0, j), torch.mul(gs, weight0[:, j:j + 1], out=scratch))
                 window.scatter_add_(point.dim, point.index(1, j), torch.mul(gs, weight1[:, j:j + 1], out=scratch))
-        grad_x = _unpad(grad_padded, k, ctx.morph, ctx.padding_mode) if need_x else None
+        grad_x = point.padding.unpad(grad_padded) if need_x else None
         grad_bias = g.sum((0, 2)) if need_b else None
         return grad_x, grad_shift, grad_weight, grad_bias, None, None
-
-
-def _unpad(grad_padded: torch.Tensor, k: int, morph: int, padding_mode: str) -> torch.Tensor:
-    """The gradient of :func:`_padded`: the centre, plus (border) the pad's gradient folded onto
-    the edge pixels it replicated."""
-    c, dim = k // 2, 3 if morph == 0 else 2
-    size = grad_padded.shape[dim] - 2 * c
-    grad = grad_padded.narrow(dim, c, size).clone()
-    if padding_mode == "border":
-        grad.narrow(dim, 0, 1).add_(grad_padded.narrow(dim, 0, c).sum(dim, keepdim=True))
-        grad.narrow(dim, size - 1, 1).add_(grad_padded.narrow(dim, c + size, c).sum(dim, keepdim=True))
-    return grad
 
 
 #: The tent formulation is used while a kernel point's displacements span at most this many
@@ -198,31 +207,16 @@ def _tent_spans(shift: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(lo, hi))
 
 
-class _TentPlan:
+class _TentPlan(_Padding):
     """The tent formulation of one call: every sample is a sum over integer displacements d of
     ``max(0, 1 - |shift - d|)`` times the input shifted by d across the line and by the point's
-    place along it, views of one padded input; each term is one multiply-add over (N, C, H, W)
-    with a per-pixel weight, no gather. Exactly bilinear (two terms are non-zero per pixel);
-    padding zeros, or the border replicated, which equals grid_sample's clamping."""
+    place along it, views of one padded input (:class:`_Padding`, reaching the widest span); each
+    term is one multiply-add over (N, C, H, W) with a per-pixel weight, no gather. Exactly
+    bilinear (two terms are non-zero per pixel)."""
 
     def __init__(self, x: torch.Tensor, shift: torch.Tensor, spans, morph: int, padding_mode: str) -> None:
-        n, c, h, w = x.shape
-        k = shift.shape[1]
-        self.size, self.morph, self.k, self.spans = (h, w), morph, k, spans
-        self.reach = max(1, max(max(-lo, hi) for lo, hi in spans))
-        self.line = k // 2
-        r, m = self.reach, self.line
-        self.pad = (m, m, r, r) if morph == 0 else (r, r, m, m)
-        self.padding_mode = padding_mode
-        self.padded = F.pad(x, self.pad, mode="constant" if padding_mode == "zeros" else "replicate")
-
-    def view(self, tensor: torch.Tensor, d: int, j: int) -> torch.Tensor:
-        """(N, C, H, W) view of a padded tensor for displacement ``d`` of point ``j``."""
-        h, w = self.size
-        r = self.reach
-        if self.morph == 0:
-            return tensor[:, :, r + d:r + d + h, j:j + w]
-        return tensor[:, :, j:j + h, r + d:r + d + w]
+        super().__init__(x, shift.shape[1], max(1, max(max(-lo, hi) for lo, hi in spans)), morph, padding_mode)
+        self.spans = spans
 
     def weights(self, shift: torch.Tensor, j: int) -> torch.Tensor:
         """(D, N, 1, H, W) tent weights ``max(0, 1 - |shift_j - d|)`` of point ``j``, one per
@@ -252,20 +246,6 @@ class _TentPlan:
         lo = self.spans[j][0]
         for i in range(weights.shape[0]):
             self.view(grad_padded, lo + i, j).addcmul_(grad_sample, weights[i])
-
-    def unpad(self, grad_padded: torch.Tensor) -> torch.Tensor:
-        """The input's gradient: the centre, with (border) each pad's gradient folded onto the edge
-        pixels it replicated, first across the line, then along it."""
-        h, w = self.size
-        grad = grad_padded
-        left, right, top, bottom = self.pad
-        for dim, before, size in ((2, top, h), (3, left, w)):
-            centre = grad.narrow(dim, before, size).clone()
-            if self.padding_mode == "border" and before:
-                centre.narrow(dim, 0, 1).add_(grad.narrow(dim, 0, before).sum(dim, keepdim=True))
-                centre.narrow(dim, size - 1, 1).add_(grad.narrow(dim, before + size, before).sum(dim, keepdim=True))
-            grad = centre
-        return grad
 
 
 class _TentSnakeConv(_AxisConvFunction):
@@ -341,19 +321,3 @@ def snake_conv(x: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor, bias:
     if max(hi - lo + 1 for lo, hi in spans) <= TENT_MAX_TERMS:
         return _TentSnakeConv.apply(x, shift, weight, bias, morph, padding_mode, spans)
     return _SnakeConv.apply(x, shift, weight, bias, morph, padding_mode)
-
-
-def snake_sample(x: torch.Tensor, shift: torch.Tensor, morph: int, padding_mode: str) -> torch.Tensor:
-    """The samples themselves, (N, C, K, H, W) (for inspection and tests; :func:`snake_conv`
-    never builds them). Arguments as :func:`snake_conv`; differentiable by autograd."""
-    n, c, h, w = x.shape
-    k = shift.shape[1]
-    index0, index1, weight0, weight1 = line_taps(shift, (h, w), morph, padding_mode)[:4]
-    padded, dim = _padded(x, k, morph, padding_mode), 2 if morph == 0 else 3
-    points = []
-    for j in range(k):
-        window = _window(padded, j, (h, w), morph)
-        g0 = window.gather(dim, index0[:, j:j + 1].expand(n, c, h, w))
-        g1 = window.gather(dim, index1[:, j:j + 1].expand(n, c, h, w))
-        points.append(g0 * weight0[:, j:j + 1] + g1 * weight1[:, j:j + 1])
-    return torch.stack(points, 2)

@@ -32,6 +32,7 @@ rows run on the CPU unless onnxruntime offers CUDA and ``device`` is "cuda".
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -126,41 +127,27 @@ def network_setup(network: str, size: Sequence[int] | None = None, configs: str 
         medseg.errors.ConfigError: an unknown network name (the registry's message).
     """
     from medseg.config import load_config
-    from medseg.export.deploy import export_side, needed_divisor
     from medseg.models import create_model
 
     path = recipe_for(network, configs)
     cfg = load_config(path) if path is not None else None
     model = create_model(network, **(dict(cfg.model.args) if cfg is not None else {}))
+    recipe = f"{path.parent.name}/{path.stem}" if path is not None else None
+    return model, input_size(model, cfg, size), recipe
+
+
+def input_size(model: nn.Module, cfg=None, size: Sequence[int] | None = None) -> tuple[int, int]:
+    """(H, W) to benchmark ``model`` at, in pixels: ``size`` (H, W), else the recipe's inference
+    window or patch (:func:`medseg.export.deploy.export_side`), else :data:`DEFAULT_SIDE`; each
+    rounded up to the multiple the network needs (:func:`medseg.export.deploy.needed_divisor`)."""
+    from medseg.export.deploy import export_side, needed_divisor
+
     divisor = needed_divisor(model)
     if size:
-        hw = tuple(int(-(-int(s) // divisor) * divisor) for s in size)
-    else:
-        side = export_side(cfg, divisor) if cfg is not None else int(-(-DEFAULT_SIDE // divisor) * divisor)
-        hw = (side, side)
-    recipe = f"{path.parent.name}/{path.stem}" if path is not None else None
-    return model, (hw[0], hw[-1]), recipe
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_ms(run: Callable[[], Any], warmup: int, repeats: int, device: torch.device) -> float:
-    import statistics
-    import time
-
-    for _ in range(warmup):
-        run()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+        h, w = (int(math.ceil(int(s) / divisor) * divisor) for s in (size[0], size[-1]))
+        return h, w
+    side = export_side(cfg, divisor) if cfg is not None else export_side(None, divisor, DEFAULT_SIDE)
+    return side, side
 
 
 def _row(base: dict[str, Any], runtime: str, ms: float, flops_per_s: float, **extra: Any) -> dict[str, Any]:
@@ -177,8 +164,9 @@ def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[
     import onnxruntime as ort
 
     from medseg.export._common import errors
-    from medseg.export.deploy import _quantise_int8
+    from medseg.export.deploy import quantise_int8
     from medseg.export.onnx_export import export_onnx
+    from medseg.machine import median_ms
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="medseg-benchmark-") as work:
@@ -189,7 +177,7 @@ def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[
             int8_path = Path(work) / "int8.onnx"
             arrays = calibration or [torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(10 + i)
                                                  ).numpy() for i in range(CALIBRATION_INPUTS)]
-            _quantise_int8(fp32, int8_path, arrays)
+            quantise_int8(fp32, int8_path, arrays)
             files.append(("onnx-int8", int8_path))
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -198,7 +186,7 @@ def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[
             session = ort.InferenceSession(str(path), options, providers=providers)
             name = session.get_inputs()[0].name
             out = torch.from_numpy(session.run(None, {name: feed})[0]).float()
-            ms = _median_ms(lambda: session.run(None, {name: feed}), warmup, repeats, torch.device("cpu"))
+            ms = median_ms(lambda: session.run(None, {name: feed}), warmup, repeats)
             rows.append(_row(base, runtime, ms, flops_per_s, file_mb=round(path.stat().st_size / 2**20, 3),
                              rel_error=float(errors(out, ref.cpu().float())[1])))
     return rows
@@ -227,7 +215,7 @@ def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = 
         medseg.export.errors.ExportError: the network cannot be exported to ONNX.
         medseg.errors.ConfigError: "cuda" asked for where PyTorch has no CUDA device.
     """
-    from medseg.machine import matmul_flops, peak_memory
+    from medseg.machine import matmul_flops, median_ms, peak_memory
     from medseg.models import count_parameters
 
     shape = tuple(int(s) for s in input_shape)
@@ -247,7 +235,7 @@ def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = 
             "parameters": count_parameters(model), "gflops": round(count_flops(model, x) / 1e9, 4)}
     with torch.no_grad():
         ref = model(x)
-        ms = _median_ms(lambda: model(x), warmup, repeats, dev)
+        ms = median_ms(lambda: model(x), warmup, repeats, dev)
         peak = peak_memory(lambda: model(x), dev)
     rows = [_row(base, "eager", ms, flops_per_s, peak_mb=round(peak / 2**20, 2))]
     if onnx:
@@ -287,14 +275,13 @@ def benchmark(networks: Sequence[str] = (), checkpoint: str | os.PathLike | None
     jobs: list[tuple[nn.Module, tuple[int, int], str | None, str, list | None]] = []
     if checkpoint is not None:
         from medseg.engine.checkpoint import load_model_from_checkpoint
-        from medseg.export.deploy import calibration_images, export_side, needed_divisor
+        from medseg.export.deploy import calibration_images
 
         model, cfg = load_model_from_checkpoint(checkpoint)
-        divisor = needed_divisor(model)
-        hw = tuple(int(-(-int(s) // divisor) * divisor) for s in size) if size else (export_side(cfg, divisor),) * 2
+        hw = input_size(model, cfg, size)
         calib = calibration_images(cfg, hw[0], data_root=data_root) if (int8 and data_root is not None
-                                                                        and hw[0] == hw[-1]) else None
-        jobs.append((model, (hw[0], hw[-1]), str(checkpoint), cfg.model.name, calib))
+                                                                        and hw[0] == hw[1]) else None
+        jobs.append((model, hw, str(checkpoint), cfg.model.name, calib))
     for name in networks:
         model, hw, recipe = network_setup(name, size, configs)
         jobs.append((model, hw, recipe, name, None))
@@ -371,4 +358,4 @@ def update_readme(readme: str | os.PathLike, results: str | os.PathLike) -> bool
 
 
 __all__ = ["CALIBRATION_INPUTS", "DEFAULT_SIDE", "RUNTIMES", "SCHEMA", "benchmark", "benchmark_model",
-           "count_flops", "markdown_table", "network_setup", "recipe_for", "update_readme", "validate"]
+           "count_flops", "input_size", "markdown_table", "network_setup", "recipe_for", "update_readme", "validate"]
