@@ -118,3 +118,17 @@ def test_readme_benchmark_table_is_generated_from_the_committed_results(tmp_path
     assert update_readme(readme, RESULTS) is False, (
         "README's benchmark table differs from benchmarks/results/benchmark-cpu-2core.json: run "
         "medseg benchmark -o benchmarks/results/benchmark-cpu-2core.json --readme README.md")
+
+
+def test_readme_has_each_section_and_generated_table_once():
+    """A README edited by hand and by --readme keeps one copy of each section and of each
+    generated table (one commit once left a second, stale copy of half the README behind)."""
+    text = (ROOT / "README.md").read_text()
+    headings, in_code = [], False
+    for line in text.splitlines():
+        in_code ^= line.startswith("```")
+        if not in_code and line.startswith("#"):
+            headings.append(line)
+    assert len(headings) == len(set(headings)), sorted(h for h in headings if headings.count(h) > 1)
+    for marker in ("`medseg benchmark --readme`: begin", "`medseg reproduce --readme`: begin"):
+        assert text.count(marker) == 1, marker

@@ -133,3 +133,67 @@ def test_the_divisor_an_exported_graph_needs():
 
     assert needed_divisor(create_model("unet", in_channels=1, out_channels=1, base_channels=4, depth=3)) == 8
     assert needed_divisor(create_model("dscnet", in_channels=1, out_channels=1)) == 8
+
+
+def test_int8_keeps_the_sampling_grid_of_dsconv_float(tmp_path):
+    """grid_path_nodes walks up from GridSample's grid to the offset conv: tanh, the cumulative
+    sums and the coordinate arithmetic are on it, the offset conv, the axis MatMul and the
+    GridSample are not; quantise_int8 then leaves no QuantizeLinear on that path, and the int8
+    layer stays close to the float one (a quantised grid moves points by up to half a pixel)."""
+    import onnx
+    import torch
+
+    from medseg.export.deploy import grid_path_nodes, quantise_int8
+    from medseg.export.onnx_export import export_onnx
+    from medseg.ops import DSConv2d
+
+    torch.manual_seed(0)
+    layer = DSConv2d(3, 8, 9, extend_scope=1.0).eval()
+    src, dst = tmp_path / "ds.onnx", tmp_path / "ds8.onnx"
+    export_onnx(layer, src, input_shape=(1, 3, 32, 32))
+    model = onnx.load(str(src))
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    path = grid_path_nodes(model)
+    on_path = {kinds[name] for name in path}
+    assert {"Tanh", "CumSum", "Div"} <= on_path
+    assert not on_path & {"Conv", "MatMul", "GridSample", "Shape"}
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    quantise_int8(src, dst, arrays)
+    quantised = onnx.load(str(dst))
+    producer = {o: n for n in quantised.graph.node for o in n.output}
+    grid = next(n.input[1] for n in quantised.graph.node if n.op_type == "GridSample")
+    assert producer[grid].op_type != "DequantizeLinear", "the grid reaches GridSample in float"
+    assert any(n.op_type == "QuantizeLinear" for n in quantised.graph.node), "the rest is int8"
+    import onnxruntime as ort
+
+    x = arrays[0]
+    ref = layer(torch.from_numpy(x)).detach().numpy()
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.abs(got - ref).max() <= 0.1 * np.abs(ref).max()
+
+
+def test_an_export_keeps_the_inference_method_auto_gave_its_network(trained, tmp_path):
+    """``eval.inference: auto`` resolves from the network's modules (sliding windows for DSCNet's
+    GroupNorms, whole images otherwise), which an exported file has not: the export records the
+    method (``medseg.inference``) and ``load_exported`` restores it. Without it, a DSCNet export
+    ran whole images where its checkpoint ran 128-pixel windows (test Dice 0.0037 apart)."""
+    from medseg.config import Config
+    from medseg.export.deploy import _write_onnx_metadata, metadata
+    from medseg.models import create_model
+
+    ckpt, _ = trained
+    out = tmp_path / "u.onnx"
+    export_checkpoint(ckpt, out, log=lambda s: None)
+    meta = read_metadata(out)
+    assert meta["medseg.inference"] == "whole"
+    assert load_exported(out)[1].eval.inference == "whole"
+    _write_onnx_metadata(out, {**meta, "medseg.inference": "sliding"})
+    assert load_exported(out)[1].eval.inference == "sliding"
+
+    cfg = Config()
+    cfg.model.name = "dscnet"
+    dscnet = create_model("dscnet", in_channels=1, out_channels=1, n_basic_layer=4, kernel_size=3)
+    assert cfg.eval.inference == "auto"
+    assert metadata(dscnet, cfg, 32, "dynamic", "fp32")["medseg.inference"] == "sliding"

@@ -13,7 +13,10 @@ under keys named ``medseg.*``:
   ``medseg.output_activation`` ("auto": logits, sigmoid for one channel and softmax otherwise;
   "none": probabilities), ``medseg.threshold``, ``medseg.class_names`` (JSON list),
   ``medseg.normalisation`` (the preprocessing steps, JSON), ``medseg.precision`` ("fp32",
-  "fp16", "int8"), ``medseg.network``, ``medseg.version``.
+  "fp16", "int8"), ``medseg.inference`` ("whole" or "sliding": the network's own inference
+  method, which ``eval.inference: auto`` resolves from its modules, e.g. sliding windows for
+  DSCNet's GroupNorms; a file has no modules to resolve it from), ``medseg.network``,
+  ``medseg.version``.
 
 The checks (the file is written only when they pass; fp32 bound: relative error
 ``max|a - b| / max|b|`` at most ``1e-4``, :func:`medseg.export.check_onnx`):
@@ -99,6 +102,7 @@ def metadata(model: nn.Module, cfg, side: int, spatial: str, precision: str) -> 
     """The ``medseg.*`` metadata of an export (strings; see the module docstring)."""
     from medseg import __version__
     from medseg.export._common import input_channels
+    from medseg.inference import inference_method
 
     names = list(cfg.eval.class_names) or ["background", "foreground"]
     return {
@@ -114,6 +118,7 @@ def metadata(model: nn.Module, cfg, side: int, spatial: str, precision: str) -> 
         "medseg.class_names": json.dumps([str(c) for c in names]),
         "medseg.normalisation": json.dumps(normalisation(cfg)),
         "medseg.precision": precision,
+        "medseg.inference": inference_method(model, cfg.eval.inference),
     }
 
 
@@ -216,10 +221,43 @@ class _Reader:
         return next(self._it, None)
 
 
+#: Where a walk up from a GridSample's grid stops: the convolution that predicts the offsets (its
+#: int8 weights are kept) and the ops that read only a tensor's shape.
+_GRID_WALK_STOPS = ("Conv", "Shape")
+
+
+def grid_path_nodes(model) -> list[str]:
+    """Names of the nodes of an ONNX model that compute the sampling grid of a ``GridSample``
+    (DSConv's kernel coordinates: offsets after the offset conv, tanh, cumulative sums, pixel
+    positions, normalisation): every node upstream of a GridSample's ``grid`` input, up to and
+    excluding the first ``Conv`` (the offset conv) or ``Shape`` on each path.
+
+    Quantising these to int8 moves a sampled point by up to half a pixel at a 128-pixel input (an
+    int8 step of the normalised coordinate range [-1, 1] is 2/255 of the image), which broke a
+    trained DSCNet's int8 export (test Dice 0.045); :func:`quantise_int8` keeps them float.
+
+    Args:
+        model: an ``onnx.ModelProto``.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    names: list[str] = []
+    seen: set[str] = set()
+    stack = [node.input[1] for node in model.graph.node if node.op_type == "GridSample" and len(node.input) > 1]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen or node.op_type in _GRID_WALK_STOPS:
+            continue
+        seen.add(node.name)
+        names.append(node.name)
+        stack.extend(node.input)
+    return names
+
+
 def quantise_int8(src: Path, dst: Path, arrays: list[np.ndarray]) -> None:
     """Write ``dst``, the fp32 ONNX file ``src`` statically quantised to int8 by onnxruntime (QDQ
     format, per-channel int8 weights, int8 activations, min-max calibration on ``arrays``, each a
-    (1, C, H, W) float32 input the file takes). The shape pre-processing step is skipped where it
+    (1, C, H, W) float32 input the file takes), the nodes that compute a GridSample's sampling
+    grid kept float (:func:`grid_path_nodes`). The shape pre-processing step is skipped where it
     fails (it is an optimisation).
 
     Raises:
@@ -233,10 +271,13 @@ def quantise_int8(src: Path, dst: Path, arrays: list[np.ndarray]) -> None:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantise the file as it is
         shutil.copyfile(src, pre)
+    import onnx
+
     name = _session(src).get_inputs()[0].name
     quantize_static(str(pre), str(dst), _Reader(name, arrays), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=grid_path_nodes(onnx.load(str(pre), load_external_data=False)))
     pre.unlink(missing_ok=True)
 
 
@@ -447,7 +488,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def load_exported(path: str | os.PathLike):
     """An exported file as ``(ExportedNetwork, Config)``, the Config the run's own (from
-    ``medseg.config``) with, for a fixed-size file, sliding-window inference at its size.
+    ``medseg.config``) with ``eval.inference: auto`` replaced by the method it gave the network
+    (``medseg.inference``), and, for a fixed-size file, sliding-window inference at its size.
 
     Raises:
         ExportError: as :func:`read_metadata`.
@@ -471,10 +513,13 @@ def load_exported(path: str | os.PathLike):
                 return module(x).float()
     net = ExportedNetwork(path, meta, runner).eval()
     overrides = []
+    if cfg_dict.get("eval", {}).get("inference", "auto") == "auto" and meta.get("medseg.inference"):
+        overrides = [f"eval.inference={meta['medseg.inference']}"]  # what "auto" gave the network
     if net.fixed_size is not None:
         overrides = ["eval.inference=sliding", f"eval.roi_size={net.fixed_size[0]}"]
     return net, build_config(cfg_dict, overrides, source=f"medseg.config in {path}")
 
 
-__all__ = ["ExportedNetwork", "RTOL", "calibration_images", "export_checkpoint", "is_exported", "latency_ms",
+__all__ = ["ExportedNetwork", "RTOL", "calibration_images", "export_checkpoint", "grid_path_nodes", "is_exported",
+           "latency_ms",
            "load_exported", "metadata", "needed_divisor", "quantise_int8", "read_metadata"]
