@@ -169,15 +169,19 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     run = tmp_path / "c"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "400", *TINY],
+    # Long enough (up to 4,000 steps, 250 epochs) that the signal always lands mid-training: with
+    # the default 20 epochs a fast machine could finish the 320 steps before it arrived.
+    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "4000",
+                             "--max-epochs", "250", *TINY],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").is_file():
+    while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)
+    assert proc.poll() is None, "training ended before the signal: " + proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 1, err[-2000:]
     import re
 
     kept = re.search(r"medseg: interrupted at step \d+; kept .*last\.ckpt \(step (\d+)\)", err)
