@@ -53,7 +53,7 @@ def save_panels(jobs: list[dict[str, Any]], workers: int | None = None) -> list[
     Args:
         jobs: keyword arguments of :func:`save_panel`, one dict per panel.
         workers: processes (default: the CPU count); panels render one at a time when there
-            are fewer than 4 jobs, one CPU, or no ``fork`` start method (matplotlib figures are
+            are fewer than 4 jobs, one CPU, or no ``forkserver`` start method (matplotlib figures are
             single-threaded: 20 DRIVE panels take 6.9 s in one process on 2 cores).
 
     Returns:
@@ -65,11 +65,12 @@ def save_panels(jobs: list[dict[str, Any]], workers: int | None = None) -> list[
     import multiprocessing as mp
 
     n = workers or os.cpu_count() or 1
-    if len(jobs) < 4 or n < 2 or "fork" not in mp.get_all_start_methods():
+    if len(jobs) < 4 or n < 2 or "forkserver" not in mp.get_all_start_methods():
         return [save_panel(**job) for job in jobs]
-    # fork: the children only run numpy and matplotlib (no torch, no OpenMP), so forking a
-    # process whose torch thread pool is started is safe here
-    with mp.get_context("fork").Pool(min(n, len(jobs))) as pool:
+    # forkserver, not fork: a child forked from a process with other native threads (torch's
+    # OpenMP pool, onnxruntime's) can inherit a lock one of them held and wait on it forever (seen
+    # in the test suite: two figure workers and their parent in futex waits)
+    with mp.get_context("forkserver").Pool(min(n, len(jobs))) as pool:
         return pool.map(_render_panel, jobs, chunksize=max(1, len(jobs) // (4 * n)))
 
 
