@@ -173,7 +173,10 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     # the default 20 epochs a fast machine could finish the 320 steps before it arrived.
     proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "4000",
                              "--max-epochs", "250", *TINY],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (`cmd &`) ignores SIGINT, and a child
+                            # inherits that: give the run the disposition a terminal's Ctrl-C meets
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None:
         time.sleep(0.05)
