@@ -169,10 +169,7 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     run = tmp_path / "c"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # Long enough (up to 4,000 steps, 250 epochs) that the signal always lands mid-training: with
-    # the default 20 epochs a fast machine could finish the 320 steps before it arrived.
-    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "4000",
-                             "--max-epochs", "250", *TINY],
+    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "400", *TINY],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # a suite started in the background (`cmd &`) ignores SIGINT, and a child
                             # inherits that: give the run the disposition a terminal's Ctrl-C meets

@@ -237,7 +237,13 @@ def grid_path_nodes(model) -> list[str]:
     trained DSCNet's int8 export (test Dice 0.045); :func:`quantise_int8` keeps them float.
 
     Args:
-        model: an ``onnx.ModelProto``.
+        model: an ``onnx.ModelProto`` (its external data need not be loaded).
+
+    Returns:
+        Node names in walk order, each once; empty for a graph without GridSample. Names are what
+        onnxruntime's ``quantize_static(nodes_to_exclude=...)`` takes.
+
+    Source: ONNX operator GridSample (opset 16), input 1 ``grid`` (N, H_out, W_out, 2) in [-1, 1].
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     names: list[str] = []
@@ -512,14 +518,14 @@ def load_exported(path: str | os.PathLike):
             with torch.no_grad():
                 return module(x).float()
     net = ExportedNetwork(path, meta, runner).eval()
-    overrides = []
-    if cfg_dict.get("eval", {}).get("inference", "auto") == "auto" and meta.get("medseg.inference"):
-        overrides = [f"eval.inference={meta['medseg.inference']}"]  # what "auto" gave the network
     if net.fixed_size is not None:
         overrides = ["eval.inference=sliding", f"eval.roi_size={net.fixed_size[0]}"]
+    elif cfg_dict.get("eval", {}).get("inference", "auto") == "auto" and "medseg.inference" in meta:
+        overrides = [f"eval.inference={meta['medseg.inference']}"]  # what "auto" gave the network
+    else:
+        overrides = []
     return net, build_config(cfg_dict, overrides, source=f"medseg.config in {path}")
 
 
 __all__ = ["ExportedNetwork", "RTOL", "calibration_images", "export_checkpoint", "grid_path_nodes", "is_exported",
-           "latency_ms",
-           "load_exported", "metadata", "needed_divisor", "quantise_int8", "read_metadata"]
+           "latency_ms", "load_exported", "metadata", "needed_divisor", "quantise_int8", "read_metadata"]
