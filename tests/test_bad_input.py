@@ -455,7 +455,7 @@ def _dicom_root(root: Path, damage: str) -> Path:
     for s in range(2):
         skip = (2,) if (damage == "missing slice" and s == 0) else ()
         exp = make_series(root / f"series{s}", n=5, series_uid=f"1.2.3.{s}", patient_id=f"P{s}", seed=s, skip=skip)
-        from medseg.data.volume_io import read_dicom_series
+        from medseg.data.io.dicom import read_dicom_series
 
         aff = np.eye(4) if skip else read_dicom_series(root / f"series{s}")[1]  # a gapped series cannot be read
         (root / "labels").mkdir(exist_ok=True)

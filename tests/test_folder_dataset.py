@@ -13,7 +13,8 @@ import tifffile
 from PIL import Image
 
 from medseg.data import create_dataset
-from medseg.data.folder import FolderDataset, read_binary_mask, read_label_map
+from medseg.data.datasets.folder import FolderDataset
+from medseg.data.io.masks import read_label_map, read_mask
 from medseg.errors import ConfigError, DataError
 
 H, W = 20, 28
@@ -255,7 +256,7 @@ def test_colour_masks_in_binary_mode(tmp_path):
     red[lab == 1] = (255, 0, 0)
     Image.fromarray(red).save(tmp_path / "masks" / "r.png")
     # one colour on black: luminance threshold (red = 76 > 38)
-    assert np.array_equal(read_binary_mask(tmp_path / "masks" / "r.png"), lab)
+    assert np.array_equal(read_mask(tmp_path / "masks" / "r.png"), lab)
     (c,) = FolderDataset(tmp_path, "train", test_fraction=0.0)
     assert np.array_equal(c.mask, lab)
     # several colours: not binary, and the message says it is a colour mask

@@ -17,14 +17,14 @@ from skimage.morphology import skeletonize
 
 from medseg.data import create_dataset, list_datasets
 from medseg.data.base import data_root
-from medseg.data.octa import (
+from medseg.data.datasets.octa import (
     Octa500Dataset,
     Rose1Dataset,
     Rose2Dataset,
     RossaDataset,
     resize_centerline,
 )
-from medseg.data.preprocess import resize
+from medseg.data.transforms.preprocess import resize
 from medseg.errors import ConfigError, DataError
 
 EIGHT = np.ones((3, 3), dtype=int)  # 8-connectivity for ndimage.label

@@ -12,18 +12,18 @@ import pytest
 import tifffile
 from PIL import Image
 
-import medseg.data.polyp as polyp_module
+import medseg.data.datasets.polyp as polyp_module
 from medseg.data import create_dataset
 from medseg.data.base import data_root
 from medseg.data.io import read_image, read_label
-from medseg.data.polyp import (
+from medseg.data.datasets.polyp import (
     CLINICDB_FRAMES,
     CvcClinicDbDataset,
     KvasirSegDataset,
     clinicdb_sequence,
     threshold_polyp_mask,
 )
-from medseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Pipeline
+from medseg.data.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, Pipeline
 from medseg.data.records import natural_key, shipped_split
 from medseg.errors import ConfigError, DataError
 
@@ -67,7 +67,7 @@ def test_shipped_kvasir_split_file():
 def test_published_kvasir_split_is_the_authors_lists_and_the_default():
     """The authors' train.txt / val.txt (DebeshJha/2020-MediaEval-Medico-polyp-segmentation,
     kvasir-seg-train-val/): 880 / 120, disjoint; val.txt's first ids are in "test"."""
-    from medseg.data.polyp import KvasirSegDataset
+    from medseg.data.datasets.polyp import KvasirSegDataset
 
     pub = shipped_split("kvasir_seg_published")
     assert len(pub["train"]) == 880 and len(pub["test"]) == 120 and not set(pub["train"]) & set(pub["test"])
@@ -81,7 +81,7 @@ def test_published_kvasir_split_is_the_authors_lists_and_the_default():
 
 
 def test_kvasir_split_list_selects_the_lists(kvasir_root):
-    from medseg.data.polyp import KvasirSegDataset
+    from medseg.data.datasets.polyp import KvasirSegDataset
 
     for which, name in (("published", "kvasir_seg_published"), ("medseg", "kvasir_seg")):
         inv = KvasirSegDataset.inventory(kvasir_root, split_list=which)

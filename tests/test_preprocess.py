@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medseg.data.base import Case
-from medseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Pipeline, parse_steps
+from medseg.data.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, Pipeline, parse_steps
 from medseg.errors import ConfigError, DataError
 
 
@@ -47,7 +47,7 @@ def test_zscore_minmax_percentile_hu():
     ct = _case(c=1)
     ct.image = np.array([[[-1000.0, -160.0, 40.0, 240.0, 3000.0]]], np.float32)
     ct.mask = ct.fov = None  # not used by the step
-    from medseg.data.preprocess import hu_window
+    from medseg.data.transforms.preprocess import hu_window
 
     out = hu_window(ct, level=40, width=400).image[0, 0]
     assert np.allclose(out, [0.0, 0.0, 0.5, 1.0, 1.0])
@@ -97,7 +97,7 @@ def test_pipeline_errors():
 
 
 def test_steps_do_not_modify_their_input():
-    from medseg.data.preprocess import STEPS
+    from medseg.data.transforms.preprocess import STEPS
 
     for name in STEPS:
         c = _case(c=3, h=12, w=12)

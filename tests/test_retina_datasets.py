@@ -19,10 +19,10 @@ from PIL import Image
 
 from medseg.data import create_dataset, list_datasets
 from medseg.data.base import data_root
-from medseg.data.chase_db1 import ChaseDB1Dataset
-from medseg.data.fov import fov_from_image
+from medseg.data.datasets.chase_db1 import ChaseDB1Dataset
+from medseg.data.transforms.fov import fov_from_image
 from medseg.data.io import probe, read_image, read_mask
-from medseg.data.stare import LABELLED_IDS, StareDataset, read_stare_image, read_stare_mask
+from medseg.data.datasets.stare import LABELLED_IDS, StareDataset, read_stare_image, read_stare_mask
 from medseg.errors import ConfigError, DataError
 
 

@@ -1,6 +1,5 @@
 """Learning-rate schedules against hand-computed multipliers."""
 
-import math
 
 import pytest
 import torch

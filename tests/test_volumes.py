@@ -19,16 +19,12 @@ import torch
 
 from medseg.data import create_dataset
 from medseg.data.base import data_root
-from medseg.data.volume_io import (
-    normalize_intensity,
-    parse_intensity,
-    read_dicom_series,
-    read_label_nifti,
-    read_nifti,
-    read_volume,
-    write_nifti_like,
-)
-from medseg.data.volumes import DicomDataset, MsdDataset, slice_stacks
+from medseg.data.io.dicom import read_dicom_series
+from medseg.data.io.nifti import read_label_nifti, read_nifti
+from medseg.data.io.volume import read_volume
+from medseg.data.io.writeback import write_nifti_like
+from medseg.data.transforms.intensity import normalize_intensity, parse_intensity
+from medseg.data.datasets.volumes import DicomDataset, MsdDataset, slice_stacks
 from medseg.errors import ConfigError, DataError
 from medseg.inference.volume import predict_volume
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from medseg.config import LossConfig, build_config, load_config
+from medseg.config import build_config, load_config
 from medseg.engine.module import SegmentationModule
 from medseg.engine.train import stage_config
 from medseg.workflows.train import train

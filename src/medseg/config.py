@@ -411,7 +411,7 @@ def validate(cfg: Config) -> None:
     :data:`medseg.workflows.protocols.PROTOCOLS` (imported here, lazily: that module imports no
     config), and, only when the recipe sets them, ``eval.tta`` against :mod:`medseg.inference`'s
     transforms, ``data.augment`` against :class:`medseg.data.AugmentConfig` and
-    ``data.args.preprocess`` with :func:`medseg.data.preprocess.parse_steps` (so a typo there is
+    ``data.args.preprocess`` with :func:`medseg.data.transforms.preprocess.parse_steps` (so a typo there is
     refused before the data check reads a file). Network and dataset names and their other
     arguments are checked by their registries when they are built.
 
@@ -521,7 +521,7 @@ def validate(cfg: Config) -> None:
         if stage.get("augment"):
             _check_augment(f"train.stages[{i}].augment", stage["augment"])
     if "preprocess" in d.args:
-        from medseg.data.preprocess import parse_steps  # lazily: the data layer sits above the config
+        from medseg.data.transforms.preprocess import parse_steps  # lazily: the data layer sits above the config
 
         _prefixed("data.args.preprocess", parse_steps, d.args["preprocess"])
 

@@ -39,7 +39,7 @@ class Case:
             ``"hippocampus_001:z017"`` for slice 17 of a volume.
         image: float32 ``(C, H, W)``. A loader fills it with the stored values (0..255 for 8-bit
             images, HU or scanner units for volumes after the volume's intensity handling); the
-            dataset's preprocessing pipeline (:mod:`medseg.data.preprocess`) then normalises it
+            dataset's preprocessing pipeline (:mod:`medseg.data.transforms.preprocess`) then normalises it
             (for DRIVE: z-scored per channel over the FOV and 0 outside it).
         mask: uint8 ``(H, W)``, a label map with values 0..num_classes-1; binary datasets use
             {0, 1} with foreground (vessel, polyp) = 1.
@@ -305,19 +305,13 @@ def resolve_root(root: str | os.PathLike | None, folder: str) -> Path:
     return base / folder
 
 
-_BUILTIN_MODULES = ("drive", "synthetic")
-_NOT_DATASETS = {"base", "io", "transforms", "records", "preprocess", "files", "check", "volume_io", "fov"}
-
-
 def _import_all() -> None:
-    """Import every dataset module of this package (importing one registers its datasets)."""
-    import medseg.data as pkg
+    """Import every module of :mod:`medseg.data.datasets` (importing one registers its datasets)."""
+    import medseg.data.datasets as pkg
 
-    for name in _BUILTIN_MODULES:
-        importlib.import_module(f"medseg.data.{name}")
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _NOT_DATASETS and not info.name.startswith("_"):
-            importlib.import_module(f"medseg.data.{info.name}")
+        if not info.name.startswith("_"):
+            importlib.import_module(f"medseg.data.datasets.{info.name}")
 
 
 def create_dataset(

@@ -6,7 +6,7 @@ A file dataset is three class-level pieces, so that loading and ``medseg data ch
   (records of every split, pairing problems), decoding nothing;
 - :meth:`FileDataset.read` decodes one record into raw cases (one for a 2-D image, one per
   slice for a volume) whose ``image`` holds stored values;
-- ``default_preprocess``: the pipeline (:mod:`medseg.data.preprocess`) applied to each raw case
+- ``default_preprocess``: the pipeline (:mod:`medseg.data.transforms.preprocess`) applied to each raw case
   unless a recipe names another.
 
 Construction (``FileDataset(root, split, ...)``, or :func:`medseg.data.create_dataset`) runs them
@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medseg.data.base import Case, CaseDataset, resolve_root
-from medseg.data.preprocess import Pipeline
+from medseg.data.transforms.preprocess import Pipeline
 from medseg.data.records import Inventory, Record, apply_split_file, problems_message, split_integrity
 from medseg.errors import ConfigError, DataError, did_you_mean
 
@@ -49,7 +49,7 @@ class FileDataset(CaseDataset):
             ``<repo>/../shared/data/<folder>``. A folder holding ``<folder>/`` is accepted too.
         split: a split name of the dataset (``splits`` of the class; a split file may define
             others).
-        preprocess: pipeline spec (see :mod:`medseg.data.preprocess`); None uses the class's
+        preprocess: pipeline spec (see :mod:`medseg.data.transforms.preprocess`); None uses the class's
             ``default_preprocess``.
         split_file: a JSON/YAML file mapping split names to image ids; replaces the dataset's
             own split (:func:`medseg.data.records.read_split_file`).
@@ -77,7 +77,7 @@ class FileDataset(CaseDataset):
     #: a name of :data:`medseg.workflows.protocols.PROTOCOLS`.
     protocol: ClassVar[str] = "vessel"
     #: Where the field of view comes from: "none" (every pixel), "shipped" (FOV files of the
-    #: release, e.g. DRIVE's ``mask/``) or "computed" (:func:`medseg.data.fov.fov_from_image`).
+    #: release, e.g. DRIVE's ``mask/``) or "computed" (:func:`medseg.data.transforms.fov.fov_from_image`).
     fov_kind: ClassVar[str] = "none"
 
     def __init__(
@@ -137,7 +137,7 @@ class FileDataset(CaseDataset):
 
     @classmethod
     def pipeline_for(cls, opts: dict[str, Any], preprocess: Any = None) -> Pipeline:
-        """The preprocessing :class:`~medseg.data.preprocess.Pipeline` of a recipe: ``preprocess``
+        """The preprocessing :class:`~medseg.data.transforms.preprocess.Pipeline` of a recipe: ``preprocess``
         (the recipe's ``data.args.preprocess``) or the dataset's default for ``opts``. The
         dataset's loading and ``medseg predict`` both use it, so they prepare images alike."""
         return Pipeline(cls.default_pipeline(opts) if preprocess is None else preprocess)

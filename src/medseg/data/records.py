@@ -6,7 +6,7 @@ result, an :class:`Inventory`, is what both the loaders (:mod:`medseg.data.files
 ``medseg data check`` (:mod:`medseg.data.check`) start from, so the two cannot disagree.
 
 Splits come from the layout (DRIVE's ``training/`` and ``test/``), from a list that ships with
-medseg (``medseg/data/splits/<dataset>.json``), from a seeded draw over patients, or from a
+medseg (``medseg/data/datasets/splits/<dataset>.json``), from a seeded draw over patients, or from a
 user's split file (:func:`read_split_file`), which overrides the others.
 """
 
@@ -356,12 +356,12 @@ def split_integrity(records: Iterable[Record]) -> list[Problem]:
 
 
 def shipped_split(dataset: str) -> dict[str, list[str]]:
-    """The split list that ships with medseg for ``dataset`` (``medseg/data/splits/<dataset>.json``).
+    """The split list that ships with medseg for ``dataset`` (``medseg/data/datasets/splits/<dataset>.json``).
 
     Raises:
         DataError: no such list ships with this version.
     """
-    path = Path(__file__).with_name("splits") / f"{dataset}.json"
+    path = Path(__file__).parent / "datasets" / "splits" / f"{dataset}.json"
     if not path.is_file():
         raise DataError(f"no split list ships for dataset {dataset!r} ({path} is missing)")
     return read_split_file(path)

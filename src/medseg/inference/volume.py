@@ -19,8 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.volume_io import canonical_modality, normalize_intensity, read_volume, resolve_intensity, write_nifti_like
-from medseg.data.volumes import slice_stacks
+from medseg.data.io.nifti import canonical_modality
+from medseg.data.io.volume import read_volume
+from medseg.data.io.writeback import write_nifti_like
+from medseg.data.transforms.intensity import normalize_intensity, resolve_intensity
+from medseg.data.datasets.volumes import slice_stacks
 from medseg.errors import ConfigError
 
 
@@ -136,10 +139,10 @@ def predict_volume(
     Returns:
         :class:`VolumePrediction`; the file holds uint8 labels ``(I, J, K)`` with the source's
         affine and header (qform/sform codes, pixdim, units; see
-        :func:`medseg.data.volume_io.write_nifti_like`).
+        :func:`medseg.data.io.writeback.write_nifti_like`).
 
     Raises:
-        DataError: unreadable source (see :func:`medseg.data.volume_io.read_volume`).
+        DataError: unreadable source (see :func:`medseg.data.io.volume.read_volume`).
         ConfigError: invalid slice_axis, context, batch_size, size, intensity, or an output path
             that is the source, inside a DICOM series folder, or not ``.nii``/``.nii.gz``.
         ValueError: ``predict_fn`` returned an output of the wrong shape or type.

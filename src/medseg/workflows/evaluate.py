@@ -211,7 +211,7 @@ def volume_groups(cases: CaseDataset) -> "OrderedDict[str, list[Any]]":
     Raises:
         DataError: the cases are not slices of volumes (no ``meta["volume"]``).
     """
-    from medseg.data.volume_io import nifti_stem
+    from medseg.data.io.nifti import nifti_stem
 
     groups: "OrderedDict[str, list[Any]]" = OrderedDict()
     for case in cases:
@@ -638,7 +638,7 @@ def evaluate_predictions(
         raise DataError("predictions do not fit their ground truth: " + "; ".join(problems[:10])
                         + (f" and {len(problems) - 10} more" if len(problems) > 10 else ""))
     if volumes:
-        from medseg.data.volume_io import read_label_nifti
+        from medseg.data.io.nifti import read_label_nifti
 
         preds = {vid: np.asarray(read_label_nifti(path)[0]) for vid, path in found.items()}
     elif proto.reads == "labels":  # label maps stored as grey levels 0..K-1

@@ -17,7 +17,7 @@ The field of view, for datasets whose preprocessing uses one (DRIVE's z-score in
 ``fov_dir`` (``--fov DIR``) gives FOV masks matched by stem (``<stem>.<ext>`` or
 ``<stem>_mask.<ext>``, e.g. DRIVE's ``01_test_mask.gif`` for ``01_test.tif``); without it the
 FOV is computed from the image by the one estimator medseg has,
-:func:`medseg.data.fov.fov_from_image` (on DRIVE's 40 images it agrees with the shipped masks on
+:func:`medseg.data.transforms.fov.fov_from_image` (on DRIVE's 40 images it agrees with the shipped masks on
 98.4-99.9 % of pixels, 99.6 % on average). Datasets without a FOV use every pixel.
 
 Volumes: for every NIfTI file (``.nii``, ``.nii.gz``) and every DICOM series folder in INPUT (or
@@ -94,12 +94,12 @@ def find_fov(fov_dir: Path, stem: str) -> Path:
 def field_of_view(raw: np.ndarray, cfg: Config, path: Path, fov_dir: Path | None = None) -> np.ndarray:
     """The FOV (bool (H, W)) of an input image as the checkpoint's dataset would have it:
     the mask from ``fov_dir`` when given, all True for datasets without a FOV, else computed
-    with :func:`medseg.data.fov.fov_from_image`.
+    with :func:`medseg.data.transforms.fov.fov_from_image`.
 
     Raises:
         DataError: a missing or mis-sized FOV mask, or an image with no computable FOV (named).
     """
-    from medseg.data.fov import fov_from_image
+    from medseg.data.transforms.fov import fov_from_image
 
     h, w = raw.shape[:2]
     if fov_dir is not None:

@@ -1,4 +1,4 @@
-"""Image and mask readers that fail with a clear :class:`~medseg.errors.DataError`.
+"""Image readers that fail with a clear :class:`~medseg.errors.DataError`.
 
 Every reader opens the file read-only with Pillow, decodes it completely (so a truncated file
 fails here, not in the middle of training) and wraps any failure in a ``DataError`` whose message
@@ -408,107 +408,12 @@ def probe(path: str | os.PathLike) -> dict:
     return {"format": "?", "mode": "?", "size": None}
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """Read a label/mask image as grey levels, without binarising it.
-
-    Palette images (Pillow mode P, e.g. DRIVE ``test/2nd_manual/*.gif`` whose raw indices are
-    {0, 1} and whose palette maps them to grey 3 and 253) are read **through their palette**, so
-    the result does not depend on the index order. Colour masks whose three channels are equal
-    are reduced to one channel; other colour masks are converted to luminance.
-
-    Returns:
-        ``(H, W)`` array of the stored grey levels (uint8 for 8-bit files; uint16/int32/float32
-        for 16-bit, 32-bit and float files).
-
-    Pixels are read as stored, like :func:`read_image` (no EXIF rotation); the same refusals
-    apply (broken links, empty files, multi-frame TIFFs, images above :func:`max_image_pixels`).
-
-    Raises:
-        DataError: missing, unreadable, truncated file (message names the full path).
-    """
-    im = _decode(Path(path), "mask")
-    if isinstance(im, np.ndarray):  # a TIFF only tifffile could read
-        return _rgb_to_grey(im) if im.ndim == 3 else im
-    if im.mode in ("P", "PA"):
-        rgb = np.asarray(im.convert("RGB"))
-        return _rgb_to_grey(rgb)
-    if im.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-        return _rgb_to_grey(np.asarray(im.convert("RGB")))
-    if im.mode in ("1", "LA"):
-        im = im.convert("L")
-    arr = np.asarray(im)
-    if arr.ndim != 2:
-        raise DataError(f"mask {Path(path)} has shape {arr.shape}; expected a single-channel image")
-    return arr.copy()
 
 
-def _rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
-        return np.ascontiguousarray(rgb[..., 0])
-    grey = rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
-def binarize_mask(
-    values: np.ndarray, path: str | os.PathLike | None = None, max_intermediate: float = 0.01
-) -> np.ndarray:
-    """Binarise a stored mask robustly.
-
-    Rule: if the largest value is <= 1 (index-style masks, {0, 1}), foreground is ``value > 0``;
-    otherwise (0/255-style, or 3/253 after a palette) foreground is ``value > max / 2`` (for a
-    0/255 mask this is exactly ``value > 127``). Masks are never compared with ``== 255``. A
-    constant mask is all foreground when its value is 1 or above 127, else all background.
-
-    Args:
-        values: ``(H, W)`` array of grey levels, e.g. from :func:`read_label`.
-        path: the file, only used in error messages.
-        max_intermediate: largest tolerated fraction of pixels strictly between the lowest and
-            highest value (anti-aliased edges); more means a soft or lossy (JPEG) mask.
-
-    Returns:
-        uint8 ``(H, W)`` with values {0, 1}.
-
-    Raises:
-        DataError: not 2-D, negative or non-finite values, or more than ``max_intermediate``
-            of the pixels between the two levels (the mask is not binary). The message names
-            ``path``.
-    """
-    name = f"mask {Path(path)}" if path is not None else "mask"
-    v = np.asarray(values)
-    if v.ndim != 2 or v.size == 0:
-        raise DataError(f"{name} has shape {v.shape}; expected a non-empty (H, W) image")
-    if v.dtype.kind == "f" and not np.isfinite(v).all():
-        raise DataError(f"{name} contains NaN or infinite values")
-    vmin, vmax = v.min(), v.max()
-    if vmin < 0:
-        raise DataError(f"{name} has negative values (min {vmin}); expected 0/1 or 0/255")
-    if vmin == vmax:  # constant: all foreground for 1 or > 127, else all background
-        return np.full(v.shape, bool(vmax == 1 or vmax > 127), dtype=np.uint8)
-    if vmax <= 1:
-        out = v > 0
-        between = (v > 0) & (v < 1)
-    else:
-        out = v > vmax / 2
-        between = (v > vmin) & (v < vmax)
-    frac = float(between.mean())
-    if frac > max_intermediate:
-        raise DataError(
-            f"{name} is not binary: {frac:.1%} of its pixels lie between {vmin} and {vmax} "
-            f"({len(np.unique(v))} distinct values; a JPEG-compressed or soft mask?)"
-        )
-    return out.astype(np.uint8)
 
 
-def read_mask(path: str | os.PathLike, max_intermediate: float = 0.01) -> np.ndarray:
-    """Read and binarise a mask file: :func:`read_label` then :func:`binarize_mask`.
-
-    Returns:
-        uint8 ``(H, W)`` in {0, 1}.
-
-    Raises:
-        DataError: unreadable file or non-binary mask (message names the full path).
-    """
-    return binarize_mask(read_label(path), path, max_intermediate=max_intermediate)
 
 
 def select_channels(rgb: np.ndarray, channels: str, path: str | os.PathLike | None = None) -> np.ndarray:
@@ -557,9 +462,6 @@ __all__ = [
     "link_problem",
     "is_image_file",
     "read_image",
-    "read_label",
-    "binarize_mask",
-    "read_mask",
     "select_channels",
     "size_text",
     "to_display",

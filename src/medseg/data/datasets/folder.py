@@ -40,18 +40,17 @@ import numpy as np
 
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
-from medseg.data.io import (
-    _open_decoded, binarize_mask, displayed_shape, exif_orientation, is_image_file, link_problem, probe, read_image,
-    read_label, size_text, to_display,
+from medseg.data.io.images import (
+    displayed_shape, exif_orientation, is_image_file, link_problem, read_image, size_text,
+    to_display,
 )
+from medseg.data.io.masks import read_label_map, read_mask_facts
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key, pair_by_stem, seeded_split
 from medseg.errors import ConfigError, DataError
 
 _LAYOUT = "<root>/images + <root>/masks (paired by file stem), or <root>/<split>/images + <root>/<split>/masks"
 #: Usual order of split subfolders; others follow in natural order.
 _SPLIT_ORDER = ("train", "training", "val", "valid", "validation", "test", "testing")
-#: Pillow modes (and tifffile descriptions) of colour files.
-_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
 # --------------------------------------------------------------------------- option helpers
@@ -113,124 +112,12 @@ def fraction_split(groups: Sequence[str], fractions: dict[str, float], seed: int
 # --------------------------------------------------------------------------- label readers
 
 
-def _is_colour_file(path: Path) -> bool:
-    mode = str(probe(path).get("mode", "?"))
-    return mode in _COLOUR_MODES or (mode.startswith("tifffile") and mode.endswith(("x3", "x4")))
 
 
-def read_binary_mask(path: str | os.PathLike, max_intermediate: float = 0.01) -> np.ndarray:
-    """Read a binary mask of the ``folder`` dataset.
-
-    Grey masks 0/255 or 0/1 (any bit depth) are binarised with
-    :func:`medseg.data.io.binarize_mask` (foreground ``value > max / 2``, or ``> 0`` for 0/1).
-    Palette masks are read through their palette. **Colour masks** are converted to BT.601
-    luminance and thresholded the same way: one colour on black (e.g. red polyps, luminance 76)
-    works, and RGB JPEG masks whose channels differ only by compression noise work too; a mask
-    with several colours has several grey levels and is refused as not binary (use
-    ``labels="multiclass"`` with a palette or grey label map instead).
-
-    Args:
-        path: the mask file.
-        max_intermediate: largest tolerated fraction of pixels between the two levels (default
-            1 %; raise it, e.g. to 1.0, for JPEG masks).
-
-    Returns:
-        uint8 ``(H, W)`` {0, 1}.
-
-    Raises:
-        DataError: unreadable file, or not binary (the message names the file and, for colour
-            masks, says so).
-    """
-    return read_binary_mask_facts(path, max_intermediate)[0]
 
 
-def read_binary_mask_facts(path: str | os.PathLike, max_intermediate: float = 0.01) -> tuple[np.ndarray, dict]:
-    """:func:`read_binary_mask` plus what ``medseg data check`` reports about the stored values.
-
-    Returns:
-        ``(mask, facts)``: mask uint8 ``(H, W)`` {0, 1}; facts ``{"encoding": "0/1" (largest
-        value 1) | "0/255" (any grey-level mask: largest value above 1, e.g. 255, or 253 for
-        DRIVE's palette GIFs) | None (constant mask), "intermediate": fraction of pixels strictly
-        between the lowest and highest stored value, "threshold": "> 0" | "> <max/2>" | None}``.
-
-    Raises:
-        DataError: as :func:`read_binary_mask`; a JPEG mask that is not binary enough is told to
-            be saved as PNG or read with a higher ``max_intermediate``.
-    """
-    p = Path(path)
-    values = read_label(p)
-    try:
-        mask = binarize_mask(values, p, max_intermediate=max_intermediate)
-    except DataError as exc:
-        if _is_colour_file(p):
-            raise DataError(
-                f"{exc}; it is a colour mask: binary masks are read as luminance, so use one colour on "
-                "black, or labels='multiclass' with grey or palette label maps"
-            ) from None
-        if probe(p).get("format") == "JPEG":
-            raise DataError(
-                f"{exc}; it is a JPEG file, whose lossy compression leaves values between the two levels at "
-                f"every edge: save masks as PNG, or set max_intermediate=1.0 to threshold it at half its maximum"
-            ) from None
-        raise
-    vmin, vmax = values.min(), values.max()
-    facts: dict[str, Any] = {"encoding": None, "intermediate": 0.0, "threshold": None}
-    if vmin != vmax:
-        top = float(vmax)
-        facts["encoding"] = "0/1" if top <= 1 else "0/255"  # "0/255": any grey-level mask (max above 1)
-        facts["threshold"] = "> 0" if top <= 1 else f"> {top / 2:g}"
-        facts["intermediate"] = float(((values > vmin) & (values < vmax)).mean())
-    return mask, facts
 
 
-def read_label_map(path: str | os.PathLike, num_classes: int) -> np.ndarray:
-    """Read a multi-class label map whose pixel values are class indices.
-
-    Palette images (PNG/GIF mode P) give their palette **indices** (the class numbers), not the
-    colours the palette shows; 1-bit images give {0, 1}; grey 8/16-bit images give their values;
-    an RGB file is accepted only when its three channels are equal (a grey map saved as RGB).
-
-    Args:
-        path: the label file.
-        num_classes: classes including background; values must lie in 0..num_classes-1.
-
-    Returns:
-        uint8 ``(H, W)`` with values 0..num_classes-1.
-
-    Raises:
-        DataError: unreadable file, a colour (RGB) label map, non-integer values, or values
-            outside 0..num_classes-1 (the message lists the bad values and names the file).
-    """
-    p = Path(path)
-    mode = str(probe(p).get("mode", "?"))
-    if mode in ("P", "PA"):
-        arr = np.asarray(_open_decoded(p, "mask"))
-        arr = arr[..., 0] if arr.ndim == 3 else arr
-    elif mode == "1":
-        arr = (read_label(p) > 0).astype(np.uint8)
-    elif _is_colour_file(p):
-        rgb = read_image(p)
-        if rgb.ndim == 3 and not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
-            raise DataError(
-                f"mask {p} is a colour image; multi-class masks must be label maps whose pixel values are the "
-                "class indices (grey PNG/TIFF) or palette PNGs (index = class), not colour-coded RGB"
-            )
-        arr = rgb[..., 0] if rgb.ndim == 3 else rgb
-    else:
-        arr = read_label(p)
-    if arr.ndim != 2:
-        raise DataError(f"mask {p} has shape {arr.shape}; expected a single-channel label map")
-    if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
-        raise DataError(f"mask {p} holds non-integer values; expected class indices 0..{num_classes - 1}")
-    values = np.unique(arr)
-    bad = [v for v in values.tolist() if not 0 <= v < num_classes]
-    if bad:
-        shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
-        raise DataError(
-            f"mask {p} has label values {shown} outside 0..{num_classes - 1} (num_classes={num_classes}); "
-            "a 0/255 binary mask needs labels='binary'"
-        )
-    return arr.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- file pairing
@@ -281,7 +168,7 @@ class FolderDataset(FileDataset):
         root: the folder (required: there is no default location).
         split: a split of the layout (subfolder name), of the seeded split ("train", "val" when
             ``val_fraction`` > 0, "test" when ``test_fraction`` > 0) or of ``split_file``.
-        labels: "binary" (default; masks 0/255 or 0/1, see :func:`read_binary_mask`) or
+        labels: "binary" (default; masks 0/255 or 0/1, see :func:`medseg.data.io.masks.read_mask`) or
             "multiclass" (label maps 0..num_classes-1, see :func:`read_label_map`).
         num_classes: classes including background; required for "multiclass" (2..256), must be
             None or 2 for "binary".
@@ -479,7 +366,7 @@ class FolderDataset(FileDataset):
         raw = read_image(record.image)
         meta: dict[str, Any] = {}
         if opts["labels"] == "binary":
-            mask, facts = read_binary_mask_facts(record.mask, float(opts["max_intermediate"]))
+            mask, facts = read_mask_facts(record.mask, float(opts["max_intermediate"]))
             meta = {f"mask_{k}": v for k, v in facts.items()}
         else:
             mask = read_label_map(record.mask, num_classes)
@@ -499,4 +386,4 @@ class FolderDataset(FileDataset):
                      num_classes=num_classes, meta=meta)]
 
 
-__all__ = ["FolderDataset", "read_binary_mask", "read_binary_mask_facts", "read_label_map", "parse_size", "split_fractions", "fraction_split"]
+__all__ = ["FolderDataset", "parse_size", "split_fractions", "fraction_split"]

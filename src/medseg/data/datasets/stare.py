@@ -23,7 +23,7 @@ folds, is given with ``split_file=`` (a JSON/YAML mapping split name -> ids). Ea
 own patient.
 
 **Field of view.** STARE ships no FOV mask. ``fov="computed"`` (default) derives one with
-:func:`medseg.data.fov.fov_from_image` (red-channel threshold + morphology); ``fov="none"`` takes
+:func:`medseg.data.transforms.fov.fov_from_image` (red-channel threshold + morphology); ``fov="none"`` takes
 every pixel, mlscorecheck's convention for STARE scores (20 AH labels, all pixels: 644,053
 vessel pixels).
 """
@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.base import Case, register_dataset
-from medseg.data.chase_db1 import FundusDataset, retina_case
+from medseg.data.datasets.chase_db1 import FundusDataset, retina_case
 from medseg.data.io import LUMA_WEIGHTS, binarize_mask, read_image, read_label
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
 from medseg.errors import DataError
@@ -182,7 +182,7 @@ class StareDataset(FundusDataset):
         channels: "green" (default, C = 1), "rgb" (C = 3) or "gray" (C = 1, BT.601 luminance):
             the first step of the default pipeline ``[<channels>, zscore]``.
         annotator: 1 (``labels-ah``, Hoover, the reference, default) or 2 (``labels-vk``).
-        fov: "computed" (default; :func:`medseg.data.fov.fov_from_image`) or "none" (every pixel).
+        fov: "computed" (default; :func:`medseg.data.transforms.fov.fov_from_image`) or "none" (every pixel).
         preprocess, split_file, centerline: see :class:`~medseg.data.files.FileDataset`.
 
     Cases: ``id`` "im0001" ...; ``image`` float32 (C, 605, 700) z-scored per channel over the

@@ -28,7 +28,7 @@ import numpy as np
 
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
-from medseg.data.folder import fraction_split, parse_size, split_fractions
+from medseg.data.datasets.folder import fraction_split, parse_size, split_fractions
 from medseg.data.io import is_image_file, read_image, read_label, size_text
 from medseg.data.records import (
     Inventory,
@@ -166,11 +166,11 @@ class KvasirSegDataset(FileDataset):
     with medseg (loaded with :func:`medseg.data.records.shipped_split`):
 
     * ``"published"`` (default): the dataset authors' split for fair comparison,
-      ``medseg/data/splits/kvasir_seg_published.json``: their ``train.txt`` (880) as "train" and
+      ``medseg/data/datasets/splits/kvasir_seg_published.json``: their ``train.txt`` (880) as "train" and
       ``val.txt`` (120) as "test", from github.com/DebeshJha/2020-MediaEval-Medico-polyp-segmentation,
       folder ``kvasir-seg-train-val/`` (commit d594c08, 2020-09-15); the lists are disjoint and
       cover the 1,000 images. Papers that report "the official split" test on these 120.
-    * ``"medseg"``: medseg's own seeded split, ``medseg/data/splits/kvasir_seg.json``: the 1,000
+    * ``"medseg"``: medseg's own seeded split, ``medseg/data/datasets/splits/kvasir_seg.json``: the 1,000
       ids sorted with :func:`medseg.data.records.natural_key`, permuted with
       ``numpy.random.default_rng(2026).permutation(1000)``, the first 880 "train", the last 120
       "test" (15 of its test images are in the published test list). Kept for runs made on it.
@@ -214,8 +214,8 @@ class KvasirSegDataset(FileDataset):
     #: ``split_list`` value -> (shipped list name, how the inventory names its source).
     SPLIT_LISTS = {
         "published": ("kvasir_seg_published", "the dataset authors' published 880/120 lists "
-                      "(medseg/data/splits/kvasir_seg_published.json)"),
-        "medseg": ("kvasir_seg", "medseg's own seeded 880/120 (medseg/data/splits/kvasir_seg.json)"),
+                      "(medseg/data/datasets/splits/kvasir_seg_published.json)"),
+        "medseg": ("kvasir_seg", "medseg's own seeded 880/120 (medseg/data/datasets/splits/kvasir_seg.json)"),
     }
 
     @classmethod

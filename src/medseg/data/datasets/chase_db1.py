@@ -21,7 +21,7 @@ train), so both eyes of a child are always in the same split (``Case.patient`` i
 number, "01".."14"). Other splits (14/14, 4-fold) can be given with ``split_file=``.
 
 **Field of view.** CHASE_DB1 ships no FOV mask. ``fov="computed"`` (default) derives one from
-each image with :func:`medseg.data.fov.fov_from_image` (red-channel threshold + morphology);
+each image with :func:`medseg.data.transforms.fov.fov_from_image` (red-channel threshold + morphology);
 ``fov="none"`` takes every pixel, the convention of mlscorecheck (Kovacs & Fazekas) for CHASE_DB1
 scores. Over all 28 images the first observer marks 1,861,974 vessel pixels (mlscorecheck's
 reference count, reproduced by this loader on the stored masks).
@@ -37,7 +37,7 @@ import numpy as np
 
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
-from medseg.data.fov import fov_from_image
+from medseg.data.transforms.fov import fov_from_image
 from medseg.data.io import is_image_file, read_image, read_mask, size_text
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
 from medseg.errors import ConfigError, DataError, did_you_mean
@@ -135,7 +135,7 @@ class ChaseDB1Dataset(FundusDataset):
         channels: "green" (default, C = 1), "rgb" (C = 3) or "gray" (C = 1, BT.601 luminance):
             the first step of the default pipeline ``[<channels>, zscore]``.
         annotator: 1 (``*_1stHO.png``, the reference, default) or 2 (``*_2ndHO.png``).
-        fov: "computed" (default; :func:`medseg.data.fov.fov_from_image`) or "none" (every pixel
+        fov: "computed" (default; :func:`medseg.data.transforms.fov.fov_from_image`) or "none" (every pixel
             is in the FOV, mlscorecheck's convention for CHASE_DB1).
         preprocess, split_file, centerline: see :class:`~medseg.data.files.FileDataset`.
 

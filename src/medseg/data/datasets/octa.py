@@ -498,7 +498,7 @@ class Rose2Dataset(_OctaDataset):
     **Size.** OCTA-Net cannot run at 840x840 (its decoder fails on that size) and its options
     default to ``scale_size`` 512, so this loader resizes to ``size`` (default 512x512) while
     reading, before the pipeline; ``size=None`` keeps 840x840. The image is resized bilinearly
-    with anti-aliasing (the ``resize`` step of :mod:`medseg.data.preprocess`). The label is
+    with anti-aliasing (the ``resize`` step of :mod:`medseg.data.transforms.preprocess`). The label is
     *not* resized nearest-neighbour: that keeps 512 of 840 rows and columns and breaks 1-px
     centerlines into dashes (whole horizontal lines vanish); :func:`resize_centerline` maps each
     label pixel to the output pixels its footprint covers and thins the result back to one
@@ -545,7 +545,7 @@ class Rose2Dataset(_OctaDataset):
 
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
-        from medseg.data.preprocess import resize
+        from medseg.data.transforms.preprocess import resize
 
         case = _read_octa_case(record, {"label_level": CENTERLINE, "label_resize": None})
         case.meta["native_size"] = case.shape

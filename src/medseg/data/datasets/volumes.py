@@ -1,7 +1,7 @@
 """3-D volumes as 2-D (or 2.5-D) slice datasets: ``msd`` (NIfTI) and ``dicom`` (DICOM series).
 
 Both datasets read each volume once, normalise its intensities over the **whole volume**
-(:func:`medseg.data.volume_io.normalize_intensity`: HU window for CT, 0.5-99.5 percentile window
+(:func:`medseg.data.transforms.intensity.normalize_intensity`: HU window for CT, 0.5-99.5 percentile window
 for MR by default), then cut it into slices along one array axis. Each slice becomes a
 :class:`~medseg.data.base.Case`:
 
@@ -34,20 +34,9 @@ import numpy as np
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key, seeded_split
-from medseg.data.volume_io import (
-    affine_text,
-    canonical_modality,
-    dicom_patient_id,
-    is_nifti_file,
-    nifti_stem,
-    normalize_intensity,
-    parse_intensity,
-    read_dicom_series,
-    read_label_nifti,
-    read_nifti,
-    same_affine,
-    to_display_volume,
-)
+from medseg.data.io.dicom import dicom_patient_id, read_dicom_series
+from medseg.data.io.nifti import affine_text, canonical_modality, is_nifti_file, nifti_stem, read_label_nifti, read_nifti, same_affine
+from medseg.data.transforms.intensity import normalize_intensity, parse_intensity, to_display_volume
 from medseg.errors import ConfigError, DataError
 
 AXIS_LETTERS = "xyz"
@@ -189,7 +178,7 @@ class VolumeDataset(FileDataset):
             binary engine).
         num_classes: classes including background; None takes them from dataset.json "labels",
             else max label + 1 over all label volumes (read once while listing the folder).
-        intensity: per-volume intensity handling (:func:`medseg.data.volume_io.parse_intensity`):
+        intensity: per-volume intensity handling (:func:`medseg.data.transforms.intensity.parse_intensity`):
             "auto" (default: hu_window 40/400 for CT, percentile 0.5-99.5 otherwise), "percentile",
             "hu_window", "zscore", "minmax", None, or ``{method: {options}}``.
         modality: "CT" / "MR" overrides the modality from dataset.json or the DICOM tag.
@@ -503,7 +492,7 @@ class DicomDataset(VolumeDataset):
                                      are skipped with a warning)
         <root>/labels/<series>.nii.gz   label volume of that series (or .nii)
 
-    Each series is read with :func:`medseg.data.volume_io.read_dicom_series` (slices sorted by
+    Each series is read with :func:`medseg.data.io.dicom.read_dicom_series` (slices sorted by
     position, RescaleSlope/Intercept applied: HU for CT; modality from the DICOM Modality tag).
     A label must lie on the series' voxel grid (medseg's array order ``(columns, rows, slices)``
     and affine); a label on the same grid in another axis order or direction (as dcm2niix may
