@@ -466,8 +466,13 @@ def validate(cfg: Config) -> None:
     need(t.multiscale_divisor > 0, "train.multiscale_divisor", "> 0", t.multiscale_divisor)
     need(isinstance(t.trainable, list) and all(isinstance(x, str) and x for x in t.trainable),
          "train.trainable", "a list of parameter-name prefixes", t.trainable)
+    # plugin names, checked against their registries (lazily: those modules sit above the config)
+    from medseg.engine.schedules import OPTIMIZERS, SCHEDULES
+    from medseg.losses import list_losses
+
+    losses = list_losses()
     # optim
-    choice("optim.name", o.name, OPTIMIZERS)
+    choice("optim.name", o.name, OPTIMIZERS.in_order())
     need(o.lr > 0, "optim.lr", "> 0", o.lr)
     need(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
     need(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", "two numbers in [0, 1)", list(o.betas))
@@ -475,7 +480,7 @@ def validate(cfg: Config) -> None:
     need(not (o.name == "sgd" and o.nesterov and o.momentum <= 0), "optim.momentum",
          "> 0 with optim.nesterov: true", o.momentum)
     # schedule
-    choice("schedule.name", s.name, SCHEDULES)
+    choice("schedule.name", s.name, SCHEDULES.in_order())
     need(s.warmup_steps >= 0, "schedule.warmup_steps", ">= 0", s.warmup_steps)
     need(0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", "in [0, 1]", s.min_lr_ratio)
     need(s.power > 0, "schedule.power", "> 0", s.power)
@@ -483,7 +488,7 @@ def validate(cfg: Config) -> None:
     need(0.0 < s.factor < 1.0, "schedule.factor", "in (0, 1)", s.factor)
     need(s.patience >= 0, "schedule.patience", ">= 0 (validation rounds)", s.patience)
     # loss
-    choice("loss.name", lo.name, LOSSES)
+    choice("loss.name", lo.name, losses)
     need(lo.dice_weight >= 0, "loss.dice_weight", ">= 0", lo.dice_weight)
     need(lo.alpha >= 0, "loss.alpha", ">= 0", lo.alpha)
     need(lo.cldice_iters >= 1, "loss.cldice_iters", ">= 1", lo.cldice_iters)
@@ -493,7 +498,7 @@ def validate(cfg: Config) -> None:
     need(bool(lo.outputs) and all(_is_number(w) and w >= 0 for w in lo.outputs.values()), "loss.outputs",
          "a mapping of output names to weights >= 0", lo.outputs)
     for out, name in lo.output_losses.items():
-        choice(f"loss.output_losses.{out}", name, LOSSES)
+        choice(f"loss.output_losses.{out}", name, losses)
     for out, target in lo.targets.items():
         choice(f"loss.targets.{out}", target, TARGETS)
     # eval
@@ -526,10 +531,7 @@ def validate(cfg: Config) -> None:
         _prefixed("data.args.preprocess", parse_steps, d.args["preprocess"])
 
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-LOSSES = ("bce", "bce_dice", "continuity", "cldice", "structure", "ce_dice", "mse", "mse_dice")
 TARGETS = ("mask", "centerline", "boundary")
-SCHEDULES = ("cosine", "onecycle", "poly", "plateau", "constant")
 #: ``train.accelerator`` values (Lightning's registered accelerators, "gpu" its alias of cuda).
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 #: ``train.precision`` values: "auto" and Lightning 2's precision strings.
@@ -637,8 +639,11 @@ def _check_stages(stages: Any) -> None:
             if not test(value):
                 raise ConfigError(f"train.stages[{i}].{key} must be {allowed}, got {stage[key]!r}")
         loss = stage.get("loss", {})
-        if "name" in loss and loss["name"] not in LOSSES:
-            raise ConfigError(_choice_msg(f"train.stages[{i}].loss.name", loss["name"], LOSSES))
+        if "name" in loss:
+            from medseg.losses import list_losses  # lazily, as in validate()
+
+            if loss["name"] not in list_losses():
+                raise ConfigError(_choice_msg(f"train.stages[{i}].loss.name", loss["name"], list_losses()))
 
 
 def _choice_msg(key: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -1,4 +1,13 @@
-"""A plain name -> builder registry, shared by models and datasets.
+"""The one plugin mechanism: a name -> builder registry for every plugin kind.
+
+Each kind keeps its registry in the module of its concern: networks
+(:data:`medseg.models.MODELS`), datasets (:data:`medseg.data.base.DATASETS`), losses
+(:data:`medseg.losses.LOSSES`), optimisers and learning-rate schedules
+(:data:`medseg.engine.schedules.OPTIMIZERS`, :data:`~medseg.engine.schedules.SCHEDULES`),
+preprocessing steps (:data:`medseg.data.transforms.preprocess.STEPS`) and evaluation protocols
+(:data:`medseg.workflows.protocols.PROTOCOLS`). The config (:func:`medseg.config.validate`)
+checks every name a recipe gives against these registries, so a new plugin is one decorated
+function or class in one file.
 
 Example::
 
@@ -194,6 +203,18 @@ class Registry:
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._entries)
+
+    def in_order(self) -> tuple[str, ...]:
+        """Registered names in registration order (the order a module lists its entries in, e.g.
+        the optimisers ``adamw, adam, sgd``), for messages that list the valid choices."""
+        return tuple(self._entries)
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        """``registry[name]``: the builder, as :meth:`get` (ConfigError for an unknown name)."""
+        return self.get(name)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -2,8 +2,13 @@
 
 All losses take ``logits`` (N, 1, H, W) float (any real value), ``target`` (N, 1, H, W) float in
 {0, 1} and an optional ``fov`` (N, 1, H, W) float in {0, 1}; when ``fov`` is given only FOV
-pixels count. They return a scalar tensor. :func:`build_loss` maps a recipe's ``loss`` section
-to one of them.
+pixels count. They return a scalar tensor.
+
+Losses are plugins: each is registered in :data:`LOSSES` by a builder that takes the recipe's
+:class:`~medseg.config.LossConfig` (``@register_loss("bce_dice") def _(cfg): ...``), in this
+module or :mod:`medseg.losses.more`; :func:`build_loss` builds one by name and
+:func:`list_losses` is what the config validates ``loss.name`` against. Adding a loss is one
+decorated builder.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import SoftDiceclDiceLoss
 
 from medseg.config import LossConfig
+from medseg.registry import Registry
+
+#: Loss name -> builder ``(cfg: LossConfig) -> nn.Module`` (the module has ``input_kind``).
+LOSSES = Registry("loss")
+register_loss = LOSSES.register
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, fov: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,6 +120,8 @@ class ClDiceLoss(nn.Module):
 
     def __init__(self, alpha: float = 0.5, iters: int = 3) -> None:
         super().__init__()
+        from monai.losses import SoftDiceclDiceLoss  # here: MONAI takes seconds to import
+
         self.cldice = SoftDiceclDiceLoss(iter_=iters, alpha=alpha)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, fov: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,31 +133,47 @@ class ClDiceLoss(nn.Module):
         return masked_bce(logits, target, fov) + self.cldice(prob, masked_target)
 
 
+@register_loss("bce")
+def _bce(cfg: LossConfig) -> nn.Module:
+    return BCELoss()
+
+
+@register_loss("bce_dice")
+def _bce_dice(cfg: LossConfig) -> nn.Module:
+    return BCEDiceLoss(cfg.dice_weight)
+
+
+@register_loss("continuity")
+def _continuity(cfg: LossConfig) -> nn.Module:
+    return ContinuityLoss(cfg.alpha)
+
+
+@register_loss("cldice")
+def _cldice(cfg: LossConfig) -> nn.Module:
+    return ClDiceLoss(cfg.alpha, cfg.cldice_iters)
+
+
+def _import_all() -> None:
+    """Import every module that registers losses."""
+    import medseg.losses.more  # noqa: F401 - registers structure, ce_dice, mse, mse_dice
+
+
+def list_losses() -> tuple[str, ...]:
+    """Names of every registered loss, in registration order (bce, bce_dice, ...)."""
+    _import_all()
+    return LOSSES.in_order()
+
+
 def build_loss(cfg: LossConfig, name: str | None = None) -> nn.Module:
     """The loss named ``name`` (default ``cfg.name``), configured from ``cfg``.
 
     Every returned module has ``input_kind``: "logits" or "probabilities" (MSE family).
-    """
-    from medseg.losses.more import CEDiceLoss, MSEDiceLoss, MSELoss, StructureLoss
 
-    name = name or cfg.name
-    if name == "bce":
-        return BCELoss()
-    if name == "bce_dice":
-        return BCEDiceLoss(cfg.dice_weight)
-    if name == "continuity":
-        return ContinuityLoss(cfg.alpha)
-    if name == "cldice":
-        return ClDiceLoss(cfg.alpha, cfg.cldice_iters)
-    if name == "structure":
-        return StructureLoss()
-    if name == "ce_dice":
-        return CEDiceLoss(cfg.dice_weight, list(cfg.class_weights), cfg.include_background)
-    if name == "mse":
-        return MSELoss()
-    if name == "mse_dice":
-        return MSEDiceLoss(cfg.dice_weight)
-    raise ValueError(f"unknown loss {name!r}")  # config.validate() catches this first
+    Raises:
+        medseg.errors.ConfigError: an unknown name (``config.validate`` catches it first).
+    """
+    _import_all()
+    return LOSSES.get(name or cfg.name)(cfg)
 
 
 __all__ = [
@@ -154,6 +181,9 @@ __all__ = [
     "BCEDiceLoss",
     "ContinuityLoss",
     "ClDiceLoss",
+    "LOSSES",
+    "register_loss",
+    "list_losses",
     "build_loss",
     "masked_bce",
     "soft_dice_loss",

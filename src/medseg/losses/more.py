@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
 
-from medseg.losses import soft_dice_loss
+from medseg.config import LossConfig
+from medseg.losses import register_loss, soft_dice_loss
 
 
 def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,8 @@ class CEDiceLoss(nn.Module):
 
     def __init__(self, dice_weight: float = 1.0, class_weights: list[float] | None = None, include_background: bool = True) -> None:
         super().__init__()
+        from monai.losses import DiceCELoss  # here: MONAI takes seconds to import
+
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = DiceCELoss(
             include_background=include_background, to_onehot_y=True, softmax=True, batch=True,
@@ -111,6 +113,26 @@ class MSEDiceLoss(MSELoss):
 
     def forward(self, prob: torch.Tensor, target: torch.Tensor, fov: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(prob, target, fov) + self.dice_weight * soft_dice_loss(prob, target, fov)
+
+
+@register_loss("structure")
+def _structure(cfg: LossConfig) -> nn.Module:
+    return StructureLoss()
+
+
+@register_loss("ce_dice")
+def _ce_dice(cfg: LossConfig) -> nn.Module:
+    return CEDiceLoss(cfg.dice_weight, list(cfg.class_weights), cfg.include_background)
+
+
+@register_loss("mse")
+def _mse(cfg: LossConfig) -> nn.Module:
+    return MSELoss()
+
+
+@register_loss("mse_dice")
+def _mse_dice(cfg: LossConfig) -> nn.Module:
+    return MSEDiceLoss(cfg.dice_weight)
 
 
 def boundary_target(mask: torch.Tensor, width: int = 1) -> torch.Tensor:

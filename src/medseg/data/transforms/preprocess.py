@@ -41,7 +41,7 @@ imagenet   (x / max_value - mean) / std per channel with ImageNet's mean (0.485,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,13 @@ import numpy as np
 from medseg.data.base import Case, zscore_in_fov
 from medseg.data.io import LUMA_WEIGHTS
 from medseg.errors import ConfigError, DataError, did_you_mean
+from medseg.registry import Registry
+
+#: Step name -> function(case, **options) -> case: the preprocessing plugin kind. A new step is one
+#: function decorated with ``@register_step("name")``; :func:`parse_steps` checks names and options
+#: against it.
+STEPS = Registry("preprocess step")
+register_step = STEPS.register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +73,7 @@ def _channels(case: Case, step: str, want: int | None = None) -> int:
     return c
 
 
+@register_step("green")
 def green(case: Case) -> Case:
     """(3, H, W) -> (1, H, W) green channel; (1, H, W) unchanged."""
     if _channels(case, "green") == 1:
@@ -74,6 +82,7 @@ def green(case: Case) -> Case:
     return _replace(case, image=np.ascontiguousarray(case.image[1:2]))
 
 
+@register_step("gray")
 def gray(case: Case) -> Case:
     """(3, H, W) -> (1, H, W) BT.601 luminance; (1, H, W) unchanged."""
     if _channels(case, "gray") == 1:
@@ -83,6 +92,7 @@ def gray(case: Case) -> Case:
     return _replace(case, image=np.tensordot(w, case.image, axes=1)[None].astype(np.float32))
 
 
+@register_step("rgb")
 def rgb(case: Case) -> Case:
     """(3, H, W) unchanged; (1, H, W) repeated to (3, H, W)."""
     c = _channels(case, "rgb")
@@ -92,6 +102,7 @@ def rgb(case: Case) -> Case:
     return _replace(case, image=np.repeat(case.image, 3, axis=0))
 
 
+@register_step("clahe")
 def clahe(case: Case, clip_limit: float = 0.01, kernel_size: int | None = None, nbins: int = 256) -> Case:
     """CLAHE per channel (scikit-image); each channel min-max scaled to [0, 1] first; output [0, 1]."""
     from skimage.exposure import equalize_adapthist
@@ -107,6 +118,7 @@ def clahe(case: Case, clip_limit: float = 0.01, kernel_size: int | None = None, 
     return _replace(case, image=out)
 
 
+@register_step("denoise")
 def denoise(case: Case, sigma: float = 1.0) -> Case:
     """Gaussian smoothing of each channel with std ``sigma`` pixels, borders reflected
     (``scipy.ndimage.gaussian_filter``, truncated at 4 sigma). MONAI's ``GaussianSmooth`` pads
@@ -119,6 +131,7 @@ def denoise(case: Case, sigma: float = 1.0) -> Case:
     return _replace(case, image=out.astype(np.float32))
 
 
+@register_step("minmax")
 def minmax(case: Case, lower: float = 0.0, upper: float = 1.0) -> Case:
     """Per-channel min-max scaling to [lower, upper] (MONAI ``ScaleIntensity``)."""
     from monai.transforms import ScaleIntensity
@@ -127,6 +140,7 @@ def minmax(case: Case, lower: float = 0.0, upper: float = 1.0) -> Case:
     return _replace(case, image=np.asarray(out, dtype=np.float32))
 
 
+@register_step("zscore")
 def zscore(case: Case, region: str = "fov", outside: float | None = 0.0) -> Case:
     """Per-channel z-score over the FOV (``region="fov"``) or all pixels (``"image"``)."""
     if region not in ("fov", "image"):
@@ -136,6 +150,7 @@ def zscore(case: Case, region: str = "fov", outside: float | None = 0.0) -> Case
     return _replace(case, image=zscore_in_fov(case.image, case.fov, outside))
 
 
+@register_step("percentile")
 def percentile(case: Case, lower: float = 0.5, upper: float = 99.5, clip: bool = True) -> Case:
     """Per-channel percentile window to [0, 1] (MONAI ``ScaleIntensityRangePercentiles``)."""
     from monai.transforms import ScaleIntensityRangePercentiles
@@ -146,6 +161,7 @@ def percentile(case: Case, lower: float = 0.5, upper: float = 99.5, clip: bool =
     return _replace(case, image=np.asarray(t(case.image.copy()), dtype=np.float32))
 
 
+@register_step("hu_window")
 def hu_window(case: Case, level: float = 40.0, width: float = 400.0) -> Case:
     """CT window [level - width/2, level + width/2] HU -> [0, 1], clipped (MONAI ``ScaleIntensityRange``)."""
     from monai.transforms import ScaleIntensityRange
@@ -156,6 +172,7 @@ def hu_window(case: Case, level: float = 40.0, width: float = 400.0) -> Case:
     return _replace(case, image=np.asarray(t(case.image.copy()), dtype=np.float32))
 
 
+@register_step("resize")
 def resize(case: Case, size: Sequence[int] = (352, 352)) -> Case:
     """Resize to ``size`` = (H, W): image bilinear + anti-aliasing; labels and FOV nearest."""
     from monai.transforms import Resize
@@ -185,6 +202,7 @@ def resize(case: Case, size: Sequence[int] = (352, 352)) -> Case:
     )
 
 
+@register_step("imagenet")
 def imagenet(
     case: Case, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, max_value: float = 255.0
 ) -> Case:
@@ -194,22 +212,6 @@ def imagenet(
     m = np.asarray(mean, np.float32)[:, None, None] * max_value
     s = np.asarray(std, np.float32)[:, None, None] * max_value
     return _replace(case, image=((case.image - m) / s).astype(np.float32))
-
-
-#: Step name -> function(case, **options) -> case.
-STEPS: dict[str, Callable[..., Case]] = {
-    "green": green,
-    "gray": gray,
-    "rgb": rgb,
-    "clahe": clahe,
-    "denoise": denoise,
-    "minmax": minmax,
-    "zscore": zscore,
-    "percentile": percentile,
-    "hu_window": hu_window,
-    "resize": resize,
-    "imagenet": imagenet,
-}
 
 
 def parse_named(item: Any, what: str) -> tuple[str, Any]:
@@ -249,8 +251,8 @@ def parse_steps(spec: Sequence[Any] | None) -> list[tuple[str, dict]]:
     for item in spec:
         name, opts = parse_named(item, "preprocess step")
         if name not in STEPS:
-            hint = did_you_mean(str(name), STEPS)
-            raise ConfigError(f"unknown preprocess step {name!r}{hint} (steps: {', '.join(STEPS)})")
+            hint = did_you_mean(str(name), STEPS.in_order())
+            raise ConfigError(f"unknown preprocess step {name!r}{hint} (steps: {', '.join(STEPS.in_order())})")
         if not isinstance(opts, Mapping):
             raise ConfigError(f"options of preprocess step {name!r} must be a mapping, got {opts!r}")
         import inspect
@@ -295,4 +297,4 @@ class Pipeline:
         return f"Pipeline({self.describe()})"
 
 
-__all__ = ["STEPS", "IMAGENET_MEAN", "IMAGENET_STD", "parse_named", "parse_steps", "Pipeline"] + list(STEPS)
+__all__ = ["STEPS", "IMAGENET_MEAN", "IMAGENET_STD", "parse_named", "parse_steps", "Pipeline"] + list(STEPS.in_order())
