@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,45 +169,93 @@ def list_files(folder: Path, accept) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def _stem(p: Path) -> str:
+    return p.stem
+
+
+def pair_files(
+    images: Sequence[Path],
+    label_sets: Mapping[str, Sequence[Path]],
+    *,
+    image_key: Callable[[Path], str] = _stem,
+    label_key: Callable[[Path], str] = _stem,
+    folders: Mapping[str, Path] | None = None,
+    split: str | None = None,
+) -> tuple[list[tuple[str, Path, dict[str, Path]]], list[Problem]]:
+    """Pair images with one file of each label set by a key derived from each name (default: the
+    file stem): the one pairing rule of every file dataset (:func:`pair_by_stem` is its one-set form).
+
+    Args:
+        images: the image files, in the order the pairs should come in.
+        label_sets: set name ("mask", "label (gt)", ...) -> its files; the name is how messages
+            call those files.
+        image_key, label_key: file -> pairing key.
+        folders: set name -> the folder its files come from; a missing label then says where it
+            was expected (``expected <folder>/<key>.<ext>``).
+        split: attached to every problem.
+
+    Returns:
+        ``(items, problems)``: ``(key, image, {set name: file})`` for every image that has a file
+        in every set, in image order; and a :class:`Problem` (naming the file) for each image
+        without a file of some set, each label file without an image and each key used twice
+        (the second file is left out). Nothing is read.
+    """
+    problems: list[Problem] = []
+    folders = folders or {}
+    by_set: dict[str, dict[str, Path]] = {}
+    for what, labels in label_sets.items():
+        by_key: dict[str, Path] = {}
+        for lab in labels:
+            k = label_key(lab)
+            if k in by_key:
+                problems.append(Problem(lab, f"{what} has the same id {k!r} as {by_key[k]}", split=split))
+                continue
+            by_key[k] = lab
+        by_set[what] = by_key
+    items: list[tuple[str, Path, dict[str, Path]]] = []
+    seen: dict[str, Path] = {}
+    for img in images:
+        k = image_key(img)
+        if k in seen:
+            problems.append(Problem(img, f"image has the same id {k!r} as {seen[k]}", split=split))
+            continue
+        seen[k] = img
+        found: dict[str, Path] = {}
+        for what, by_key in by_set.items():
+            if k in by_key:
+                found[what] = by_key[k]
+            elif what in folders:
+                d = folders[what]
+                problems.append(Problem(img, f"image has no {what} in {d}: expected {d / k}.<ext> (same name stem "
+                                             "as the image)", split=split))
+            else:
+                problems.append(Problem(img, f"image has no {what} (looked for id {k!r} among the {what} files)",
+                                        split=split))
+        if len(found) == len(by_set):
+            items.append((k, img, found))
+    for what, by_key in by_set.items():
+        for k, lab in by_key.items():
+            if k not in seen:
+                problems.append(Problem(lab, f"{what} has no image (id {k!r})", split=split))
+    return items, problems
+
+
 def pair_by_stem(
     images: Sequence[Path],
     labels: Sequence[Path],
     *,
-    image_key=lambda p: p.stem,
-    label_key=lambda p: p.stem,
+    image_key: Callable[[Path], str] = _stem,
+    label_key: Callable[[Path], str] = _stem,
     what: str = "mask",
 ) -> tuple[list[tuple[str, Path, Path]], list[Problem]]:
-    """Pair images with label files by a key derived from each name (default: the file stem).
+    """:func:`pair_files` with one label set called ``what``.
 
     Returns:
         ``(pairs, problems)``: pairs ``(key, image, label)`` in image order; a problem for each
         image without a label, each label without an image and each key used twice.
     """
-    problems: list[Problem] = []
-    by_key: dict[str, Path] = {}
-    for lab in labels:
-        k = label_key(lab)
-        if k in by_key:
-            problems.append(Problem(lab, f"{what} has the same id {k!r} as {by_key[k]}"))
-            continue
-        by_key[k] = lab
-    pairs: list[tuple[str, Path, Path]] = []
-    seen: dict[str, Path] = {}
-    for img in images:
-        k = image_key(img)
-        if k in seen:
-            problems.append(Problem(img, f"image has the same id {k!r} as {seen[k]}"))
-            continue
-        seen[k] = img
-        lab = by_key.get(k)
-        if lab is None:
-            problems.append(Problem(img, f"image has no {what} (looked for id {k!r} among the {what} files)"))
-        else:
-            pairs.append((k, img, lab))
-    for k, lab in by_key.items():
-        if k not in seen:
-            problems.append(Problem(lab, f"{what} has no image (id {k!r})"))
-    return pairs, problems
+    items, problems = pair_files(images, {what: labels}, image_key=image_key, label_key=label_key)
+    return [(k, img, labs[what]) for k, img, labs in items], problems
 
 
 def seeded_split(
@@ -375,6 +423,7 @@ __all__ = [
     "problems_message",
     "natural_key",
     "list_files",
+    "pair_files",
     "pair_by_stem",
     "seeded_split",
     "read_split_file",

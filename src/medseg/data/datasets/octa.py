@@ -52,7 +52,7 @@ import numpy as np
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
 from medseg.data.io import is_image_file, read_image, read_mask, size_text, to_display
-from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
+from medseg.data.records import Inventory, Problem, Record, list_files, natural_key, pair_files
 from medseg.errors import ConfigError, DataError, did_you_mean
 
 #: Pipeline of all OCTA loaders (see the module docstring for why).
@@ -86,8 +86,9 @@ def _pair_folder(
     Returns:
         ``(items, problems)``: ``(stem, image, {label subfolder: file})`` for every image whose
         labels were all found, in natural order; and every problem (missing folder, empty image
-        folder, duplicate stems such as ``01.tif`` beside ``01.png``, image without label, label
-        without image), each naming its file. Nothing is decoded.
+        folder, and what :func:`~medseg.data.records.pair_files` finds: duplicate stems such as
+        ``01.tif`` beside ``01.png``, image without label, label without image), each naming its
+        file. Nothing is decoded.
     """
     problems: list[Problem] = []
     img_dir = base / image_sub
@@ -99,17 +100,9 @@ def _pair_folder(
         extra = f" (it holds only: {', '.join(others)})" if others else ""
         return [], [Problem(img_dir, f"{dataset} image folder {img_dir} holds no images{extra}", split=split)]
 
-    def by_stem(files: list[Path], what: str) -> dict[str, Path]:
-        out: dict[str, Path] = {}
-        for f in files:
-            if f.stem in out:
-                problems.append(Problem(f, f"{what} {f} has the same name stem {f.stem!r} as {out[f.stem]}", split=split))
-                continue
-            out[f.stem] = f
-        return out
-
-    img_by = by_stem(images, "image")
-    label_by: dict[str, tuple[Path, dict[str, Path]]] = {}
+    label_sets: dict[str, list[Path]] = {}  # "label (gt)" -> files: the set names the messages use
+    folders: dict[str, Path] = {}
+    sub_of: dict[str, str] = {}
     for sub, (required, note) in labels.items():
         d = base / sub
         if not d.is_dir():
@@ -117,23 +110,10 @@ def _pair_folder(
                 problems.append(Problem(d, f"{dataset} label folder {d} is missing{note}", split=split))
                 return [], problems
             continue
-        label_by[sub] = (d, by_stem(list_files(d, is_image_file), f"label ({sub})"))
-    items: list[tuple[str, Path, dict[str, Path]]] = []
-    for stem, img in img_by.items():
-        found: dict[str, Path] = {}
-        for sub, (d, files) in label_by.items():
-            p = files.get(stem)
-            if p is None:
-                problems.append(Problem(img, f"image {img} has no label in {d}: expected {d / stem}.<ext> "
-                                             f"(same name stem as the image)", split=split))
-            else:
-                found[sub] = p
-        if len(found) == len(label_by):
-            items.append((stem, img, found))
-    for sub, (d, files) in label_by.items():
-        for stem, p in files.items():
-            if stem not in img_by:
-                problems.append(Problem(p, f"label {p} has no image: expected {img_dir / stem}.<ext>", split=split))
+        what = f"label ({sub})"
+        label_sets[what], folders[what], sub_of[what] = list_files(d, is_image_file), d, sub
+    paired, problems = pair_files(images, label_sets, folders=folders, split=split)
+    items = [(stem, img, {sub_of[what]: p for what, p in found.items()}) for stem, img, found in paired]
     items.sort(key=lambda t: natural_key(t[0]))
     return items, problems
 
