@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from medseg.errors import ConfigError
+from medseg.log import get_logger
+
+log = get_logger(__name__)
 
 LOCK_NAME = ".medseg.lock"
 
@@ -80,8 +83,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
                     f"run directory {run_dir} is in use by process {pid} ({owner.get('command', 'medseg')}, since "
                     f"{owner.get('started', '?')}); wait for it to finish or stop it, or choose another --out"
                 ) from None
-            print(f"medseg: note: removed the stale lock of process {pid} (no longer running) in {run_dir}",
-                  file=sys.stderr)
+            log.warning(f"note: removed the stale lock of process {pid} (no longer running) in {run_dir}")
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +43,9 @@ from medseg.data.io import EXIF_ORIENTATIONS, exif_orientation, is_image_file, p
 from medseg.data.records import Inventory, Problem, Record, problems_message
 from medseg.errors import ConfigError, DataError
 from medseg.progress import progress
+from medseg.log import get_logger
+
+log = get_logger(__name__)
 
 #: Bump when the report's content changes, so that old cache entries are not reused.
 REPORT_VERSION = 2
@@ -451,9 +453,8 @@ def check_cached(name: str, root: str | os.PathLike | None = None, split_file: s
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(report.to_dict(), indent=1))
     except OSError as exc:
-        print(f"medseg: note: data-check cache {path.parent} cannot be written ({exc.strerror or exc}); "
-              f"the check is not cached and will run again next time (set MEDSEG_CACHE to a writable folder)",
-              file=sys.stderr)
+        log.warning(f"note: data-check cache {path.parent} cannot be written ({exc.strerror or exc}); "
+                    "the check is not cached and will run again next time (set MEDSEG_CACHE to a writable folder)")
     return report, False
 
 

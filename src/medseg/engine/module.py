@@ -28,6 +28,9 @@ from medseg.inference import predict_probabilities
 from medseg.losses.more import MultiOutputLoss
 from medseg.metrics.vessel import confusion_counts, pixel_metrics
 from medseg.models import MODELS, create_model
+from medseg.log import get_logger
+
+log = get_logger(__name__)
 
 #: Names networks give their class-count argument, in the order they are looked for.
 CLASS_ARGS = ("num_classes", "out_channels", "classes")
@@ -312,7 +315,8 @@ class SegmentationModule(L.LightningModule):
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         if self.cfg.train.nonfinite_loss == "skip":
             self.skipped_nonfinite = getattr(self, "skipped_nonfinite", 0) + 1
-            print(f"medseg: warning: loss is {float(loss)} at {where}; batch skipped (train.nonfinite_loss: skip)")
+            # INFO (stdout, beside Lightning's own training output): one line per skipped batch
+            log.info(f"warning: loss is {loss.detach().item()} at {where}; batch skipped (train.nonfinite_loss: skip)")
             return None
         last = next((os.path.join(cb.dirpath, "last.ckpt") for cb in self.trainer.checkpoint_callbacks
                      if getattr(cb, "filename", None) == "last" and cb.dirpath), None)

@@ -51,7 +51,7 @@ def _read_columns(metrics_csv: Path) -> dict[str, np.ndarray]:
 
 
 def plot_training_curves(
-    metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str]
+    metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str], title: str | None = None
 ) -> Path:
     """Plot losses, validation metrics and learning rate from a Lightning ``metrics.csv``.
 
@@ -62,6 +62,9 @@ def plot_training_curves(
             columns; most cells of each row are empty.
         path: output image (PNG unless the suffix says otherwise), written atomically; parent
             folders are created.
+        title: the figure's title, e.g. ``"training curves: drive-dscnet"``; None titles it
+            with the run's name, the folder above ``logs/`` when the file sits in a run directory
+            (``<run>/logs/csv/metrics.csv``), else just "training curves".
 
     Layout: one row of up to three axes, absent groups skipped.
 
@@ -134,9 +137,9 @@ def plot_training_curves(
         ax.set_xlabel(x_label)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    label = metrics_csv.name if not metrics_csv.parent.name else (
-        f"{metrics_csv.parent.name}/{metrics_csv.name}"
-    )
-    fig.suptitle(label, fontsize=9)
+    if title is None:
+        run = next((p.parent.name for p in metrics_csv.resolve().parents if p.name == "logs"), None)
+        title = f"training curves: {run}" if run else "training curves"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)

@@ -51,6 +51,7 @@ from medseg.atomic import atomic_path
 from medseg.config import Config
 from medseg.data.io import is_image_file, read_image, read_mask, select_channels, to_display
 from medseg.errors import DataError
+from medseg.log import counted
 from medseg.inference import Predictor
 from medseg.progress import progress
 from medseg.workflows.evaluate import foreground, load_models, predictor_for, resize_probability
@@ -302,7 +303,8 @@ def predict_folder(
     written += predict_volumes(predictor, cfg, volumes, output_dir, t)
     if unreadable:
         raise DataError(
-            f"predicted {len(inputs)} of {len(files)} images into {output_dir}; {len(unreadable)} could not be read: "
+            f"predicted {len(inputs)} of {counted(len(files), 'image')} into {output_dir}; {len(unreadable)} could "
+            "not be read: "
             + "; ".join(unreadable)
         )
     return written

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medseg.errors import ConfigError
+from medseg.log import counted
 from medseg.registry import Registry
 
 PROTOCOLS = Registry("evaluation protocol")
@@ -203,30 +204,30 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines: list[str]
     if name == "vessel":
         fov, pooled = metrics["fov"]["per_image_mean"], metrics["fov"]["pooled"]
-        lines = [f"{who} ({metrics['n_images']} images, vessel protocol, threshold {metrics['threshold']}):",
+        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, vessel protocol, threshold {metrics['threshold']}):",
                  "  FOV, per-image mean: " + ", ".join(
                      f"{k} {_f(fov.get(k))}" for k in ("dice", "iou", "sensitivity", "specificity", "accuracy", "auc_roc",
                                                        "cldice", "betti0_error", "betti1_error", "euler_error")),
                  "  FOV, pooled:         " + ", ".join(f"{k} {_f(pooled.get(k))}" for k in ("dice", "auc_roc", "auc_pr"))]
     elif name == "octa":
         mean, std = metrics["mean"], metrics["std"]
-        lines = [f"{who} ({metrics['n_images']} images, octa protocol: per-image Otsu, tolerance "
+        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, octa protocol: per-image Otsu, tolerance "
                  f"{metrics.get('tolerance', 1)}x{metrics.get('tolerance', 1)}), mean +- std:",
                  "  " + ", ".join(f"{k} {_f(mean.get(k))} +- {_f(std.get(k))}" for k in OCTA_HEADLINE)]
     elif name == "polyp":
         mean = metrics["mean"]
-        lines = [f"{who} ({metrics['n_images']} images, polyp protocol: PraNet toolbox via pysodmetrics):",
+        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, polyp protocol: PraNet toolbox via pysodmetrics):",
                  "  " + ", ".join(f"{k} {_f(mean.get(k))}" for k in POLYP_HEADLINE[:7]),
                  "  " + ", ".join(f"{k} {_f(mean.get(k))}" for k in POLYP_HEADLINE[7:])]
     elif name == "volume":
         mean, std = metrics["mean"], metrics["std"]
-        lines = [f"{who} ({metrics['n_cases']} volumes, volume protocol: HD95 in mm, NSD at "
+        lines = [f"{who} ({counted(metrics['n_cases'], 'volume')}, volume protocol: HD95 in mm, NSD at "
                  f"{metrics.get('nsd_tolerance_mm')} mm), mean +- std over volumes:"]
         for cls in [*metrics["classes"], "foreground_mean"]:
             lines.append(f"  {cls}: " + ", ".join(
                 f"{k} {_f(mean[cls].get(k))} +- {_f(std[cls].get(k))}" for k in VOLUME_HEADLINE))
     else:
-        lines = [f"{who} ({metrics['n_images']} images, {metrics['n_volumes']} volumes), per-class Dice:"]
+        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, {counted(metrics['n_volumes'], 'volume')}), per-class Dice:"]
         for level in ("per_volume", "per_image"):
             row = metrics[level]
             classes = ", ".join(f"{c} {_f(row[c]['dice'])}" for c in metrics["classes"][1:])
