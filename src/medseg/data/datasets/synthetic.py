@@ -211,8 +211,30 @@ def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
     return (f - f.mean()) / (f.std() + 1e-9)
 
 
-def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image. Returns raw float32 (C, H, W) in [0, 1], mask uint8 (H, W), fov bool (H, W)."""
+@dataclass
+class _Fundus:
+    """The geometry of one synthetic fundus image (pixels): FOV circle, optic disc, macula."""
+
+    h: int
+    w: int
+    wscale: float  # vessel width scale, sqrt(min(H, W) / 128)
+    cy: float
+    cx: float
+    R: float  # FOV radius
+    yy: np.ndarray
+    xx: np.ndarray
+    rho: np.ndarray  # distance to the FOV centre
+    fov: np.ndarray
+    side: float  # optic disc right (+1) or left (-1) of the centre
+    od_y: float
+    od_x: float
+    od_r: float
+    mac_y: float
+    mac_x: float
+
+
+def _fundus_geometry(rng: np.random.Generator, h: int, w: int) -> _Fundus:
+    """Draw the FOV circle, the optic disc and the macula."""
     wscale = (min(h, w) / 128.0) ** 0.5
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     R = 0.47 * min(h, w) * rng.uniform(0.97, 1.0)
@@ -226,6 +248,13 @@ def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tupl
     od_r = rng.uniform(0.11, 0.14) * R
     mac_y, mac_x = cy + rng.uniform(-0.06, 0.06) * R, cx - side * rng.uniform(-0.05, 0.1) * R
 
+    return _Fundus(h, w, wscale, cy, cx, R, yy, xx, rho, fov, side, od_y, od_x, od_r, mac_y, mac_x)
+
+
+def _grow_vessel_trees(rng: np.random.Generator, g: _Fundus) -> tuple[_TreeGrower, float]:
+    """Grow the arcades (a vein and an artery above and below the disc), the nasal and the macular
+    vessels from the optic disc; returns the grower holding their strokes and the tortuosity."""
+    wscale, cy, cx, R, side, od_y, od_x, od_r = g.wscale, g.cy, g.cx, g.R, g.side, g.od_y, g.od_x, g.od_r
     grower = _TreeGrower(rng, cy, cx, R, wscale)
     r_main = rng.uniform(1.25, 1.6) * wscale
     c_main = rng.uniform(0.22, 0.38)
@@ -253,6 +282,15 @@ def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tupl
         grower.grow(od_y, od_x, theta, r_main * rng.uniform(0.3, 0.45), c_main * rng.uniform(0.5, 0.8),
                     R * rng.uniform(0.4, 0.7), rng.normal(0, 0.005), tort, max_depth=2)
 
+    return grower, tort
+
+
+def _render_vessels(rng: np.random.Generator, g: _Fundus, grower: _TreeGrower, tort: float) -> tuple[np.ndarray, np.ndarray]:
+    """Render the trees, then add trees growing inward from the FOV border until the vessel
+    fraction reaches a target of 9-12 % of the FOV; returns ``(vessel darkening (H, W) float,
+    vessel mask (H, W) bool)``."""
+    wscale, cy, cx, R, fov = g.wscale, g.cy, g.cx, g.R, g.fov
+    h, w = g.h, g.w
     canvas = _Canvas(h, w)
     _render_strokes(canvas, grower.strokes)
     target = rng.uniform(0.09, 0.12)
@@ -273,6 +311,16 @@ def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tupl
     vessel_dark = ndimage.gaussian_filter(canvas.dark.reshape(h, w), 0.6)
     mask = (canvas.depth.reshape(h, w) >= 0) & fov
 
+    return vessel_dark, mask
+
+
+def _background(rng: np.random.Generator, g: _Fundus, grower: _TreeGrower) -> np.ndarray:
+    """The green-channel-like background (H, W) float: illumination, optic disc, macula, texture
+    and distractors that are not vessels (wide faint streaks, dark and bright spots)."""
+    wscale, cy, cx, R, yy, xx, rho, od_y, od_x, od_r, mac_y, mac_x = (
+        g.wscale, g.cy, g.cx, g.R, g.yy, g.xx, g.rho, g.od_y, g.od_x, g.od_r, g.mac_y, g.mac_x
+    )
+    h, w = g.h, g.w
     # --- background (green-channel-like) ---
     bg = np.full((h, w), rng.uniform(0.40, 0.55), dtype=np.float32)
     bg *= 1.0 + rng.uniform(0.04, 0.09) * _smooth_field(rng, h, w, 5)
@@ -305,6 +353,20 @@ def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tupl
         dd = np.hypot(yy - (cy + rr * np.sin(phi)), xx - (cx + rr * np.cos(phi))) / (rng.uniform(1.0, 2.2) * wscale)
         bg += rng.uniform(0.05, 0.15) * np.exp(-(dd**2))
 
+    return bg
+
+
+def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image. Returns raw float32 (C, H, W) in [0, 1], mask uint8 (H, W), fov bool (H, W).
+
+    The random draws happen in a fixed order (geometry, trees, border trees, background, noise),
+    so a seed gives the same image on every machine.
+    """
+    g = _fundus_geometry(rng, h, w)
+    grower, tort = _grow_vessel_trees(rng, g)
+    vessel_dark, mask = _render_vessels(rng, g, grower, tort)
+    bg = _background(rng, g, grower)
+    R, rho, fov = g.R, g.rho, g.fov
     green = bg * (1.0 - vessel_dark) + rng.normal(0, rng.uniform(0.010, 0.022), (h, w))
     edge = np.clip(R + 0.5 - rho, 0.0, 1.0)  # anti-aliased FOV rim
     outside = 0.02 + rng.normal(0, 0.004, (h, w))
