@@ -61,7 +61,7 @@ def test_drive_test_split(drive_test):
     assert c.mask.shape == (584, 565) and c.mask.dtype == np.uint8
     assert c.fov.dtype == np.bool_ and c.display.shape == (584, 565, 3) and c.display.dtype == np.uint8
     assert c.path.endswith("01_test.tif")
-    # mlscorecheck reference counts (design/metrics.md 1.1)
+    # mlscorecheck reference counts (github.com/FalseNegativeLab/mlscorecheck, mlscorecheck/experiments/retina)
     assert _counts(drive_test) == (577_649, 3_960_494)
     assert _counts(drive_test, fov_only=False)[0] == 577_945
     assert _counts(drive_test.subset(["01"])) == (29_412, 194_965)

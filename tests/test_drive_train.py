@@ -47,7 +47,8 @@ def test_dscnet_short_train_and_evaluate_on_drive(tmp_path):
     assert metrics["dataset"] == "drive" and metrics["n_images"] == 20
     fov = metrics["fov"]["pooled"]
     assert 0.0 <= fov["dice"] <= 1.0 and 0.0 <= fov["auc_roc"] <= 1.0
-    # The FOV holds 577,649 vessel pixels of the first observer over the 20 test images (metrics.md §1.1).
+    # The FOV holds 577,649 vessel pixels of the first observer over the 20 test images (mlscorecheck's
+    # DRIVE experiment files, github.com/FalseNegativeLab/mlscorecheck, mlscorecheck/experiments/retina).
     rows = (run / "eval" / "test" / "per_image.csv").read_text().splitlines()
     header = rows[0].split(",")
     tp, fn = header.index("fov_tp"), header.index("fov_fn")

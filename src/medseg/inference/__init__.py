@@ -6,7 +6,8 @@ prediction workflows (:mod:`medseg.workflows`) and the engine's validation both 
 * :func:`predict_probabilities`: MONAI's ``sliding_window_inference`` (Gaussian or constant
   blending). DSCNet's released code blends 224x224 windows (stride 112) with a weight
   1/(dx^4+dy^4) that is infinite at the window centre, so one pixel per window becomes NaN
-  (models.md §1.6); medseg does not reproduce that.
+  (github.com/YaoleiQi/DSCNet, ``DSCNet_2D_opensource/Code/DRIVE/DSCNet/S3_Train_Process.py``,
+  ``predict``); medseg does not reproduce that.
 * :func:`whole_image_probabilities`: one forward pass of the whole image, zero-padded at the
   bottom and right to the network's ``size_divisor`` and cropped back. For a fully
   convolutional network whose normalisation does not depend on the input's extent (BatchNorm in

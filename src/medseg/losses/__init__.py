@@ -58,7 +58,11 @@ def sobel_gradients(x: torch.Tensor) -> torch.Tensor:
 
 
 class BCELoss(nn.Module):
-    """Mean BCE on logits: the loss of DSCNet's released training code (models.md §1.6)."""
+    """Mean BCE on logits: the loss of DSCNet's released training code.
+
+    Source: github.com/YaoleiQi/DSCNet, ``DSCNet_2D_opensource/Code/DRIVE/DSCNet/S3_Loss.py``
+    (``cross_loss``, used by ``S3_Train_Process.py``).
+    """
 
     input_kind = "logits"
 
@@ -90,8 +94,9 @@ class ContinuityLoss(nn.Module):
     """BCE + ``alpha`` * mean |Sobel(p) - Sobel(y)|: penalises broken or ragged vessel edges.
 
     The continuity term compares the Sobel gradient fields (both axes) of the probability map
-    ``p = sigmoid(logits)`` and of the target; it is the loss the DSCNet tutorial (mission.md,
-    T1) describes. Restricted to the FOV when ``fov`` is given.
+    ``p = sigmoid(logits)`` and of the target; it is the loss a DSCNet tutorial describes
+    (www.seekfood.cn/news/1354982), not part of DSCNet's released code. Restricted to the FOV
+    when ``fov`` is given.
     """
 
     input_kind = "logits"

@@ -52,8 +52,10 @@ class CEDiceLoss(nn.Module):
     """Cross-entropy + ``dice_weight`` * (1 - mean soft Dice over classes), via MONAI's DiceCELoss.
 
     CPFNet's released recipe: NLL of the log-softmax + soft Dice averaged over **all** classes
-    including background, unweighted (models.md §3.2); H-DenseUNet: weighted cross-entropy
-    (class weights 0.78/0.65/8.57). Soft Dice is computed over the whole batch per class.
+    including background, unweighted (github.com/FENGShuanglang/CPFNet_Project,
+    ``OCT/CPFNet/train.py`` and ``Multi_DiceLoss`` in ``OCT/CPFNet/utils/loss.py``); H-DenseUNet:
+    weighted cross-entropy (class weights 0.78/0.65/8.57). Soft Dice is computed over the whole
+    batch per class.
 
     Args:
         dice_weight: weight of the Dice term (0: cross-entropy only).
@@ -92,7 +94,8 @@ class CEDiceLoss(nn.Module):
 class MSELoss(nn.Module):
     """Mean squared error between probabilities (N, 1, H, W) in [0, 1] and a target in [0, 1].
 
-    OCTA-Net's losses are MSE on its sigmoid (and fine-stage) outputs (models.md §2.3).
+    OCTA-Net's losses are MSE on its sigmoid (and fine-stage) outputs
+    (github.com/iMED-Lab/OCTA-Net-OCTA-Vessel-Segmentation-Network, ``code/OCTA-Net/train.py``).
     """
 
     input_kind = "probabilities"
@@ -105,7 +108,10 @@ class MSELoss(nn.Module):
 
 
 class MSEDiceLoss(MSELoss):
-    """MSE + ``dice_weight`` * (1 - soft Dice) on probabilities (the mission's MSE + Dice)."""
+    """MSE + ``dice_weight`` * (1 - soft Dice) on probabilities (medseg's MSE + Dice option).
+
+    OCTA-Net's released code trains with MSE alone; the Dice term is a medseg addition.
+    """
 
     def __init__(self, dice_weight: float = 1.0) -> None:
         super().__init__()

@@ -4,7 +4,7 @@ Pure functions on numpy arrays; OpenCV does the Otsu threshold and the tolerance
 scikit-learn the AUC and Cohen's kappa, so that the numbers follow the same library code as the
 authors' ``iMED-Lab/OCTA-Net-OCTA-Vessel-Segmentation-Network`` (``code/OCTA-Net/test.py``,
 ``get_results``; ``evaluation/utils.py``, ``numeric_score`` and ``calc_*``; the mean and std of
-``evaluation/evaluation.py``). See ``shared/design/metrics.md`` section 2.
+``evaluation/evaluation.py``).
 
 Protocol, per test image:
 
@@ -261,8 +261,8 @@ def evaluate_octa(
             (the message names the case id, e.g. both shapes on a shape mismatch).
 
     Source: OCTA-Net (Ma et al., IEEE TMI 2021), ``evaluation/evaluation.py`` and
-    ``code/OCTA-Net/test.py`` (``get_results``, ``print_results``); ``shared/design/metrics.md``
-    section 2.
+    ``code/OCTA-Net/test.py`` (``get_results``, ``print_results``) in
+    github.com/iMED-Lab/OCTA-Net-OCTA-Vessel-Segmentation-Network.
     """
     k = _check_tolerance(tolerance)
     rows: list[dict[str, Any]] = []

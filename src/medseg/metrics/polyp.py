@@ -1,8 +1,9 @@
 """Polyp segmentation evaluation with the PraNet protocol (Fan et al., MICCAI 2020).
 
 The numbers are those of PraNet's MATLAB toolbox (``DengPingFan/PraNet``, ``eval/main.m``),
-computed by pysodmetrics (PyPI ``pysodmetrics``, import ``py_sod_metrics``; verified against the
-MATLAB code, see ``shared/design/metrics.md`` section 3). Pure numpy/OpenCV; no torch.
+computed by pysodmetrics (PyPI ``pysodmetrics``, import ``py_sod_metrics``; its README,
+github.com/lartpang/PySODMetrics, states it was verified against Fan's MATLAB toolbox). Pure
+numpy/OpenCV; no torch.
 
 Pipeline per image:
 

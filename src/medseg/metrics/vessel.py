@@ -1,8 +1,7 @@
 """Retinal-vessel evaluation: confusion-matrix metrics, exact AUCs and the full protocol.
 
 All functions are pure functions on numpy arrays (anything ``np.asarray`` accepts, e.g. a CPU
-tensor); nothing here needs torch or Lightning. Conventions (see ``shared/design/metrics.md``
-section 1):
+tensor); nothing here needs torch or Lightning. Conventions:
 
 * Binary map: ``pred = prob >= threshold`` (orobix retina-unet, FR-UNet and the PraNet toolbox
   use ``>=``; torchmetrics' ``binary_*`` use ``>``, which differs only for quantised maps).
@@ -184,7 +183,8 @@ def pixel_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     Raises:
         ValueError: if a count is negative.
 
-    Source: standard definitions as listed in ``shared/design/metrics.md`` Sec. 1.2.
+    Source: the standard confusion-matrix definitions (Dice = F1 = 2TP / (2TP + FP + FN),
+    IoU = TP / (TP + FP + FN), MCC as Matthews' correlation coefficient).
     """
     counts = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     for k, v in counts.items():
@@ -422,10 +422,11 @@ def evaluate_vessels(
             both shapes); prob is not 2-D, not finite or outside [0, 1]; target/fov not binary;
             connectivity not 4 or 8.
 
-    Sources: ``shared/design/metrics.md`` Sec. 1 (orobix retina-unet pooled FOV protocol,
-    FR-UNet/DSCNet per-image means; Kovacs & Fazekas, MedIA 2022, for FOV vs whole image and
-    MoS vs SoM); clDice: Shit et al., CVPR 2021; Betti error: Hu et al., NeurIPS 2019 (here on
-    whole images, not on sampled patches).
+    Sources: orobix retina-unet (github.com/orobix/retina-unet, ``src/retinaNN_predict.py``) for
+    the pooled FOV protocol; FR-UNet (github.com/lseventeen/FR-UNet, ``tester.py``) and DSCNet
+    (github.com/YaoleiQi/DSCNet, ``S3_Train_Process.py``) for per-image means; Kovacs & Fazekas,
+    MedIA 75:102300, 2022, for FOV vs whole image and MoS vs SoM; clDice: Shit et al., CVPR 2021;
+    Betti error: Hu et al., NeurIPS 2019 (here on whole images, not on sampled patches).
     """
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")

@@ -4,8 +4,8 @@ Distances come from MONAI's metric functions (``monai.metrics``; Apache-2.0; imp
 the functions, so importing this module needs only numpy): ``compute_hausdorff_distance`` for
 HD95, ``get_edge_surface_distance`` (the same boundary voxels and distances) for the pooled
 HD95 of medpy, ``compute_surface_dice(use_subvoxels=True)`` for the normalised surface Dice of
-DeepMind's ``surface-distance`` package (Nikolov et al., arXiv 1809.04430). See
-``shared/design/metrics.md`` section 4.
+DeepMind's ``surface-distance`` package (Nikolov et al., arXiv 1809.04430;
+github.com/google-deepmind/surface-distance, ``surface_distance/metrics.py``).
 
 Spacing is in mm and in ARRAY-AXIS order: ``spacing[i]`` is the voxel size along axis i of the
 numpy array (for nibabel's (x, y, z) arrays that is ``header.get_zooms()[:3]``; for SimpleITK's

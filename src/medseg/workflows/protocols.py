@@ -1,8 +1,8 @@
 """Evaluation protocols: one registered name per community, what each reads and writes.
 
 A protocol turns a split's predictions and ground truth into the numbers its community
-publishes (definitions and sources: the metric modules under :mod:`medseg.metrics`; design notes
-``shared/design/metrics.md``):
+publishes (definitions and sources, papers and reference code: the metric modules under
+:mod:`medseg.metrics`):
 
 =========  ==========================================  =============================  ==================
 name       community / reference code                   reads                          writes
@@ -139,16 +139,19 @@ def _multiclass_eval(items: Any, cfg: Any, names: Any) -> tuple[dict[str, Any], 
 
 for _p in (
     Protocol("vessel", "probability", "per_image.csv", VESSEL_HEADLINE,
-             "retinal vessels: FOV and whole image, per-image mean and pooled (metrics.md §1)", _vessel_headline,
-             _vessel_eval),
+             "retinal vessels: FOV and whole image, per-image mean and pooled (orobix retina-unet; "
+             "Kovacs & Fazekas, MedIA 2022)", _vessel_headline, _vessel_eval),
     Protocol("octa", "probability", "per_image.csv", OCTA_HEADLINE,
-             "OCTA-Net evaluation/utils.py: per-image Otsu, centerline tolerance, mean and std (metrics.md §2)",
+             "OCTA-Net evaluation/utils.py: per-image Otsu, centerline tolerance, mean and std "
+             "(Ma et al., IEEE TMI 2021)",
              _octa_headline, _octa_eval),
     Protocol("polyp", "probability", "per_image.csv", POLYP_HEADLINE,
-             "PraNet toolbox through pysodmetrics: 256-threshold mDice/mIoU, wF, S-alpha, E-phi, MAE (metrics.md §3)",
+             "PraNet toolbox through pysodmetrics: 256-threshold mDice/mIoU, wF, S-alpha, E-phi, MAE "
+             "(PraNet eval/main.m; Fan et al., MICCAI 2020)",
              _polyp_headline, _polyp_eval, resizes=True),
     Protocol("volume", "labels", "per_case.csv", VOLUME_HEADLINE,
-             "CT/MRI per volume: Dice, HD95 and NSD in mm with MONAI (metrics.md §4)", _volume_headline, _volume_eval),
+             "CT/MRI per volume: Dice, HD95 and NSD in mm with MONAI (Dice as nnU-Net; NSD as Nikolov "
+             "et al., arXiv 1809.04430)", _volume_headline, _volume_eval),
     Protocol("multiclass", "labels", "per_image.csv", ("dice", "iou"),
              "multi-class label maps: per-class Dice and IoU per image, per volume and pooled", _multiclass_headline,
              _multiclass_eval),

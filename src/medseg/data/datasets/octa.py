@@ -19,10 +19,11 @@ octa500     ``OCTA500_3M/{train,val,test}/{image,label}/<subject>.bmp``         
 [0, 1]. This follows OCTA-Net (Ma et al., IEEE TMI 2021; the ROSE paper), whose loader converts
 each image to grey (PIL ``convert("L")``, the BT.601 luminance that the ``gray`` step uses) and
 feeds ``ToTensor()`` output, i.e. ``x / 255`` in [0, 1], with no mean/std normalisation
-(design notes, models.md §2.3). ``minmax`` is per-image min-max scaling; it equals ``x / 255``
-exactly for every image whose grey levels span 0..255, which holds for all 300 ROSSA and all 50
-OCTA-500 test images (checked on the copies in ``shared/data``). For the exact fixed scaling
-on other data use ``preprocess: [gray, {imagenet: {mean: [0.0], std: [1.0]}}]`` (x / 255).
+(github.com/iMED-Lab/OCTA-Net-OCTA-Vessel-Segmentation-Network, ``code/OCTA-Net/octa_dataset.py``).
+``minmax`` is per-image min-max scaling; it equals ``x / 255`` exactly for every image whose
+grey levels span 0..255, which holds for all 300 ROSSA and all 50 OCTA-500 test images
+(checked on the copies in ``shared/data``). For the exact fixed scaling on other data use
+``preprocess: [gray, {imagenet: {mean: [0.0], std: [1.0]}}]`` (x / 255).
 OCTA-Net's ResNeSt encoder takes 3 channels: add ``rgb`` (grey repeated) in the recipe.
 
 **Labels** are binarised with :func:`medseg.data.io.binarize_mask` (``> max / 2``, i.e.
@@ -30,7 +31,8 @@ OCTA-Net's ResNeSt encoder takes 3 channels: add ``rgb`` (grey repeated) in the 
 says whether ``Case.mask`` is a *pixel-level* label (vessel area) or a *centerline-level* label
 (1-px manual tracings): the ROSE evaluation code counts TP and FP against the ground truth
 dilated by a 3x3 ellipse for centerline-level labels (ROSE-1 DVC and ROSE-2) and without
-tolerance for pixel-level ones (design notes, metrics.md §2).
+tolerance for pixel-level ones (the same repository, ``evaluation/utils.py``: "DCC & ROSE-2:
+kernel_size=(3, 3)").
 
 **Centerlines**: ROSE ships manual centerline-level labels, which fill ``Case.centerline``
 (see :class:`Rose1Dataset`, :class:`Rose2Dataset`). ROSSA and OCTA-500 ship none; with

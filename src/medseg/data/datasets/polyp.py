@@ -12,9 +12,9 @@ exactly 0/255: Kvasir-SEG masks are JPEG files whose pixels carry compression no
 noise is thresholded away; a mask with many mid-grey pixels (a soft or probability map) is still
 refused.
 
-Evaluation note: the PraNet protocol (design metrics.md section 3) scores predictions upsampled to
-the ground truth's *original* size; the cases hold the resized mask, and ``Case.meta`` keeps
-``original_size`` (H, W) and ``mask_path`` for that.
+Evaluation note: the PraNet protocol (github.com/DengPingFan/PraNet, ``MyTest.py`` and
+``eval/main.m``) scores predictions upsampled to the ground truth's *original* size; the cases
+hold the resized mask, and ``Case.meta`` keeps ``original_size`` (H, W) and ``mask_path`` for that.
 """
 
 from __future__ import annotations

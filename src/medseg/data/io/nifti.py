@@ -17,7 +17,7 @@ Conventions
   by position along the slice normal, so ``volume[:, :, k]`` is slice ``k`` transposed.
 - **Spacing** is always given in array-axis order (mm per voxel along I, J, K), derived from the
   header (NIfTI ``pixdim``) or from PixelSpacing and the slice positions (DICOM). Reversing it is
-  the classic distance-metric bug (design notes, metrics §4.2).
+  the classic distance-metric bug: on anisotropic voxels it changes every HD95 and surface distance.
 - **Affine** maps ``(i, j, k, 1)`` to world coordinates in mm in the NIfTI convention, RAS+
   (+x = towards the patient's Right, +y = Anterior, +z = Superior). DICOM ImagePositionPatient
   is in LPS+ (+x = Left, +y = Posterior, +z = Superior), so
