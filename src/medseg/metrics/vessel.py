@@ -365,6 +365,155 @@ def _mean_defined(values: list[float | None]) -> float | None:
     return float(sum(vals) / len(vals)) if vals else None
 
 
+def _checked_case(case: Any, index: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``(case id, prob (H, W) float in [0, 1], target bool, fov bool, fov given)`` of one case;
+    ValueError naming the case for a bad shape, range or dtype."""
+    cid, prob, target, fov = _unpack_case(case, index)
+    p = _as_prob(prob, f"prob of case {cid!r}")
+    if p.ndim != 2:
+        raise ValueError(f"case {cid!r}: prob must be 2-D (H, W), got shape {tuple(p.shape)}")
+    if p.size and (float(p.min()) < 0.0 or float(p.max()) > 1.0):
+        raise ValueError(
+            f"case {cid!r}: prob must lie in [0, 1] (got min {float(p.min()):.4g}, max "
+            f"{float(p.max()):.4g}); apply a sigmoid/softmax to logits first"
+        )
+    t = _as_bool(target, f"target of case {cid!r}")
+    _check_same_shape(p, t, "prob", "target", f"case {cid!r}")
+    if fov is None:
+        f = np.ones(p.shape, bool)
+    else:
+        f = _as_bool(fov, f"fov of case {cid!r}")
+        _check_same_shape(p, f, "prob", "fov", f"case {cid!r}")
+    return cid, p, t, f, fov is not None
+
+
+def _case_results(
+    p: np.ndarray, t: np.ndarray, f: np.ndarray, fov_given: bool, threshold: float, connectivity: int
+) -> tuple[dict[str, dict[str, Any]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per region: confusion counts, ``(AUC-ROC, AP)`` and topology of one case; plus the flat
+    ``(prob, target, fov)`` arrays for the pooled AUCs."""
+    fov = f if fov_given else None
+    pred = p >= threshold
+    # one sort per image serves both regions (a masked subsequence of a sorted one is sorted)
+    order = np.argsort(p.reshape(-1))[::-1]
+    p_desc, y_desc = p.reshape(-1)[order], t.reshape(-1)[order]
+    auc_whole = _aucs_from_counts(*_curve_counts(p_desc, y_desc))
+    if fov is None:
+        auc_fov = auc_whole
+    else:
+        f_desc = f.reshape(-1)[order]
+        auc_fov = _aucs_from_counts(*_curve_counts(p_desc[f_desc], y_desc[f_desc]))
+
+    results: dict[str, dict[str, Any]] = {}
+    # skeleton and Betti numbers of each mask once; a FOV-masked map that equals the
+    # whole-image map (no foreground outside the FOV, or fov=None) reuses them unchanged
+    whole_p, whole_t = _mask_topology(pred, connectivity), _mask_topology(t, connectivity)
+    for region in REGIONS:
+        if region == "fov" and fov is not None:
+            cm = confusion_counts(pred, t, f)
+            pr, tr = pred & f, t & f
+            aucs = auc_fov
+            mp = whole_p if np.array_equal(pr, pred) else _mask_topology(pr, connectivity)
+            mt = whole_t if np.array_equal(tr, t) else _mask_topology(tr, connectivity)
+        else:
+            cm = confusion_counts(pred, t)
+            pr, tr = pred, t
+            aucs = auc_whole
+            mp, mt = whole_p, whole_t
+        results[region] = {"cm": cm, "aucs": aucs, "topo": _topology(pr, tr, mp, mt)}
+    return results, (p.reshape(-1), t.reshape(-1), f.reshape(-1))
+
+
+def _region_values(res: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`VESSEL_METRICS` of one region of one case from its counts, AUCs and topology."""
+    cm, (roc, ap), topo = res["cm"], res["aucs"], res["topo"]
+    values: dict[str, Any] = dict(pixel_metrics(**cm))
+    values["auc_roc"] = _none_if_nan(roc)
+    values["auc_pr"] = _none_if_nan(ap)
+    values["cldice"] = cldice_from_counts(topo["cl"])
+    values["betti0_error"] = topo["b0_err"]
+    values["betti1_error"] = topo["b1_err"]
+    values["euler_error"] = topo["chi_err"]
+    return values
+
+
+def _pooled_aucs(scores: dict[str, list[np.ndarray]]) -> dict[str, tuple[float, float]]:
+    """``{region: (AUC-ROC, AP)}`` over all concatenated pixels (``scores`` is emptied)."""
+    # one sort over all pixels, FOV as a masked subsequence
+    p_all = np.concatenate(scores["p"])
+    y_all = np.concatenate(scores["y"])
+    f_all = np.concatenate(scores["fov"])
+    scores.clear()
+    order = np.argsort(p_all)[::-1]
+    p_desc, y_desc, f_desc = p_all[order], y_all[order], f_all[order]
+    del order, p_all, y_all, f_all
+    return {
+        "whole_image": _aucs_from_counts(*_curve_counts(p_desc, y_desc)),
+        "fov": _aucs_from_counts(*_curve_counts(p_desc[f_desc], y_desc[f_desc])),
+    }
+
+
+
+def _summarise(per_image: dict[str, list[dict[str, Any]]], pooled_cm: dict[str, dict[str, int]],
+               pooled_cl: dict[str, dict[str, int]], pooled_auc: dict[str, tuple[float, float]],
+               threshold: float, n: int) -> dict[str, Any]:
+    """The per-image means and pooled values of every region (see :func:`evaluate_vessels`)."""
+    summary: dict[str, Any] = {"threshold": threshold, "n_images": n}
+    for region in REGIONS:
+        vals = per_image[region]
+        mean = {}
+        for m in VESSEL_METRICS:
+            col = [v[m] for v in vals]
+            mean[m] = _mean_defined(col)
+        pooled: dict[str, Any] = dict(pixel_metrics(**pooled_cm[region]))
+        pooled["auc_roc"] = _none_if_nan(pooled_auc[region][0])
+        pooled["auc_pr"] = _none_if_nan(pooled_auc[region][1])
+        pooled["cldice"] = cldice_from_counts(pooled_cl[region])
+        pooled["betti0_error"] = mean["betti0_error"]
+        pooled["betti1_error"] = mean["betti1_error"]
+        pooled["euler_error"] = mean["euler_error"]
+        summary[region] = {
+            "per_image_mean": {m: mean[m] for m in VESSEL_METRICS},
+            "pooled": {m: pooled[m] for m in VESSEL_METRICS},
+        }
+    return summary
+
+
+def _conventions(threshold: float, connectivity: int, fov_missing: list[str]) -> dict[str, Any]:
+    """The conventions block of :func:`evaluate_vessels`' summary: how every number was made."""
+    background = 4 if connectivity == 8 else 8
+    return {
+        "threshold_comparison": ">=",
+        "binarisation": f"pred = prob >= {threshold:g}",
+        "fov_missing": fov_missing,
+        "fov_missing_policy": "a case with fov=None uses the whole image as its FOV",
+        "auc_roc": "exact tie-aware trapezoidal ROC area over all distinct scores (= sklearn "
+        "roc_auc_score); None when the region holds a single class",
+        "auc_pr": "average precision, step-wise sum_n (R_n - R_n-1) P_n over distinct scores "
+        "(= sklearn average_precision_score / torchmetrics binary_average_precision), not the "
+        "trapezoidal PR area; None when the region holds a single class",
+        "cldice_skeleton": "hard skeletons by skimage.morphology.skeletonize (2-D Zhang-Suen "
+        "thinning, method='zhang'); Shit et al. CVPR 2021",
+        "betti_connectivity": f"{connectivity}-connected foreground, {background}-connected "
+        "background (holes)",
+        "betti_region": "whole image (or whole FOV-masked image), no patch sampling",
+        "euler_error": "|chi(P) - chi(G)|, chi = beta0 - beta1 (= skimage.measure.euler_number "
+        f"with {connectivity}-connected foreground), whole image, mean over images",
+        "topology_in_fov": "clDice and Betti numbers of pred & fov vs target & fov",
+        "aggregation_per_image_mean": "metric per image, arithmetic mean over images (mean of "
+        "scores); undefined AUCs left out of the mean",
+        "aggregation_pooled": "pixel metrics from the confusion matrix summed over images; AUCs "
+        "over all concatenated pixels of the region; clDice from summed skeleton counts; Betti "
+        "and Euler errors = mean over images (same as per_image_mean)",
+        "empty_policy": "0/0 never gives NaN: dice/iou 1 if pred and target both empty; "
+        "sensitivity 1 if no target positives; specificity 1 if no target negatives; precision "
+        "1 if no predicted and no target positives, 0 if no predicted but some target "
+        "positives; mcc 1 if pred == target else 0 when a denominator factor is 0; clDice 1 if "
+        "both empty, 0 if one is empty",
+        "undefined_values": "None (JSON null)",
+    }
+
+
 def evaluate_vessels(
     cases: Iterable[Any], threshold: float = 0.5, connectivity: int = 8
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -441,72 +590,22 @@ def evaluate_vessels(
     fov_missing: list[str] = []
 
     for index, case in enumerate(cases):
-        cid, prob, target, fov = _unpack_case(case, index)
-        p = _as_prob(prob, f"prob of case {cid!r}")
-        if p.ndim != 2:
-            raise ValueError(f"case {cid!r}: prob must be 2-D (H, W), got shape {tuple(p.shape)}")
-        if p.size and (float(p.min()) < 0.0 or float(p.max()) > 1.0):
-            raise ValueError(
-                f"case {cid!r}: prob must lie in [0, 1] (got min {float(p.min()):.4g}, max "
-                f"{float(p.max()):.4g}); apply a sigmoid/softmax to logits first"
-            )
-        t = _as_bool(target, f"target of case {cid!r}")
-        _check_same_shape(p, t, "prob", "target", f"case {cid!r}")
-        if fov is None:
+        cid, p, t, f, fov_given = _checked_case(case, index)
+        if not fov_given:
             fov_missing.append(cid)
-            f = np.ones(p.shape, bool)
-        else:
-            f = _as_bool(fov, f"fov of case {cid!r}")
-            _check_same_shape(p, f, "prob", "fov", f"case {cid!r}")
-        pred = p >= threshold
-
-        # one sort per image serves both regions (a masked subsequence of a sorted one is sorted)
-        order = np.argsort(p.reshape(-1))[::-1]
-        p_desc, y_desc = p.reshape(-1)[order], t.reshape(-1)[order]
-        auc_whole = _aucs_from_counts(*_curve_counts(p_desc, y_desc))
-        if fov is None:
-            auc_fov = auc_whole
-        else:
-            f_desc = f.reshape(-1)[order]
-            auc_fov = _aucs_from_counts(*_curve_counts(p_desc[f_desc], y_desc[f_desc]))
-        scores["p"].append(p.reshape(-1))
-        scores["y"].append(t.reshape(-1))
-        scores["fov"].append(f.reshape(-1))
-
-        results: dict[str, dict[str, Any]] = {}
-        # skeleton and Betti numbers of each mask once; a FOV-masked map that equals the
-        # whole-image map (no foreground outside the FOV, or fov=None) reuses them unchanged
-        whole_p, whole_t = _mask_topology(pred, connectivity), _mask_topology(t, connectivity)
-        for region in REGIONS:
-            if region == "fov" and fov is not None:
-                cm = confusion_counts(pred, t, f)
-                pr, tr = pred & f, t & f
-                aucs = auc_fov
-                mp = whole_p if np.array_equal(pr, pred) else _mask_topology(pr, connectivity)
-                mt = whole_t if np.array_equal(tr, t) else _mask_topology(tr, connectivity)
-            else:
-                cm = confusion_counts(pred, t)
-                pr, tr = pred, t
-                aucs = auc_whole
-                mp, mt = whole_p, whole_t
-            results[region] = {"cm": cm, "aucs": aucs, "topo": _topology(pr, tr, mp, mt)}
-
+        results, flat = _case_results(p, t, f, fov_given, threshold, connectivity)
+        scores["p"].append(flat[0])
+        scores["y"].append(flat[1])
+        scores["fov"].append(flat[2])
         row: dict[str, Any] = {"id": cid}
         for region in REGIONS:
             res = results[region]
-            cm, (roc, ap), topo = res["cm"], res["aucs"], res["topo"]
-            values: dict[str, Any] = dict(pixel_metrics(**cm))
-            values["auc_roc"] = _none_if_nan(roc)
-            values["auc_pr"] = _none_if_nan(ap)
-            values["cldice"] = cldice_from_counts(topo["cl"])
-            values["betti0_error"] = topo["b0_err"]
-            values["betti1_error"] = topo["b1_err"]
-            values["euler_error"] = topo["chi_err"]
+            values = _region_values(res)
             per_image[region].append(values)
-            for k in cm:
-                pooled_cm[region][k] += cm[k]
-            for k in topo["cl"]:
-                pooled_cl[region][k] += topo["cl"][k]
+            for k in res["cm"]:
+                pooled_cm[region][k] += res["cm"][k]
+            for k in res["topo"]["cl"]:
+                pooled_cl[region][k] += res["topo"]["cl"][k]
             for m in VESSEL_METRICS:
                 row[f"{region}_{m}"] = values[m]
         for k in ("tp", "fp", "fn", "tn"):
@@ -517,68 +616,8 @@ def evaluate_vessels(
     if n == 0:
         raise ValueError("evaluate_vessels: no cases to evaluate")
 
-    # pooled AUCs: one sort over all pixels, FOV as a masked subsequence
-    p_all = np.concatenate(scores["p"])
-    y_all = np.concatenate(scores["y"])
-    f_all = np.concatenate(scores["fov"])
-    scores.clear()
-    order = np.argsort(p_all)[::-1]
-    p_desc, y_desc, f_desc = p_all[order], y_all[order], f_all[order]
-    del order, p_all, y_all, f_all
-    pooled_auc = {
-        "whole_image": _aucs_from_counts(*_curve_counts(p_desc, y_desc)),
-        "fov": _aucs_from_counts(*_curve_counts(p_desc[f_desc], y_desc[f_desc])),
-    }
-
-    summary: dict[str, Any] = {"threshold": threshold, "n_images": n}
-    for region in REGIONS:
-        vals = per_image[region]
-        mean = {}
-        for m in VESSEL_METRICS:
-            col = [v[m] for v in vals]
-            mean[m] = _mean_defined(col)
-        pooled: dict[str, Any] = dict(pixel_metrics(**pooled_cm[region]))
-        pooled["auc_roc"] = _none_if_nan(pooled_auc[region][0])
-        pooled["auc_pr"] = _none_if_nan(pooled_auc[region][1])
-        pooled["cldice"] = cldice_from_counts(pooled_cl[region])
-        pooled["betti0_error"] = mean["betti0_error"]
-        pooled["betti1_error"] = mean["betti1_error"]
-        pooled["euler_error"] = mean["euler_error"]
-        summary[region] = {
-            "per_image_mean": {m: mean[m] for m in VESSEL_METRICS},
-            "pooled": {m: pooled[m] for m in VESSEL_METRICS},
-        }
-    background = 4 if connectivity == 8 else 8
-    summary["conventions"] = {
-        "threshold_comparison": ">=",
-        "binarisation": f"pred = prob >= {threshold:g}",
-        "fov_missing": fov_missing,
-        "fov_missing_policy": "a case with fov=None uses the whole image as its FOV",
-        "auc_roc": "exact tie-aware trapezoidal ROC area over all distinct scores (= sklearn "
-        "roc_auc_score); None when the region holds a single class",
-        "auc_pr": "average precision, step-wise sum_n (R_n - R_n-1) P_n over distinct scores "
-        "(= sklearn average_precision_score / torchmetrics binary_average_precision), not the "
-        "trapezoidal PR area; None when the region holds a single class",
-        "cldice_skeleton": "hard skeletons by skimage.morphology.skeletonize (2-D Zhang-Suen "
-        "thinning, method='zhang'); Shit et al. CVPR 2021",
-        "betti_connectivity": f"{connectivity}-connected foreground, {background}-connected "
-        "background (holes)",
-        "betti_region": "whole image (or whole FOV-masked image), no patch sampling",
-        "euler_error": "|chi(P) - chi(G)|, chi = beta0 - beta1 (= skimage.measure.euler_number "
-        f"with {connectivity}-connected foreground), whole image, mean over images",
-        "topology_in_fov": "clDice and Betti numbers of pred & fov vs target & fov",
-        "aggregation_per_image_mean": "metric per image, arithmetic mean over images (mean of "
-        "scores); undefined AUCs left out of the mean",
-        "aggregation_pooled": "pixel metrics from the confusion matrix summed over images; AUCs "
-        "over all concatenated pixels of the region; clDice from summed skeleton counts; Betti "
-        "and Euler errors = mean over images (same as per_image_mean)",
-        "empty_policy": "0/0 never gives NaN: dice/iou 1 if pred and target both empty; "
-        "sensitivity 1 if no target positives; specificity 1 if no target negatives; precision "
-        "1 if no predicted and no target positives, 0 if no predicted but some target "
-        "positives; mcc 1 if pred == target else 0 when a denominator factor is 0; clDice 1 if "
-        "both empty, 0 if one is empty",
-        "undefined_values": "None (JSON null)",
-    }
+    summary = _summarise(per_image, pooled_cm, pooled_cl, _pooled_aucs(scores), threshold, n)
+    summary["conventions"] = _conventions(threshold, connectivity, fov_missing)
     return summary, rows
 
 
