@@ -19,7 +19,7 @@ CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/*/*.yaml"))
 DATA = {"drive": (3, 2), "rossa": (1, 2), "octa500": (1, 2), "kvasir_seg": (3, 2), "msd": (3, 3)}
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if "zoo" not in p.name], ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_network_fits_its_loss_and_sizes(path):
     cfg = load_config(path)
     if cfg.data.dataset not in DATA:

@@ -91,6 +91,9 @@ def check_classes(model_name: str, channels: int, num_classes: int) -> None:
 
     One channel (sigmoid) fits binary data only; C >= 2 channels (softmax) fit data with
     exactly C classes.
+
+    Raises:
+        ConfigError: naming the network, both numbers and the argument to set.
     """
     if channels == 1 and num_classes == 2:
         return
@@ -100,7 +103,6 @@ def check_classes(model_name: str, channels: int, num_classes: int) -> None:
     raise ConfigError(
         f"network {model_name!r} outputs {channels} channel(s) but the data has {num_classes} classes "
         f"(label values 0..{num_classes - 1}); set model.args.{key}={num_classes if num_classes > 2 else '1 or 2'}"
-        + ("" if num_classes > 2 else "")
     )
 
 
