@@ -642,7 +642,7 @@ def test_evaluate_vessels_euler_error():
     p2 = p2 * f2  # no prediction outside the FOV: the FOV topology reuses whole-image results
     cases = [("a", p1, t1, f1), ("b", p2, t2 & f2, f2), ("c", p1, t1, None)]
     summary, rows = evaluate_vessels(cases)
-    for (cid, p, t, f), row in zip(cases, rows):
+    for (_cid, p, t, f), row in zip(cases, rows):
         pred = p >= 0.5
         fov = np.ones_like(t) if f is None else f
         chi = euler_characteristic

@@ -186,7 +186,7 @@ def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[
             session = ort.InferenceSession(str(path), options, providers=providers)
             name = session.get_inputs()[0].name
             out = torch.from_numpy(session.run(None, {name: feed})[0]).float()
-            ms = median_ms(lambda: session.run(None, {name: feed}), warmup, repeats)
+            ms = median_ms(lambda s=session, n=name: s.run(None, {n: feed}), warmup, repeats)
             rows.append(_row(base, runtime, ms, flops_per_s, file_mb=round(path.stat().st_size / 2**20, 3),
                              rel_error=float(errors(out, ref.cpu().float())[1])))
     return rows

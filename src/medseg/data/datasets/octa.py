@@ -585,7 +585,8 @@ class RossaDataset(_OctaDataset):
         inv = super().find(root, opts)
         if (root / "train_sam").is_dir():
             items, probs = _pair_folder("ROSSA", "train_sam", root / "train_sam", "image", {"label": (True, "")})
-            inv.records += [Record(s, "train_sam", i, mask=l["label"], extra={"label_level": PIXEL}) for s, i, l in items]
+            inv.records += [Record(s, "train_sam", i, mask=labs["label"], extra={"label_level": PIXEL})
+                            for s, i, labs in items]
             inv.problems += probs
         return inv
 
