@@ -1,4 +1,13 @@
-"""Conformance tests every registered network passes (the contract of :mod:`medseg.models`).
+"""Conformance tests every registered network passes (the contract of :mod:`medseg.models.contract`).
+
+Besides behaviour (forward/backward at several sizes, batch independence, export, seeds,
+parameter counts), the tests assert the contract: ``in_channels``, ``out_channels``,
+``size_divisor``, ``output_activation`` and ``forward_outputs`` are declared with the right
+types (:func:`medseg.models.contract.check_contract`); the main output has ``out_channels``
+channels; ``forward_outputs(x)["out"]`` equals ``forward(x)``; and sizes that are not multiples
+of ``size_divisor`` are refused with the message of the one size check
+(:func:`medseg.models.contract.check_size`). ``tests/test_contract.py`` fails when a registered
+network has no subclass of :class:`ModelConformance`.
 
 A network's test file subclasses :class:`ModelConformance` once, as ``TestConformance<Name>``
 (pytest collects the subclass; the base class has no ``Test`` prefix and is not collected on its
@@ -30,7 +39,8 @@ Class attributes:
   ``[(64, 64), (64, 96)]``).
 - ``bad_sizes``: (H, W) sizes for which ``forward`` must raise ``ValueError`` whose message names
   the offending number (at least one of H, W that is not a dimension of any entry of ``sizes``;
-  if both are, either). Default ``[]`` (the network takes any size).
+  if both are, either); those that are not multiples of ``size_divisor`` must get the message of
+  :func:`medseg.models.contract.check_size`. Default ``[]`` (the network takes any size).
 - ``batch``: batch size of the test inputs (default 2).
 - ``expected_params``: description -> exact ``sum(p.numel() for p in model.parameters())``.
 - ``param_kwargs``: description -> ``create_model`` kwargs for that count (used as given, no
@@ -60,6 +70,7 @@ import torch
 import torch.nn as nn
 
 from medseg.models import count_parameters, create_model
+from medseg.models.contract import check_contract, check_size
 
 __all__ = ["ModelConformance", "make_input", "build"]
 
@@ -82,6 +93,25 @@ def _scale(t: torch.Tensor) -> float:
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.detach().double() - b.detach().double()).abs().max())
+
+
+def size_error_parts(h: int, w: int, size_divisor: int) -> list[str]:
+    """The parts of the one size check's message for an (h, w) input that every network's
+    message holds, whatever its name, reason and note: "needs H and W divisible by d, i.e.
+    multiples of d" and "; input HxW has ... multiple of d." (:func:`check_size`)."""
+    with pytest.raises(ValueError) as info:
+        check_size(h, w, size_divisor, "")
+    head, tail = str(info.value).split("; input ", 1)
+    return [head.strip(), "; input " + tail]
+
+
+def assert_size_error(msg: str, h: int, w: int, size_divisor: int, name: str) -> None:
+    """AssertionError unless ``msg`` is the one size check's message for (h, w)."""
+    missing = [part for part in size_error_parts(h, w, size_divisor) if part not in msg]
+    assert not missing, (
+        f"{name}: the ValueError for size {(h, w)} is not the one size check's "
+        f"(medseg.models.contract.check_input_size); missing {missing} in {msg!r}"
+    )
 
 
 class ModelConformance:
@@ -117,12 +147,22 @@ class ModelConformance:
 
     @staticmethod
     def outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``forward_outputs(x)`` if the network defines it, else ``{"out": forward(x)}``."""
-        if hasattr(model, "forward_outputs"):
-            return model.forward_outputs(x)
-        return {"out": model(x)}
+        """``forward_outputs(x)``: every network has it (``{"out": forward(x)}`` for one output)."""
+        return model.forward_outputs(x)
 
     # -- the tests -------------------------------------------------------------------------------
+
+    def test_declares_the_contract(self):
+        model = self.make_model()
+        check_contract(model)  # TypeError naming what is missing
+        built = self.model_kwargs().get("in_channels")
+        if built is not None:
+            assert model.in_channels == built, (
+                f"{self.name}: built with in_channels={built}, declares {model.in_channels}"
+            )
+        d = model.size_divisor
+        wrong = [s for s in self.sizes if s[0] % d or s[1] % d]
+        assert not wrong, f"{self.name}: sizes {wrong} are not multiples of size_divisor {d}"
 
     def test_forward_and_backward(self):
         model = self.make_model(eval_mode=False)
@@ -139,6 +179,10 @@ class ModelConformance:
             main = outs["out"]
             assert main.dim() == 4 and main.shape[0] == self.batch and main.shape[2:] == (h, w), (
                 f"{self.name}: main output {tuple(main.shape)} for input {tuple(x.shape)}"
+            )
+            assert main.shape[1] == model.out_channels, (
+                f"{self.name}: main output has {main.shape[1]} channels, out_channels is "
+                f"{model.out_channels}"
             )
             assert main.dtype == torch.float32, f"{self.name}: main output dtype {main.dtype}"
             g = torch.Generator().manual_seed(100 + i)
@@ -178,6 +222,9 @@ class ModelConformance:
                 assert y.shape[0] == self.batch and y.shape[2:] == (h, w), (
                     f"{self.name}: output {tuple(y.shape)} for input size {(h, w)}"
                 )
+                assert y.shape[1] == model.out_channels, (
+                    f"{self.name}: {y.shape[1]} output channels, out_channels {model.out_channels}"
+                )
                 assert torch.isfinite(y).all(), f"{self.name}: non-finite output at {(h, w)}"
 
     def test_bad_sizes_raise_value_error_naming_the_size(self):
@@ -194,6 +241,20 @@ class ModelConformance:
             assert any(d in offending for d in named), (
                 f"{self.name}: ValueError for size {(h, w)} does not name {offending}: {msg!r}"
             )
+            d = model.size_divisor
+            if h % d or w % d:
+                assert_size_error(msg, h, w, d, self.name)
+
+    def test_sizes_not_divisible_are_refused_by_the_one_check(self):
+        model = self.make_model()
+        d = model.size_divisor
+        if d == 1:
+            pytest.skip(f"{self.name} takes any input size (size_divisor 1)")
+        h, w = self.sizes[0]
+        for size in ((h + d // 2, w), (h, w + 1)):
+            with pytest.raises(ValueError) as info, torch.no_grad():
+                model(self.make_x(n=1, size=size))
+            assert_size_error(str(info.value), *size, d, self.name)
 
     def test_eval_batch_equals_samples_one_by_one(self):
         # models.md §7.1: the original DSConv read sample 0's features for every sample.
@@ -209,8 +270,6 @@ class ModelConformance:
 
     def test_forward_outputs_matches_forward(self):
         model = self.make_model()
-        if not hasattr(model, "forward_outputs"):
-            pytest.skip(f"{self.name} has a single output (no forward_outputs)")
         x = self.make_x()
         with torch.no_grad():
             outs = model.forward_outputs(x)
@@ -229,7 +288,7 @@ class ModelConformance:
 
     def test_output_activation(self):
         model = self.make_model()
-        activation = getattr(model, "output_activation", "auto")
+        activation = model.output_activation
         assert activation in ("auto", "none"), activation
         if activation == "none":
             with torch.no_grad():
@@ -316,7 +375,7 @@ class ModelConformance:
         if not self.expected_params:
             pytest.fail(f"{self.name}: set expected_params (description -> exact count)")
         counts = {}
-        for desc, expected in self.expected_params.items():
+        for desc in self.expected_params:
             kwargs = self.param_kwargs[desc]
             try:
                 with torch.device("meta"):

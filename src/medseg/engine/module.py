@@ -28,6 +28,7 @@ from medseg.inference import predict_probabilities
 from medseg.losses.more import MultiOutputLoss
 from medseg.metrics.vessel import confusion_counts, pixel_metrics
 from medseg.models import MODELS, create_model
+from medseg.models.contract import single_output
 from medseg.log import get_logger
 
 log = get_logger(__name__)
@@ -194,7 +195,7 @@ class SegmentationModule(L.LightningModule):
         self.output_activation = getattr(self.model, "output_activation", "auto")
         self.loss_fn = MultiOutputLoss(self.cfg.loss, self.output_activation)
         self.needs_outputs = set(self.cfg.loss.outputs) != {"out"}
-        if self.needs_outputs and not hasattr(self.model, "forward_outputs"):
+        if self.needs_outputs and single_output(self.model):
             raise ConfigError(
                 f"loss.outputs names {sorted(self.cfg.loss.outputs)}, but {self.cfg.model.name!r} has one output "
                 "(no forward_outputs); use loss.outputs: {out: 1.0}"

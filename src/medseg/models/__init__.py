@@ -1,29 +1,12 @@
 """Networks, registered by name.
 
-Every registered network maps an image batch ``(N, C_in, H, W)`` float32 to **logits**
-``(N, C_out, H, W)`` float32 at the input resolution. Heads that the original code ends with a
-sigmoid (DSCNet) or softmax return the pre-activation here; the engine and the inference code
-apply the activation (``torch.sigmoid`` for one output channel, softmax otherwise). This keeps
-BCE numerically stable under mixed precision and changes no weight, so original state dicts
-still load.
-
-A network that needs H and W to be multiples of some number (DSCNet: 8) says so in a class
-attribute ``size_divisor``; sliding-window inference checks its window against it.
-
-Class attribute ``output_activation``: "auto" (default: the outputs are logits; sigmoid for one
-channel, softmax otherwise) or "none" (the original's outputs are already probabilities in
-[0, 1], e.g. OCTA-Net's sigmoid heads and its fine stage's weighted sum; kept as they are since
-its MSE losses are defined on them).
-
-Networks with several outputs (deep supervision, extra heads) return only the main output from
-``forward`` (what evaluation, export and inference use) and all of them, named, from
-``forward_outputs(x) -> dict[str, Tensor]``: key "out" is the main output (the same tensor
-``forward`` returns), the others are named by the network ("aux1", "pixel", "centerline",
-"boundary", ...), each (N, C_k, H, W) at the input resolution. The engine's losses address
-outputs by these names.
-
-Every network keeps its ImageNet backbone, if any, in an attribute ``encoder`` (see
-:mod:`medseg.models.encoders`).
+Every registered network keeps the contract of :mod:`medseg.models.contract`: it is a
+:class:`~medseg.models.contract.NetworkContract` and declares ``in_channels``, ``out_channels``,
+``size_divisor``, ``output_activation`` and ``forward_outputs``; it maps an image batch
+``(N, C_in, H, W)`` float32 to logits (or, with ``output_activation = "none"``, probabilities)
+``(N, C_out, H, W)`` float32 at the input resolution, and refuses sizes that are not multiples
+of its ``size_divisor`` with the one check, :func:`~medseg.models.contract.check_input_size`.
+The conformance tests (``tests/conformance.py``) hold every registered network to it.
 
 Use :func:`create_model` to build one by name and :func:`list_models` to see what exists.
 """
@@ -68,7 +51,7 @@ def _import_all() -> None:
     import pkgutil
 
     for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_") and info.name not in ("weights", "encoders", "blocks"):
+        if not info.name.startswith("_") and info.name not in ("weights", "encoders", "contract"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 

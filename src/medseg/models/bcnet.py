@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract, check_input_size
 
 __all__ = [
     "ConvBNReLU",
@@ -276,7 +277,7 @@ class BBEM(nn.Module):
 
 
 @register_model("bcnet")
-class BCNet(nn.Module):
+class BCNet(NetworkContract):
     """BCNet (Yue et al., IEEE JBHI 2022), **reconstructed from the paper's description**.
 
     Data flow (N = batch; strides relative to the input; C = ``width``):
@@ -351,12 +352,15 @@ class BCNet(nn.Module):
         se_reduction: GFIM channel-attention reduction ratio (4).
 
     Shapes: (N, in_channels, H, W) float32, H and W multiples of 32 -> (N, 1, H, W) float32
-    logits (pre-sigmoid).
+    logits (pre-sigmoid). Contract (:mod:`medseg.models.contract`): ``out_channels`` =
+    ``num_classes`` = 1, ``size_divisor`` 32, ``output_activation`` "auto", five named outputs
+    (:meth:`forward_outputs`).
 
     Raises:
         ValueError: bad arguments; in ``forward``, an input that is not 4-D, has the wrong
-            number of channels, or has H or W not divisible by 32 (the message names the size
-            and the nearest valid sizes).
+            number of channels, or has H or W not divisible by 32
+            (:func:`~medseg.models.contract.check_input_size`; the message names the size and
+            the nearest valid sizes).
         medseg.errors.CheckpointError: ``encoder_weights`` missing, unreadable, or not fitting
             the encoder (missing/unexpected keys listed).
     """
@@ -365,6 +369,11 @@ class BCNet(nn.Module):
     size_divisor = 32
     #: Default loss weights of the recipe, by output name.
     loss_weights = DEFAULT_LOSS_WEIGHTS
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels C_out (the contract's name for ``num_classes``, always 1; read-only)."""
+        return self.num_classes
 
     def __init__(
         self,
@@ -419,19 +428,7 @@ class BCNet(nn.Module):
                 f"BCNet was built with in_channels={self.in_channels} but the input has "
                 f"{x.shape[1]} channels (shape {tuple(x.shape)})"
             )
-        d = self.size_divisor
-        bad = []
-        for name, size in (("H", int(x.shape[2])), ("W", int(x.shape[3]))):
-            if size % d:
-                lower, upper = (size // d) * d, (size // d + 1) * d
-                near = f"{lower} or {upper}" if lower else f"{upper}"
-                bad.append(f"{name}={size} (nearest valid: {near})")
-        if bad:
-            raise ValueError(
-                f"BCNet needs H and W divisible by {d} (the Res2Net encoder's output stride); "
-                f"input {tuple(x.shape)} has {', '.join(bad)}. Resize or pad the image, or use "
-                f"sliding-window inference with a window that is a multiple of {d}."
-            )
+        check_input_size(x, self.size_divisor, "BCNet", "the Res2Net encoder's output stride")
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self._check_input(x)

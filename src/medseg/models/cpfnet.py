@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from medseg.errors import CheckpointError
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract, check_input_size
 from medseg.models.encoders.resnet import ResNetEncoder, resnet34_encoder
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
@@ -300,7 +301,7 @@ class CPFNetHead(nn.Module):
 
 
 @register_model("cpfnet")
-class CPFNet(nn.Module):
+class CPFNet(NetworkContract):
     """CPFNet: ImageNet ResNet-34 encoder, SAPF on the deepest map, GPG skips, 4 decoder blocks.
 
     Wiring (``BaseNet.py``), with c1 = stem ReLU output (64 ch, 1/2), c2 ... c5 = layer1 ...
@@ -340,6 +341,8 @@ class CPFNet(nn.Module):
     Shapes: (N, in_channels, H, W) float32, H and W multiples of 32 (``size_divisor``) ->
     (N, num_classes, H, W) float32 **log-probabilities** (log-softmax over dim 1; ``exp`` sums
     to 1). softmax of the output is the class probability, so the engine's softmax is correct.
+    Contract (:mod:`medseg.models.contract`): ``out_channels`` = ``num_classes``,
+    ``size_divisor`` 32, ``output_activation`` "auto" (softmax of the log-softmax), one output.
 
     Raises:
         ValueError: in ``__init__``, in_channels not 1 or 3, num_classes < 1, conflicting
@@ -350,6 +353,12 @@ class CPFNet(nn.Module):
 
     size_divisor = 32  # five stride-2 stages; decoder x2 upsamplings are added to the skips
     __constants__ = ["size_divisor"]
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels C_out: the contract's name for ``num_classes`` (the authors'
+        ``out_planes``), which stays the constructor argument and attribute; read-only."""
+        return self.num_classes
 
     def __init__(
         self,
@@ -399,17 +408,12 @@ class CPFNet(nn.Module):
         """(N, in_channels, H, W) float32 -> (N, num_classes, H, W) float32 log-softmax.
 
         Raises:
-            ValueError: x is not (N, in_channels, H, W), or H or W is not a multiple of 32.
+            ValueError: x is not (N, in_channels, H, W), or H or W is not a multiple of 32
+                (:func:`~medseg.models.contract.check_input_size`).
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"CPFNet expects (N, {self.in_channels}, H, W) input, got {list(x.shape)}")
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        d = self.size_divisor
-        if h % d != 0 or w % d != 0:
-            raise ValueError(
-                f"CPFNet needs H and W to be multiples of {d} (five stride-2 stages), "
-                f"got {h}x{w}; e.g. {_round_up(h, d)}x{_round_up(w, d)} works (pad or crop)"
-            )
+        check_input_size(x, self.size_divisor, "CPFNet", "five stride-2 stages")
         if self.in_channels == 1:
             x = x.repeat(1, 3, 1, 1)
         feats = self.encoder(x)
@@ -422,10 +426,6 @@ class CPFNet(nn.Module):
         d2 = F.relu(self.decoder3(d3) + m2)
         d1 = self.decoder2(d2) + c1
         return F.log_softmax(self.main_head(d1), dim=1)
-
-
-def _round_up(n: int, k: int) -> int:
-    return max(k, -(-n // k) * k)
 
 
 def original_key_to_medseg(key: str) -> str:

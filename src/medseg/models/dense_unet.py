@@ -28,27 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract, check_input_size
 from medseg.models.encoders.densenet import DenseNetEncoder
 
 __all__ = ["DenseUNet", "DenseBlockUNet", "DenseConvLayer", "DenseConvBlock", "TransitionDown"]
-
-
-def _check_size(x: torch.Tensor, divisor: int, net: str, why: str) -> None:
-    """ValueError unless ``x`` is (N, C, H, W) with H and W multiples of ``divisor``."""
-    if x.dim() != 4:
-        raise ValueError(f"{net} expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-    bad = []
-    for name, size in (("H", int(x.shape[2])), ("W", int(x.shape[3]))):
-        if size % divisor:
-            lower, upper = (size // divisor) * divisor, (size // divisor + 1) * divisor
-            near = f"{lower} or {upper}" if lower else f"{upper}"
-            bad.append(f"{name}={size} (nearest valid: {near})")
-    if bad:
-        raise ValueError(
-            f"{net} needs H and W divisible by {divisor} ({why}); input {tuple(x.shape)} has "
-            f"{', '.join(bad)}. Pad or crop the image, or use sliding-window inference with a "
-            f"window that is a multiple of {divisor}."
-        )
 
 
 def _check_channels(x: torch.Tensor, in_channels: int, net: str) -> None:
@@ -64,7 +47,7 @@ def _check_channels(x: torch.Tensor, in_channels: int, net: str) -> None:
 
 
 @register_model("dense_unet")
-class DenseUNet(nn.Module):
+class DenseUNet(NetworkContract):
     """H-DenseUNet's 2D DenseUNet (Li et al., IEEE TMI 2018; ``denseunet.py``, ``DenseUNet``).
 
     Encoder: DenseNet-161 (:func:`medseg.models.encoders.densenet.densenet161`, torchvision
@@ -126,6 +109,8 @@ class DenseUNet(nn.Module):
 
     Shapes: (N, in_channels, H, W) float32, H and W multiples of 32 -> (N, num_classes, H, W)
     float32 **logits** (the original's loss applies the softmax; so does the engine).
+    Contract (:mod:`medseg.models.contract`): ``out_channels`` = ``num_classes``,
+    ``size_divisor`` 32, ``output_activation`` "auto", one output.
 
     Raises:
         ValueError: ``in_channels`` < 1, ``num_classes`` < 1, or ``block_config`` without
@@ -138,6 +123,11 @@ class DenseUNet(nn.Module):
 
     #: H and W must be multiples of this (five 2x downsamplings).
     size_divisor = 32
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels C_out (the contract's name for ``num_classes``; read-only)."""
+        return self.num_classes
 
     def __init__(
         self,
@@ -208,7 +198,7 @@ class DenseUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> (N, num_classes, H, W) logits; H, W multiples of 32."""
-        _check_size(x, 32, "DenseUNet", "five 2x downsamplings in DenseNet-161")
+        check_input_size(x, self.size_divisor, "DenseUNet", "five 2x downsamplings in DenseNet-161")
         _check_channels(x, self.in_channels, "DenseUNet")
         if self.repeat_grey:
             x = x.expand(-1, 3, -1, -1)
@@ -299,7 +289,7 @@ class TransitionDown(nn.Module):
 
 
 @register_model("dense_block_unet")
-class DenseBlockUNet(nn.Module):
+class DenseBlockUNet(NetworkContract):
     """A compact U-Net whose every level is a dense block, trained from scratch on CT/MRI slices.
 
     Where it comes from: the mission's "Dense U-Net: dense blocks (BN-ReLU-conv, dropout,
@@ -349,7 +339,9 @@ class DenseBlockUNet(nn.Module):
         dropout: dropout after every dense-layer conv and transition-down conv.
 
     Shapes: (N, in_channels, H, W) float32, H and W multiples of 2**depth (16) ->
-    (N, num_classes, H, W) float32 logits.
+    (N, num_classes, H, W) float32 logits. Contract (:mod:`medseg.models.contract`):
+    ``out_channels`` = ``num_classes``, ``size_divisor`` 2**depth, ``output_activation``
+    "auto", one output.
 
     Raises:
         ValueError: invalid arguments; in ``forward``, an input that is not 4-D, has the wrong
@@ -359,6 +351,11 @@ class DenseBlockUNet(nn.Module):
     #: H and W must be multiples of this (2**depth with the default depth 4; the instance
     #: attribute follows ``depth``).
     size_divisor = 16
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels C_out (the contract's name for ``num_classes``; read-only)."""
+        return self.num_classes
 
     def __init__(
         self,
@@ -440,7 +437,7 @@ class DenseBlockUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> (N, num_classes, H, W) logits; H, W multiples of 2**depth."""
-        _check_size(x, self.size_divisor, "DenseBlockUNet", f"{self.depth} 2x downsamplings")
+        check_input_size(x, self.size_divisor, "DenseBlockUNet", f"{self.depth} 2x downsamplings")
         _check_channels(x, self.in_channels, "DenseBlockUNet")
         x = self.stem(x)
         skips = []

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from medseg.errors import CheckpointError
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract, check_input_size
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 from medseg.ops.dsconv import DSConv2d
 
@@ -52,7 +53,7 @@ class ConvGNReLU(nn.Module):
 
 
 @register_model("dscnet")
-class DSCNet(nn.Module):
+class DSCNet(NetworkContract):
     """The authors' 2D DSCNet: a 4-level U-Net whose blocks run three branches in parallel.
 
     Every block applies to the same input (a) 3x3 conv + GroupNorm + ReLU, (b) a DSConv along x
@@ -82,12 +83,14 @@ class DSCNet(nn.Module):
         padding_mode: DSConv sampling outside the image, "zeros" (original) or "border" (pro).
 
     Shapes: (N, in_channels, H, W) float -> (N, out_channels, H, W) logits, H and W multiples
-    of 8.
+    of 8. Contract (:mod:`medseg.models.contract`): ``size_divisor`` 8, ``output_activation``
+    "auto", one output.
 
     Raises:
         ValueError: invalid arguments (see :class:`medseg.ops.DSConv2d`), or in ``forward`` an
-            input that is not 4-D or whose H or W is not a multiple of 8 (the message names the
-            nearest valid sizes).
+            input that is not 4-D or whose H or W is not a multiple of 8
+            (:func:`~medseg.models.contract.check_input_size`; the message names the nearest
+            valid sizes).
     """
 
     #: H and W must be multiples of this (three 2x max-poolings); read by the inference code.
@@ -138,7 +141,7 @@ class DSCNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> (N, out_channels, H, W) logits; H, W multiples of 8."""
-        _check_size(x)
+        check_input_size(x, self.size_divisor, "DSCNet", "three 2x poolings")
         skips = []
         for i, (prefix, fuse) in enumerate(_ENCODER):
             if i:
@@ -150,23 +153,6 @@ class DSCNet(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
             x = self._block(prefix, fuse, torch.cat([x, skips.pop()], dim=1))
         return self.out_conv(x)
-
-
-def _check_size(x: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"DSCNet expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-    bad = []
-    for name, size in (("H", x.shape[2]), ("W", x.shape[3])):
-        if size % 8:
-            lower, upper = (size // 8) * 8, (size // 8 + 1) * 8
-            near = f"{lower} or {upper}" if lower else f"{upper}"
-            bad.append(f"{name}={size} (nearest valid: {near})")
-    if bad:
-        raise ValueError(
-            f"DSCNet needs H and W divisible by 8 (three 2x poolings); input "
-            f"{tuple(x.shape)} has {', '.join(bad)}. Pad or crop the image, or use sliding-window "
-            "inference with a window that is a multiple of 8."
-        )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from medseg.errors import CheckpointError
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract, check_input_size, nearest_sizes
 from medseg.models.encoders.resnest import ResNeStEncoder, SplAtConv2d
 from medseg.models.weights import describe_source, load_strict, read_state_dict
 
@@ -56,26 +57,22 @@ __all__ = [
 
 _DIVISOR = 16
 
+#: Why the coarse stage needs multiples of 16, and what that means for the ROSE images; the
+#: text of its size error (:func:`medseg.models.contract.check_input_size`).
+_SIZE_REASON = (
+    "the decoder concatenates each upsampled map with the 1/8, 1/4 and 1/2 skips, so H/2, H/4 and "
+    "H/8 must be even; only an odd 1/16 map is padded, as in the original"
+)
+_SIZE_NOTE = (
+    "Working sizes include 304 (ROSE-1), 400, 512, 832 and 848; the original also fails on 840x840 "
+    "ROSE-2 images (nearest to 840: 832 or 848), which it expects resized."
+)
+
 
 def working_sizes(size: int, divisor: int = _DIVISOR) -> tuple[int, int]:
     """The nearest sizes at or below / above ``size`` that the coarse stage takes (multiples of
-    ``divisor``, at least ``divisor``)."""
-    lo = max(divisor, (size // divisor) * divisor)
-    hi = max(divisor, -(-size // divisor) * divisor)
-    return lo, hi
-
-
-def _check_size(h: int, w: int) -> None:
-    bad = [d for d in dict.fromkeys((h, w)) if d % _DIVISOR or d < _DIVISOR]
-    if bad:
-        near = "; ".join(f"nearest to {d}: {' or '.join(map(str, dict.fromkeys(working_sizes(d))))}" for d in bad)
-        raise ValueError(
-            f"OCTA-Net coarse stage: input size {h}x{w} does not work: H and W must be multiples of "
-            f"{_DIVISOR} (the decoder concatenates each upsampled map with the 1/8, 1/4 and 1/2 "
-            f"skips, so H/2, H/4 and H/8 must be even; only an odd 1/16 map is padded, as in the "
-            f"original). Working sizes include 304 (ROSE-1), 400, 512, 832 and 848 ({near}); the "
-            f"original also fails on 840x840 ROSE-2 images, which it expects resized"
-        )
+    ``divisor``, at least ``divisor``; :func:`medseg.models.contract.nearest_sizes`)."""
+    return nearest_sizes(size, divisor)
 
 
 class UpConv(nn.Module):
@@ -124,7 +121,7 @@ class ResConvBlock(nn.Module):
 
 
 @register_model("octanet_coarse")
-class OCTANetCoarse(nn.Module):
+class OCTANetCoarse(NetworkContract):
     """OCTA-Net coarse stage, split-based coarse segmentation (SCS); the authors' ``SRF_UNet``.
 
     Encoder ``encoder``: ResNeSt-50 (:class:`~medseg.models.encoders.resnest.ResNeStEncoder`),
@@ -171,12 +168,15 @@ class OCTANetCoarse(nn.Module):
     Shapes: (N, in_channels, H, W) float32 in [0, 1] (no normalisation in the original) ->
     ``forward``: (N, out_channels, H, W) float32 max(thick, thin) in [0, 1]. H and W must be
     multiples of 16 (304, 400, 512 work; 840 does not, as in the original). Training needs N >= 2
-    (BatchNorm on pooled attention features).
+    (BatchNorm on pooled attention features). Contract (:mod:`medseg.models.contract`):
+    ``size_divisor`` 16, ``output_activation`` "none" (probabilities), outputs "out", "pixel"
+    (thick), "centerline" (thin).
 
     Raises:
         ValueError (constructor): ``in_channels`` not 1 or 3, ``out_channels`` < 1.
-        ValueError (forward): wrong channel count, or H/W not multiples of 16 (the message names
-            the size and the nearest working sizes).
+        ValueError (forward): wrong channel count, or H/W not multiples of 16
+            (:func:`~medseg.models.contract.check_input_size`; the message names the size and the
+            nearest working sizes).
         medseg.errors.CheckpointError (constructor): ``encoder_weights`` does not fit.
     """
 
@@ -240,7 +240,7 @@ class OCTANetCoarse(nn.Module):
                 f"OCTA-Net coarse stage built for {self.in_channels} input channel(s) expects "
                 f"(N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
-        _check_size(int(x.shape[2]), int(x.shape[3]))
+        check_input_size(x, self.size_divisor, "OCTA-Net coarse stage", _SIZE_REASON, _SIZE_NOTE)
         return x.expand(-1, 3, -1, -1) if self.in_channels == 1 else x
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,7 +365,7 @@ class AdaptiveAggregation(nn.Module):
 
 
 @register_model("octanet_fine")
-class OCTANetFine(nn.Module):
+class OCTANetFine(NetworkContract):
     """OCTA-Net fine stage, split-based refined segmentation (SRS); the authors' ``fusion``.
 
     Input channels: [image first channel, thick map, thin map] (the original calls
@@ -386,7 +386,8 @@ class OCTANetFine(nn.Module):
         avg, std: mean and standard deviation of the normal initialisation (0, 0.1).
 
     Shapes: (N, 3, H, W) float32, channels 1 and 2 in [0, 1] -> (N, 1, H, W) float32 in [0, 1];
-    any H, W >= 1.
+    any H, W >= 1. Contract (:mod:`medseg.models.contract`): ``in_channels`` 3, ``out_channels``
+    1, ``size_divisor`` 1, ``output_activation`` "none", one output.
 
     Raises:
         ValueError: ``in_channels`` != 3, even ``pn_size``, or (forward) an input that is not
@@ -431,7 +432,7 @@ class OCTANetFine(nn.Module):
 
 
 @register_model("octanet")
-class OCTANet(nn.Module):
+class OCTANet(NetworkContract):
     """OCTA-Net, both stages: ``coarse`` (:class:`OCTANetCoarse`) and ``fine``
     (:class:`OCTANetFine`).
 
@@ -460,7 +461,10 @@ class OCTANet(nn.Module):
     Parameters: 71,647,682 + 86,316 = 71,733,998 (117,547,631 with ``keep_unused``).
 
     Shapes: (N, in_channels, H, W) float32 in [0, 1] -> (N, 1, H, W) float32 in [0, 1]; H, W
-    multiples of 16. Raises ValueError as :class:`OCTANetCoarse`.
+    multiples of 16. Raises ValueError as :class:`OCTANetCoarse`. Contract
+    (:mod:`medseg.models.contract`): ``in_channels`` the coarse stage's, ``out_channels`` 1,
+    ``size_divisor`` 16, ``output_activation`` "none", outputs "out", "coarse", "pixel",
+    "centerline".
     """
 
     output_activation = "none"
@@ -481,6 +485,16 @@ class OCTANet(nn.Module):
         )
         self.fine = OCTANetFine(3, channels=channels, pn_size=pn_size)
         self.stage = 1
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: the coarse stage's (1 or 3)."""
+        return self.coarse.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels: the fine stage's (1)."""
+        return self.fine.out_channels
 
     @property
     def encoder(self) -> ResNeStEncoder:

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract, check_input_size
 from medseg.models.encoders import fill_num_batches_tracked
 from medseg.models.encoders.res2net import Res2NetEncoder, res2net50_v1b_26w_4s
 from medseg.models.weights import describe_source, load_strict, read_state_dict
@@ -178,7 +179,7 @@ class ReverseAttention(nn.Module):
 
 
 @register_model("pranet")
-class PraNet(nn.Module):
+class PraNet(NetworkContract):
     """PraNet with a Res2Net-50 v1b 26w 4s encoder (``lib/PraNet_Res2Net.py``).
 
     Data flow (input H x W, both multiples of 32; authors' shapes for 352 x 352 in brackets):
@@ -213,10 +214,13 @@ class PraNet(nn.Module):
             ``encoder`` (``fc.*`` dropped unless ``keep_fc``); None: random initialisation.
 
     Shapes: (N, in_channels, H, W) float32 (ImageNet-normalised) -> (N, 1, H, W) float32 logits.
+    Contract (:mod:`medseg.models.contract`): ``size_divisor`` 32, ``output_activation``
+    "auto", four named outputs (:meth:`forward_outputs`).
 
     Raises:
         ValueError: bad arguments; in ``forward``: not 4-D, wrong channel count, or H/W not a
-            multiple of 32 (the message names the size and the nearest valid sizes).
+            multiple of 32 (:func:`~medseg.models.contract.check_input_size`; the message names
+            the size and the nearest valid sizes).
         CheckpointError: ``encoder_weights`` does not fit.
 
     Input sizes: H and W must be multiples of 32 (``size_divisor``). The original resizes with
@@ -277,19 +281,10 @@ class PraNet(nn.Module):
                 f"PraNet was built with in_channels={self.in_channels}, got input with {x.shape[1]} "
                 f"channels (shape {tuple(x.shape)})"
             )
-        bad = []
-        for name, size in (("H", int(x.shape[2])), ("W", int(x.shape[3]))):
-            if size % 32:
-                lower, upper = (size // 32) * 32, (size // 32 + 1) * 32
-                near = f"{lower} or {upper}" if lower else f"{upper}"
-                bad.append(f"{name}={size} (nearest valid: {near})")
-        if bad:
-            raise ValueError(
-                f"PraNet needs H and W to be multiples of 32 (encoder stride 32 and the original's "
-                f"fixed x8/x16/x32 resizes); input {tuple(x.shape)} has {', '.join(bad)}. Resize "
-                "the image (the original trains at 352x352) or use sliding-window inference with a "
-                "window that is a multiple of 32."
-            )
+        check_input_size(
+            x, self.size_divisor, "PraNet", "encoder stride 32 and the original's fixed x8/x16/x32 resizes",
+            "The original trains at 352x352 (resized).",
+        )
         if self.in_channels == 1:
             x = torch.cat([x, x, x], dim=1)
         return x

@@ -15,10 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
+from medseg.models.contract import NetworkContract
 
 
 class DoubleConv(nn.Sequential):
-    """(3x3 conv -> [BatchNorm] -> ReLU) x 2, padding 1: (N, C_in, H, W) -> (N, C_out, H, W)."""
+    """(3x3 conv -> [BatchNorm] -> ReLU) x 2, padding 1: (N, C_in, H, W) float32 -> (N, C_out,
+    H, W) float32 (the paper's unit, padded). Raises ValueError for a ``norm`` other than
+    "batch" or None."""
 
     def __init__(self, in_channels: int, out_channels: int, norm: str | None = "batch") -> None:
         layers: list[nn.Module] = []
@@ -33,8 +36,12 @@ class DoubleConv(nn.Sequential):
 
 
 @register_model("unet")
-class UNet(nn.Module):
+class UNet(NetworkContract):
     """U-Net: ``depth`` 2x poolings, channels doubling from ``base_channels``.
+
+    Contract (:mod:`medseg.models.contract`): ``in_channels``, ``out_channels`` as built,
+    ``size_divisor`` 1 (any H, W), ``output_activation`` "auto" (logits), one output
+    (``forward_outputs(x) == {"out": forward(x)}``).
 
     Args:
         in_channels: input channels (1 for a green-channel fundus image, 3 for RGB).
@@ -47,6 +54,9 @@ class UNet(nn.Module):
         norm: "batch" or None (the paper has none).
 
     Shapes: (N, in_channels, H, W) float32 -> (N, out_channels, H, W) float32 logits.
+
+    Raises:
+        ValueError: ``depth`` < 1, an unknown ``upsample`` or ``norm``.
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, H, W) float32 -> (N, out_channels, H, W) float32 logits, any H, W."""
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
