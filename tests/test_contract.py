@@ -193,3 +193,23 @@ def test_single_output_tells_the_default_forward_outputs_apart():
     with torch.device("meta"):
         assert single_output(create_model("unet")) and single_output(create_model("cpfnet"))
         assert not single_output(create_model("pranet"))
+
+
+def test_skip_init_builds_the_same_network_and_restores_init():
+    """``skip_init`` (used by ``medseg models``) leaves shapes and counts unchanged and puts every
+    ``torch.nn.init`` function back, even when the block raises."""
+    import torch.nn.init as init
+
+    from medseg.models import count_parameters, create_model, skip_init
+
+    before = init.kaiming_normal_
+    with skip_init():
+        fast = create_model("dscnet")
+        assert init.kaiming_normal_ is not before
+    ref = create_model("dscnet")
+    assert init.kaiming_normal_ is before
+    assert count_parameters(fast) == count_parameters(ref) == 2_094_169
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    with pytest.raises(RuntimeError), skip_init():
+        raise RuntimeError("inside")
+    assert init.kaiming_normal_ is before

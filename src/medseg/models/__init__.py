@@ -13,6 +13,8 @@ Use :func:`create_model` to build one by name and :func:`list_models` to see wha
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch.nn as nn
@@ -45,6 +47,29 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Build networks without initialising their weights, for counting parameters or reading
+    shapes: every ``torch.nn.init`` function returns its tensor unchanged inside the block, so
+    the weights hold whatever memory they were given.
+
+    Cheaper than ``torch.device("meta")`` here: initialising a meta tensor goes through PyTorch's
+    reference implementations, whose first call imports ``torch._dynamo`` (about 1.3 s). Not
+    thread-safe (it replaces module attributes); never train or save a network built inside it.
+    """
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(init, n) for n in names}
+    try:
+        for n in names:
+            setattr(init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(init, n, f)
+
+
 def _import_all() -> None:
     # Importing a module registers its networks: every public module of this package.
     import importlib
@@ -55,4 +80,4 @@ def _import_all() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "count_parameters"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "count_parameters", "skip_init"]
