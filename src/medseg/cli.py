@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,24 +17,38 @@ from typing import Sequence
 
 from medseg import __version__
 from medseg.errors import MedsegError
+from medseg.log import counted
+
+
+#: Warnings known to be harmless, silenced by message and category (never whole categories):
+#: ``(category, message regex, why)``. Anything else a library warns about reaches the user.
+KNOWN_HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+     "Lightning 2.x calls torch's pytree API the old way on every step; no behaviour differs"),
+    (DeprecationWarning, r"`torch\.jit\.(save|load)` is deprecated",
+     "TorchScript is an export format users ask for (medseg export --format torchscript)"),
+)
+
+#: Lightning loggers whose INFO lines ("GPU available: False", "💡 Tip: ...", "Loading
+#: `train_dataloader` to estimate ...") say nothing to a user of medseg; their warnings still show.
+CHATTY_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+)
 
 
 def _quiet() -> None:
-    """Silence library chatter that says nothing to a user of a CPU run."""
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    """Silence the library chatter listed in :data:`KNOWN_HARMLESS_WARNINGS` and
+    :data:`CHATTY_LOGGERS`, and nothing else."""
     import logging
 
-    for name in (
-        "lightning",
-        "lightning.pytorch",
-        "lightning.fabric",
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-    ):
+    for category, message, _why in KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -64,7 +77,7 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medseg.config import load_config
-    from medseg.workflows.train import train
+    from medseg.engine.rundir import RunDir
 
     overrides = list(args.set or [])
     if args.data_root is not None:
@@ -74,8 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_epochs is not None:
         overrides.append(f"train.max_epochs={args.max_epochs}")
     config_path = args.config
-    if config_path is None and args.resume and args.out is not None and (Path(args.out) / "config.yaml").is_file():
-        config_path = Path(args.out) / "config.yaml"
+    if config_path is None and args.resume and args.out is not None and RunDir(args.out).config.is_file():
+        config_path = RunDir(args.out).config  # the run's own recipe
     cfg = load_config(config_path, overrides)
     if args.out is not None:
         run_dir = Path(args.out)
@@ -83,20 +96,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         name = "default" if config_path is None else f"{cfg.data.dataset}-{cfg.model.name}"
         run_dir = fresh_run_dir(Path("runs") / name)
     print(f"medseg train: {cfg.model.name} on {cfg.data.dataset} -> {run_dir}")
+    from medseg.workflows.train import train  # after the recipe is checked: Lightning takes seconds to import
     summary = train(cfg, run_dir, resume=args.resume, evaluate_after=False if args.no_eval else None)
     if not summary:  # a non-zero DDP rank
         return 0
     print(
-        f"trained {summary['steps']} steps / {summary['epochs']} epochs in {summary['train_seconds']:.1f} s; "
+        f"trained {counted(summary['steps'], 'step')} / {counted(summary['epochs'], 'epoch')} in "
+        f"{summary['train_seconds']:.1f} s; "
         f"best validation Dice {_fmt(summary['best_val_dice'])}"
     )
     if "eval" in summary:
         print_metrics(summary["eval"])
-        print(f"results: {run_dir / 'eval' / cfg.eval.split}; report: {run_dir / 'report.html'}")
+        rd = RunDir(run_dir)
+        print(f"results: {rd.evaluation(cfg.eval.split).root}; report: {rd.report()}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medseg.engine.rundir import RunDir
     from medseg.errors import ConfigError
     from medseg.workflows.evaluate import evaluate, evaluate_predictions
 
@@ -125,8 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print_metrics(metrics)
     out = Path(metrics["output"])
-    page = "report.html" if out.name == args.split else f"report-{out.name}.html"
-    print(f"results: {out}; report: {Path(args.run) / page}")
+    page = RunDir(args.run).report(None if out.name == args.split else out.name)
+    print(f"results: {out}; report: {page}")
     return 0
 
 
@@ -138,7 +155,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         models, args.input, args.output, threshold=args.threshold, fov_dir=args.fov, tta=args.tta,
         batch_size=args.batch_size, device=args.device, inference=args.inference, show_progress=not args.no_progress,
     )
-    print(f"wrote {len(written)} files (probability maps and masks, NIfTI label maps) to {args.output}")
+    print(f"wrote {counted(len(written), 'file')} (probability maps and masks, NIfTI label maps) to {args.output}")
     return 0
 
 
@@ -230,15 +247,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from medseg.models import count_parameters, create_model, list_models
-
-    import torch
+    from medseg.models import count_parameters, create_model, list_models, skip_init
 
     rows = []
     for name in list_models():
-        with torch.device("meta"):  # counting needs no memory or initialisation
+        with skip_init():  # counting needs no initialisation
             model = create_model(name)
         rows.append((name, count_parameters(model), type(model).__name__))
+        del model
     if args.json:
         print(json.dumps([{"name": n, "parameters": p, "class": c} for n, p, c in rows], indent=2))
         return 0
@@ -295,6 +311,8 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medseg.engine.rundir import RunDir
+
     parser = argparse.ArgumentParser(prog="medseg", description="Medical image segmentation: train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -307,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a recipe (no --config: the built-in synthetic default)")
     p.add_argument("--config", type=Path, help="recipe YAML, e.g. configs/drive/dscnet.yaml")
     p.add_argument("--data-root", help="dataset folder, e.g. ../shared/data/DRIVE")
-    p.add_argument("--out", type=Path, help="run directory (default: a fresh runs/<dataset>-<network>)")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/default for the built-in recipe, runs/<dataset>-<network> with "
+                        "--config; -2, -3, ... appended when taken)")
     p.add_argument("--max-steps", type=int,
                    help="stop after N optimiser steps (the LR schedule keeps the recipe's max_epochs length, "
                         "so --resume with a larger N continues exactly)")
@@ -341,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="with --predictions: output folder (default DIR/eval-SPLIT)")
     p.add_argument("--split", default="test")
     p.add_argument("--protocol", help="vessel, octa, polyp, volume or multiclass (default: the recipe's / dataset's)")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--checkpoint", default="best", choices=RunDir.CHECKPOINTS)
     p.add_argument("-m", "--model", action="append", type=Path, metavar="CKPT",
                    help="with --run: a further checkpoint to ensemble with the run's (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip the per-image figures")

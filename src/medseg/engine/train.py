@@ -1,28 +1,25 @@
 """``medseg train``: one function that builds everything from a Config and runs Lightning.
 
-A run directory holds everything of a run::
-
-    runs/<name>/
-        config.yaml            resolved recipe (every key), written before training starts
-        splits.json            training and validation ids
-        checkpoints/best.ckpt  best validation Dice;  checkpoints/last.ckpt  end of the last epoch
-        logs/csv/metrics.csv   per-step and per-epoch metrics;  logs/tensorboard/  TensorBoard events
-        train_summary.json     wall time, epochs, steps, best validation Dice
-        figures/curves.png     training curves
-        eval/<split>/          metrics.json, per_image.csv, figures/ (``medseg evaluate``)
-        report.html            the evaluation as a page (``medseg report``)
+A run directory holds everything of a run: the recipe (``config.yaml``), the training and
+validation ids, the checkpoints (``checkpoints/best.ckpt``, ``checkpoints/last.ckpt``), the logs,
+the training summary and curves, and later its evaluations and report. Every path is named by
+:class:`medseg.engine.rundir.RunDir`, whose docstring has the table of what writes and reads each.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -32,6 +29,7 @@ from medseg.config import Config, write_yaml_atomic
 from medseg.engine.checkpoint import AtomicCheckpointIO
 from medseg.engine.datamodule import SegDataModule
 from medseg.engine.module import SegmentationModule, build_network, check_classes, output_channels, roi_size
+from medseg.engine.rundir import RunDir
 from medseg.errors import ConfigError
 from medseg.inference import check_roi
 
@@ -45,19 +43,15 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    """``<run>/checkpoints``."""
-    return Path(run_dir) / "checkpoints"
-
-
 def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Refuse to overwrite a previous run; return the checkpoint to resume from (or None)."""
-    last = checkpoint_dir(run_dir) / "last.ckpt"
-    finished = [p for p in checkpoint_dir(run_dir).glob("*.ckpt") if not p.name.startswith(".")]
+    rd = RunDir(run_dir)
+    last = rd.last
+    finished = rd.finished_checkpoints()
     if resume:
         if last.is_file():
             return last
-        if (run_dir / "config.yaml").is_file() and not finished:
+        if rd.config.is_file() and not finished:
             return None  # interrupted before its first checkpoint: train it from step 0
         raise ConfigError(f"--resume: no checkpoint to resume from at {last}")
     if finished:
@@ -129,7 +123,7 @@ class ExplainInterrupt(Callback):
             return
         import sys
 
-        last = checkpoint_dir(self.run_dir) / "last.ckpt"
+        last = RunDir(self.run_dir).last
         kept = "no checkpoint yet (the first one is written at the end of the first epoch)"
         if last.is_file():
             try:
@@ -149,9 +143,10 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
     # also written, so with a plateaued validation Dice "last" would go stale and --resume would
     # silently go back epochs. "last" is therefore its own unmonitored checkpoint, written at the
     # end of every training epoch (after that epoch's validation).
-    best = ModelCheckpoint(
-        dirpath=checkpoint_dir(run_dir),
-        filename="best",
+    rd = RunDir(run_dir)
+    best = ModelCheckpoint(  # Lightning writes dirpath/<filename>.ckpt: rd.best, rd.last
+        dirpath=rd.checkpoints,
+        filename=rd.best.stem,
         monitor="val/dice",
         mode="max",
         save_top_k=1,
@@ -159,15 +154,15 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         enable_version_counter=False,
     )
     last = ModelCheckpoint(
-        dirpath=checkpoint_dir(run_dir),
-        filename="last",
+        dirpath=rd.checkpoints,
+        filename=rd.last.stem,
         save_top_k=1,
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    loggers = [
-        CSVLogger(save_dir=run_dir, name="logs", version="csv"),
-        TensorBoardLogger(save_dir=run_dir / "logs", name="", version="tensorboard", default_hp_metric=False),
+    loggers = [  # each writes into save_dir/name/version: rd.csv_log_dir, rd.tensorboard_dir
+        CSVLogger(save_dir=rd.root, name=rd.logs.name, version=rd.csv_log_dir.name),
+        TensorBoardLogger(save_dir=rd.logs, name="", version=rd.tensorboard_dir.name, default_hp_metric=False),
     ]
     return L.Trainer(
         default_root_dir=run_dir,
@@ -337,7 +332,7 @@ def _remove_stale_checkpoint_temporaries(run_dir: Path) -> None:
     :func:`medseg.atomic.atomic_path`), under the run's lock, and say so."""
     from medseg.atomic import remove_stale_temporaries
 
-    removed = remove_stale_temporaries(checkpoint_dir(run_dir), ".ckpt")
+    removed = remove_stale_temporaries(RunDir(run_dir).checkpoints, ".ckpt")
     if removed:
         names = ", ".join(p.name for p in removed)
         print(f"medseg: removed {len(removed)} unfinished checkpoint write(s) of an interrupted run: {names}")
@@ -358,14 +353,15 @@ def _check_network_name(cfg: Config) -> None:
 def _already_finished(cfg: Config, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any] | None:
     """The run's summary when ``--resume`` finds it already at ``train.max_steps`` (Lightning
     would still step the LR schedule once for a fit that trains nothing), else None."""
-    if ckpt_path is None or cfg.train.max_steps <= 0 or not (run_dir / "train_summary.json").is_file():
+    summary = RunDir(run_dir).summary
+    if ckpt_path is None or cfg.train.max_steps <= 0 or not summary.is_file():
         return None
     from medseg.engine.checkpoint import read_checkpoint
 
     if int(read_checkpoint(ckpt_path).get("global_step", 0)) < cfg.train.max_steps:
         return None
     print(f"medseg: {run_dir} already reached train.max_steps={cfg.train.max_steps}; nothing left to train")
-    return json.loads((run_dir / "train_summary.json").read_text())
+    return json.loads(summary.read_text())
 
 
 def check_patch(patch_size: int, network: torch.nn.Module, cases: Sequence) -> None:
@@ -400,16 +396,34 @@ def check_patch(patch_size: int, network: torch.nn.Module, cases: Sequence) -> N
 
 
 def _check_network(cfg: Config, network: torch.nn.Module, datamodule: SegDataModule) -> None:
-    """Window size, output channels and patch size of ``network`` against the data."""
+    """Window size, output channels and patch size of ``network`` against the data.
+
+    The output channels come from one forward pass of a zero image (1, C, roi, roi) through
+    ``network`` itself (eval mode, no gradient, its mode restored after); the global random
+    generators are put back where they were (:func:`_random_state_kept`), so checking the very
+    network that then trains leaves its training as it would be without the check.
+
+    Raises:
+        ConfigError: a window the network cannot take, outputs that do not fit the data's
+            classes, or a patch much larger than every training image (each named).
+    """
     check_roi(network, roi_size(cfg))
-    check_classes(cfg.model.name, output_channels(network, datamodule.in_channels, roi_size(cfg)), datamodule.num_classes)
+    with _random_state_kept():
+        channels = output_channels(network, datamodule.in_channels, roi_size(cfg))
+    check_classes(cfg.model.name, channels, datamodule.num_classes)
     check_patch(cfg.data.patch_size, network, datamodule.train_cases)
 
 
-def _prepare_network(cfg: Config, datamodule: SegDataModule) -> None:
-    """Build the network once to check window size, output channels and patch size against the data."""
-    _check_network(cfg, build_network(cfg, datamodule.in_channels, datamodule.num_classes), datamodule)
-    _announce_encoder(cfg)
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's (CPU) global random generators after the block."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def _check_stages(cfg: Config, stage_cfgs: list[Config], base: SegDataModule) -> None:
@@ -438,35 +452,132 @@ def _fit(
     init_state: dict[str, torch.Tensor] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One Lightning fit of ``cfg`` into ``run_dir``; returns the summary (empty off rank 0)."""
-    _prepare_network(cfg, datamodule)
-    module = SegmentationModule(
-        cfg.to_dict(), in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, init_state=init_state
-    )
-    trainer = build_trainer(cfg, run_dir, callbacks)
+    """One Lightning fit of ``cfg`` into ``run_dir``.
+
+    Steps: build the module and check its network against the data (:func:`_build_module`);
+    write the run's inputs (:func:`_write_run_inputs`); train; then, on rank 0, make sure
+    ``best.ckpt`` exists (:func:`_ensure_best_checkpoint`) and write ``train_summary.json``
+    (:func:`_summary`) and the training curves.
+
+    Args:
+        cfg: the (stage's) recipe; the generators are seeded by the caller.
+        run_dir: the (stage's) run directory.
+        datamodule: the data of ``cfg``.
+        ckpt_path: ``last.ckpt`` to resume from, or None.
+        callbacks: extra Lightning callbacks.
+        data_report: the ``medseg data check`` report to keep (file datasets), or None.
+        init_state: network weights to start from (the previous stage's best), or None.
+        extra: more summary keys (a stage's number and name).
+
+    Returns:
+        The summary (also written to ``train_summary.json``); empty off rank 0.
+
+    Raises:
+        ConfigError: the network does not fit the data or the recipe (:func:`_build_module`).
+        medseg.errors.TrainingError: a non-finite loss in ``train.nonfinite_loss: stop`` mode.
+    """
+    rd = RunDir(run_dir)
+    config = cfg.to_dict()  # once: the checkpoints' hyper_parameters and config.yaml
+    module = _build_module(cfg, config, datamodule, init_state)
+    trainer = build_trainer(cfg, rd.root, callbacks)
     if trainer.is_global_zero:
-        write_yaml_atomic(cfg.to_dict(), run_dir / "config.yaml")
-        splits = {"train": datamodule.train_ids, "validation": datamodule.val_ids}
-        write_text_atomic(run_dir / "splits.json", json.dumps(splits, indent=2))
-        if data_report is not None:
-            write_text_atomic(run_dir / "data_check.json", json.dumps(data_report.to_dict(), indent=1))
+        _write_run_inputs(rd, config, datamodule, data_report)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    seconds = next(cb for cb in trainer.callbacks if isinstance(cb, TrainClock)).seconds
-    summary: dict[str, Any] = {}
     if not trainer.is_global_zero:
-        return summary
-    best_cb = next(cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/dice")
-    best_score = best_cb.best_model_score
-    best_path = checkpoint_dir(run_dir) / "best.ckpt"
-    selected_by = "validation Dice"
-    if not best_path.is_file():
-        # The run ended before its first validation round (e.g. --max-steps, or fewer epochs
-        # than train.val_every_n_epochs): the final weights are the only candidate.
-        with atomic_path(best_path) as tmp:
-            shutil.copyfile(checkpoint_dir(run_dir) / "last.ckpt", tmp)
-        selected_by = "none: no validation round ran, best.ckpt is the last checkpoint"
-        print(f"medseg: note: no validation round ran; {best_path} is a copy of the last checkpoint")
-    summary = {
+        return {}
+    selected_by = _ensure_best_checkpoint(rd)
+    summary = _summary(cfg, module, trainer, rd, ckpt_path, selected_by, extra)
+    write_text_atomic(rd.summary, json.dumps(summary, indent=2))
+    _plot_curves(rd)
+    return summary
+
+
+def _build_module(
+    cfg: Config, config: dict[str, Any], datamodule: SegDataModule, init_state: dict[str, torch.Tensor] | None
+) -> SegmentationModule:
+    """The LightningModule of ``cfg``, its network checked against the data.
+
+    The network that trains is the one the checks (:func:`_check_network`) probe; they draw no
+    random numbers. It is built after :func:`_skip_first_network_draws`, so it starts from the
+    weights a fixed seed always gave. Says in the log where the encoder's weights come from
+    (:func:`_announce_encoder`).
+
+    Args:
+        cfg: the recipe.
+        config: ``cfg.to_dict()``, stored in every checkpoint.
+        datamodule: the data (input channels, classes, training cases).
+        init_state: network weights to start from, or None.
+
+    Raises:
+        ConfigError: the module's own checks (``train.trainable`` prefixes, loss outputs,
+            gradient checkpointing), then window size, output channels and patch size.
+    """
+    _skip_first_network_draws(cfg, datamodule)
+    module = SegmentationModule(
+        config, in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, init_state=init_state
+    )
+    _check_network(cfg, module.model, datamodule)
+    _announce_encoder(cfg)
+    return module
+
+
+def _skip_first_network_draws(cfg: Config, datamodule: SegDataModule) -> None:
+    """Move the global generators past the random numbers one initialisation of the network draws.
+
+    Earlier versions built a first network only to probe its outputs and trained a second one, so
+    for a given seed the trained network's initial weights, and every draw after them, come from
+    the stream one network initialisation further on. The network that trains is therefore
+    initialised from there: the draws of one initialisation are made (a network is built without
+    its encoder-weight file, which draws nothing, and dropped at once), and a fixed seed trains
+    the same weights bit for bit as before; recipes' results and quality bars were measured with
+    them. Without this step the build is saved and every fixed-seed result changes.
+
+    Raises:
+        ConfigError: ``model.args`` that do not fit the network (as the build in the module).
+    """
+    build_network(cfg, datamodule.in_channels, datamodule.num_classes, for_checkpoint=True)
+
+
+def _write_run_inputs(rd: RunDir, config: dict[str, Any], datamodule: SegDataModule, data_report: Any) -> None:
+    """Write what the run trains from, before the first step (rank 0): ``config.yaml``,
+    ``splits.json`` and, for file datasets, ``data_check.json``."""
+    write_yaml_atomic(config, rd.config)
+    splits = {"train": datamodule.train_ids, "validation": datamodule.val_ids}
+    write_text_atomic(rd.splits, json.dumps(splits, indent=2))
+    if data_report is not None:
+        write_text_atomic(rd.data_check, json.dumps(data_report.to_dict(), indent=1))
+
+
+def _ensure_best_checkpoint(rd: RunDir) -> str:
+    """Make sure ``best.ckpt`` exists after a fit; return how it was selected (for the summary).
+
+    A run that ended before its first validation round (e.g. ``--max-steps``, or fewer epochs
+    than ``train.val_every_n_epochs``) has none: the final weights, the only candidate, are
+    copied to it (atomically) and a note says so.
+    """
+    if rd.best.is_file():
+        return "validation Dice"
+    with atomic_path(rd.best) as tmp:
+        shutil.copyfile(rd.last, tmp)
+    print(f"medseg: note: no validation round ran; {rd.best} is a copy of the last checkpoint")
+    return "none: no validation round ran, best.ckpt is the last checkpoint"
+
+
+def _summary(
+    cfg: Config,
+    module: SegmentationModule,
+    trainer: L.Trainer,
+    rd: RunDir,
+    ckpt_path: Path | None,
+    selected_by: str,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The content of ``train_summary.json`` after a fit: network, data, parameter counts, wall
+    seconds (:class:`TrainClock`, summed over resumes), epochs, steps, best validation Dice (None
+    when no validation ran), device, precision, and ``extra``."""
+    seconds = next(cb for cb in trainer.callbacks if isinstance(cb, TrainClock)).seconds
+    best_score = next(cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/dice").best_model_score
+    return {
         "network": cfg.model.name,
         "dataset": cfg.data.dataset,
         "parameters": sum(p.numel() for p in module.model.parameters()),
@@ -476,78 +587,74 @@ def _fit(
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "best_val_dice": float(best_score) if best_score is not None else None,
-        "best_checkpoint": str(best_path),
+        "best_checkpoint": str(rd.best),
         "best_selected_by": selected_by,
         "resumed": ckpt_path is not None,
         "device": str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         **(extra or {}),
     }
-    write_text_atomic(run_dir / "train_summary.json", json.dumps(summary, indent=2))
-    _plot_curves(run_dir)
-    return summary
 
 
 def _best_weights(stage_dir: Path) -> dict[str, torch.Tensor]:
     """The network weights of ``<stage_dir>/checkpoints/best.ckpt``."""
     from medseg.engine.checkpoint import read_checkpoint
 
-    ckpt = read_checkpoint(checkpoint_dir(stage_dir) / "best.ckpt")
+    ckpt = read_checkpoint(RunDir(stage_dir).best)
     return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
 def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None) -> dict[str, Any]:
     """Run ``cfg.train.stages`` one after another (see :func:`train`)."""
+    rd = RunDir(run_dir)
     stage_cfgs = [stage_config(cfg, i) for i in range(len(cfg.train.stages))]  # all checked up front
+    names = [str(stage.get("name", i + 1)) for i, stage in enumerate(cfg.train.stages)]
     if not resume:
         _check_run_dir(run_dir, resume=False)
-        if any(run_dir.glob("stage*/checkpoints/*.ckpt")):
+        if rd.stage_checkpoints():
             raise ConfigError(f"run directory {run_dir} already holds stage checkpoints; pass --resume or choose another --out")
     _check_network_name(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
     base = SegDataModule(cfg)
     _check_stages(cfg, stage_cfgs, base)
-    write_yaml_atomic(cfg.to_dict(), run_dir / "config.yaml")
+    write_yaml_atomic(cfg.to_dict(), rd.config)
     stages: list[dict[str, Any]] = []
     init_state = None
-    for i, scfg in enumerate(stage_cfgs):
-        name = str(cfg.train.stages[i].get("name", i + 1))
-        sdir = run_dir / f"stage{i + 1}-{name}"
-        done = sdir / "train_summary.json"
-        if resume and done.is_file():
+    for i, (scfg, name) in enumerate(zip(stage_cfgs, names)):
+        sdir = rd.stage(i + 1, name)
+        if resume and sdir.summary.is_file():
             print(f"medseg: stage {i + 1} ({name}) already finished: kept")
-            stages.append(json.loads(done.read_text()))
+            stages.append(json.loads(sdir.summary.read_text()))
         else:
-            ckpt = checkpoint_dir(sdir) / "last.ckpt"
-            ckpt_path = ckpt if resume and ckpt.is_file() else None
+            ckpt_path = sdir.last if resume and sdir.last.is_file() else None
             if resume:
-                _remove_stale_checkpoint_temporaries(sdir)
+                _remove_stale_checkpoint_temporaries(sdir.root)
             print(f"medseg: stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
                   f"{scfg.train.max_epochs} epochs, lr {scfg.optim.lr}, loss {scfg.loss.name} on {dict(scfg.loss.outputs)}")
             L.seed_everything(cfg.seed + i, workers=True, verbose=False)
             dm = SegDataModule(scfg, train_cases=base.full_cases)
-            stages.append(_fit(scfg, sdir, dm, ckpt_path, callbacks, data_report, init_state,
+            stages.append(_fit(scfg, sdir.root, dm, ckpt_path, callbacks, data_report, init_state,
                                extra={"stage": i + 1, "stage_name": name}))
-        init_state = _best_weights(sdir)
-    final = run_dir / f"stage{len(stage_cfgs)}-{cfg.train.stages[-1].get('name', len(stage_cfgs))}"
-    for which in ("best", "last"):
-        with atomic_path(checkpoint_dir(run_dir) / f"{which}.ckpt") as tmp:
-            shutil.copyfile(checkpoint_dir(final) / f"{which}.ckpt", tmp)
+        init_state = _best_weights(sdir.root)
+    final = rd.stage(len(stage_cfgs), names[-1])
+    for which in RunDir.CHECKPOINTS:
+        with atomic_path(rd.checkpoint(which)) as tmp:
+            shutil.copyfile(final.checkpoint(which), tmp)
     summary = dict(stages[-1])
     summary.update({
         "stages": stages,
         "train_seconds": round(sum(s.get("train_seconds", 0.0) for s in stages), 2),
-        "best_checkpoint": str(checkpoint_dir(run_dir) / "best.ckpt"),
+        "best_checkpoint": str(rd.best),
         "resumed": resume,
     })
-    write_text_atomic(run_dir / "train_summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(rd.summary, json.dumps(summary, indent=2))
     return summary
 
 
-def _plot_curves(run_dir: Path) -> None:
+def _plot_curves(rd: RunDir) -> None:
+    """``figures/curves.png`` from ``logs/csv/metrics.csv``, when the log exists."""
     from medseg.viz import plot_training_curves
 
-    csv = run_dir / "logs" / "csv" / "metrics.csv"
-    if csv.is_file():
-        plot_training_curves(csv, run_dir / "figures" / "curves.png")
+    if rd.metrics_csv.is_file():
+        plot_training_curves(rd.metrics_csv, rd.curves)

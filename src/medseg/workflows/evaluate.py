@@ -42,6 +42,7 @@ from medseg.data.base import CaseDataset
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.engine.datamodule import load_split
 from medseg.engine.module import roi_size
+from medseg.engine.rundir import EvalDir, RunDir
 from medseg.errors import CheckpointError, ConfigError, DataError
 from medseg.inference import Predictor
 from medseg.progress import progress
@@ -53,7 +54,7 @@ from medseg.workflows.protocols import get_protocol, protocol_for
 
 
 def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
-    """``<run>/checkpoints/<which>.ckpt``.
+    """``<run>/checkpoints/<which>.ckpt`` (:meth:`RunDir.checkpoint`; ``which``: "best" or "last").
 
     Raises:
         CheckpointError: the run directory or the checkpoint does not exist.
@@ -61,7 +62,7 @@ def run_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
-    path = run_dir / "checkpoints" / f"{which}.ckpt"
+    path = RunDir(run_dir).checkpoint(which)
     if not path.is_file():
         raise CheckpointError(f"run {run_dir} has no {which} checkpoint ({path} is missing); has it been trained?")
     return path
@@ -301,8 +302,9 @@ def write_outputs(
     out_dir: Path, protocol: str, metrics: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
     """Write ``metrics.json`` and the per-image / per-case CSV of ``protocol`` atomically."""
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    write_text_atomic(out_dir / get_protocol(protocol).per_file, csv_text(_json_safe(rows)))
+    ev = EvalDir(out_dir)
+    write_text_atomic(ev.metrics, json.dumps(metrics, indent=2))
+    write_text_atomic(ev.per_case(get_protocol(protocol).per_file), csv_text(_json_safe(rows)))
 
 
 def _write_report(path: Path, split: str | None = None, out: Path | None = None) -> Path | None:
@@ -328,7 +330,7 @@ def _remove_stale(out_dir: Path, *more: Path) -> None:
     finished files are never partial)."""
     from medseg.atomic import remove_stale_temporaries
 
-    for folder in (out_dir, out_dir / "figures", *more):
+    for folder in (out_dir, EvalDir(out_dir).figures, *more):
         remove_stale_temporaries(folder)
 
 
@@ -374,6 +376,7 @@ def evaluate(
         medseg.errors.DataError: the split's files are missing or bad.
     """
     run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     ckpt_path = run_checkpoint(run_dir, checkpoint)
     checkpoints = [ckpt_path, *[Path(p) for p in ensemble]]
     models, cfg = load_models(checkpoints)
@@ -383,7 +386,8 @@ def evaluate(
     predictor = predictor_for(models, cfg, tta=tta, batch_size=batch_size, device=device, method=inference)
     # TTA and ensembles are other experiments: their results go beside the plain ones, not over them
     name_dir = split + ("-tta" if len(predictor.tta) > 1 else "") + ("-ensemble" if len(checkpoints) > 1 else "")
-    out_dir = run_dir / "eval" / name_dir
+    ev = rd.evaluation(name_dir)
+    out_dir = ev.root
     _remove_stale(out_dir, run_dir)
     do_figures = cfg.eval.figures if figures is None else figures
 
@@ -402,14 +406,14 @@ def evaluate(
         inference=predictor.describe(),
     )
     if do_figures:
-        _figures(run_dir, out_dir / "figures", models[0], cfg, cases, probs, name)
+        _figures(rd, ev, models[0], cfg, cases, probs, name)
     t_fig = time.perf_counter()
     metrics["timing_s"] = {"load": round(t_load - t0, 3), "inference": round(t_infer - t_load, 3),
                            "metrics": round(t_metrics - t_infer, 3), "figures": round(t_fig - t_metrics, 3)}
     metrics["output"] = str(out_dir)
     write_outputs(out_dir, name, metrics, rows)
     if report:
-        _write_report(run_dir, name_dir, None if name_dir == split else run_dir / f"report-{name_dir}.html")
+        _write_report(run_dir, name_dir, rd.report(None if name_dir == split else name_dir))
     return metrics
 
 
@@ -656,9 +660,9 @@ def evaluate_predictions(
     if figures and proto.reads == "probability":
         from medseg.viz import save_panels
 
-        fig_dir = out_dir / "figures"
+        ev = EvalDir(out_dir)
         save_panels([
-            dict(path=fig_dir / f"{case.id}_panel.png", image=case.display, target=case.mask,
+            dict(path=ev.panel(case.id), image=case.display, target=case.mask,
                  prob=resize_probability(preds[case.id], case.mask.shape), threshold=cfg.eval.threshold,
                  fov=case.fov, title=f"{pred_dir.name} - {case.id}")
             for case in cases
@@ -744,27 +748,28 @@ def densest_window(mask: np.ndarray, size: int) -> tuple[int, int]:
     return int(r), int(c)
 
 
-def _figures(run_dir: Path, fig_dir: Path, model: nn.Module, cfg: Config, cases: CaseDataset,
+def _figures(rd: RunDir, ev: EvalDir, model: nn.Module, cfg: Config, cases: CaseDataset,
              probs: dict[str, np.ndarray], protocol: str) -> None:
+    """The figures of a run's evaluation into ``ev.figures``: a panel per image (probability
+    protocols), the run's training curves, and the DSConv kernel positions of the first image."""
     from medseg.viz import plot_training_curves, save_kernel_positions, save_panels
 
     if get_protocol(protocol).reads == "probability":
         save_panels([
-            dict(path=fig_dir / f"{case.id}_panel.png", image=case.display, target=case.mask,
+            dict(path=ev.panel(case.id), image=case.display, target=case.mask,
                  prob=resize_probability(foreground(probs[case.id]), case.mask.shape),
                  threshold=cfg.eval.threshold, fov=case.fov, title=f"{cfg.model.name} - {case.id}")
             for case in cases
         ])
-    metrics_csv = run_dir / "logs" / "csv" / "metrics.csv"
-    if metrics_csv.is_file():
-        plot_training_curves(metrics_csv, fig_dir / "curves.png")
+    if rd.metrics_csv.is_file():
+        plot_training_curves(rd.metrics_csv, ev.curves)
     if cfg.eval.kernel_figure and len(cases):
         case = cases[0]
         found = kernel_coordinates_for(model, case.image)
         if found is not None:
             layer_name, coords = found
             title = f"DSConv '{layer_name}' sampled positions - {case.id}"
-            save_kernel_positions(fig_dir / f"{case.id}_dsconv_kernels.png", case.display, coords, target=case.mask, title=title)
+            save_kernel_positions(ev.kernel_positions(case.id), case.display, coords, target=case.mask, title=title)
             h, w = case.mask.shape
             if max(h, w) > ZOOM_ABOVE and coords.shape[1:3] == (h, w):
                 # A 9-point kernel spans ~9 px: also draw a zoomed window on the densest vessels.
@@ -772,7 +777,7 @@ def _figures(run_dir: Path, fig_dir: Path, model: nn.Module, cfg: Config, cases:
                 crop = (slice(y0, y0 + ZOOM_SIZE), slice(x0, x0 + ZOOM_SIZE))
                 zoom = coords[:, crop[0], crop[1]] - np.array([y0, x0], dtype=coords.dtype)
                 save_kernel_positions(
-                    fig_dir / f"{case.id}_dsconv_kernels_zoom.png", case.display[crop], zoom,
+                    ev.kernel_positions(case.id, zoom=True), case.display[crop], zoom,
                     target=case.mask[crop], title=f"{title} (rows {y0}-{y0 + ZOOM_SIZE - 1}, cols {x0}-{x0 + ZOOM_SIZE - 1})",
                 )
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medseg.atomic import write_text_atomic
+from medseg.engine.rundir import RunDir
 from medseg.errors import ConfigError, MedsegError
 
 #: Environment variable naming the recipes folder (default: the source checkout's ``configs/``).
@@ -177,7 +178,7 @@ def _stale_keys(cfg, run: Path) -> list[str]:
     with (``run/config.yaml``; none if absent), :data:`_MAY_DIFFER` aside."""
     import yaml
 
-    saved = run / "config.yaml"
+    saved = RunDir(run).config
     if not saved.is_file():
         return []
     old, new = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(cfg.to_dict())
@@ -186,14 +187,18 @@ def _stale_keys(cfg, run: Path) -> list[str]:
 
 
 def _finished(run: Path, split: str) -> dict | None:
-    metrics = run / "eval" / split / "metrics.json"
-    if (run / "train_summary.json").is_file() and metrics.is_file():
+    """The metrics.json content of ``run``'s evaluation of ``split`` when the run trained to its
+    end and was evaluated, else None."""
+    rd = RunDir(run)
+    metrics = rd.evaluation(split).metrics
+    if rd.summary.is_file() and metrics.is_file():
         return json.loads(metrics.read_text())
     return None
 
 
-#: The file in each run directory that records how ``medseg reproduce`` finished it.
-RUN_RECORD = "reproduce.json"
+#: The file in each run directory that records how ``medseg reproduce`` finished it
+#: (:attr:`medseg.engine.rundir.RunDir.reproduce_record`).
+RUN_RECORD = RunDir(".").reproduce_record.name
 
 
 def _entry(recipe: str, run: Path, cfg, metrics: dict, status: str) -> dict[str, Any]:
@@ -201,8 +206,9 @@ def _entry(recipe: str, run: Path, cfg, metrics: dict, status: str) -> dict[str,
     invocation that finished it (``RUN_RECORD``; absent for runs finished before it existed)."""
     from medseg.workflows.protocols import headline
 
-    summary = json.loads((run / "train_summary.json").read_text())
-    record = json.loads((run / RUN_RECORD).read_text()) if (run / RUN_RECORD).is_file() else {}
+    rd = RunDir(run)
+    summary = json.loads(rd.summary.read_text())
+    record = json.loads(rd.reproduce_record.read_text()) if rd.reproduce_record.is_file() else {}
     timing = metrics.get("timing_s") or {}
     entry = {
         "recipe": recipe, "status": status, "run": str(run), "network": cfg.model.name,
@@ -226,7 +232,7 @@ def _record_run(run: Path, recipe: str, wall: float, resumed: bool) -> None:
 
     record = {"recipe": recipe, "wall_seconds": round(wall, 1), "resumed": resumed, "hardware": describe(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_text_atomic(run / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(RunDir(run).reproduce_record, json.dumps(record, indent=2) + "\n")
 
 
 def reproduce(
@@ -277,7 +283,7 @@ def reproduce(
             shown = ", ".join(stale[:6]) + (f" and {len(stale) - 6} more" if len(stale) > 6 else "")
             raise ConfigError(f"{run} was trained with another version of {name} (differs in {shown}); remove "
                               "that run directory to retrain it, or pass --out for a new list (nothing was trained)")
-        if absent is None and not resume and _finished(run, cfg.eval.split) is None and (run / "checkpoints").is_dir():
+        if absent is None and not resume and _finished(run, cfg.eval.split) is None and RunDir(run).checkpoints.is_dir():
             raise ConfigError(f"{run} holds an unfinished run of {name}; pass --resume to continue it "
                               "(nothing was trained)")
         plan.append((name, cfg, run, absent))
@@ -296,7 +302,7 @@ def reproduce(
         else:
             log(f"{head}: training {cfg.model.name} on {cfg.data.dataset} -> {run}")
             t0 = time.perf_counter()
-            started = (run / "config.yaml").is_file()  # an earlier, unfinished attempt: continue it
+            started = RunDir(run).config.is_file()  # an earlier, unfinished attempt: continue it
             try:
                 summary = train(cfg, run, resume=started, evaluate_after=True, show_progress=False)
             except MedsegError as exc:  # one recipe's bad data or config does not stop the others
