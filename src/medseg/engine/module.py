@@ -311,7 +311,6 @@ class SegmentationModule(L.LightningModule):
         Raises:
             medseg.errors.TrainingError: in "stop" mode.
         """
-        import os
 
         from medseg.errors import TrainingError
 
@@ -321,9 +320,10 @@ class SegmentationModule(L.LightningModule):
             # INFO (stdout, beside Lightning's own training output): one line per skipped batch
             log.info(f"warning: loss is {loss.detach().item()} at {where}; batch skipped (train.nonfinite_loss: skip)")
             return None
-        last = next((os.path.join(cb.dirpath, "last.ckpt") for cb in self.trainer.checkpoint_callbacks
-                     if getattr(cb, "filename", None) == "last" and cb.dirpath), None)
-        kept = f"the last good checkpoint is {last}" if last and os.path.isfile(last) else "no checkpoint was written yet"
+        from medseg.engine.rundir import RunDir
+
+        last = RunDir(self.trainer.default_root_dir).last  # build_trainer roots the trainer at the run
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         raise TrainingError(
             f"loss is {float(loss.detach())} at {where}; training stopped and {kept} (lower optim.lr, check the data, "
             "or set train.nonfinite_loss=skip to skip such batches)"

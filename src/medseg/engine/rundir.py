@@ -48,7 +48,6 @@ one behind, and the next writer of that folder removes it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -232,7 +231,9 @@ class RunDir:
     @property
     def lock(self) -> Path:
         """``.medseg.lock``: held while a process trains into the run (:mod:`medseg.runlock`)."""
-        return self.root / ".medseg.lock"
+        from medseg.runlock import LOCK_NAME  # the lock's owner names it
+
+        return self.root / LOCK_NAME
 
     # -- stages --------------------------------------------------------------------------------
     def stage(self, index: int, name: str) -> RunDir:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medseg.atomic import atomic_path, write_text_atomic
@@ -32,6 +32,9 @@ from medseg.engine.module import SegmentationModule, build_network, check_classe
 from medseg.engine.rundir import RunDir
 from medseg.errors import ConfigError
 from medseg.inference import check_roi
+from medseg.log import counted, get_logger
+
+log = get_logger(__name__)
 
 
 def resolve_precision(precision: str) -> str:
@@ -132,9 +135,20 @@ class ExplainInterrupt(Callback):
                 kept = f"{last} (step {int(read_checkpoint(last).get('global_step', 0))})"
             except Exception:  # noqa: BLE001 - a message must not fail
                 kept = str(last)
-        print(f"\nmedseg: interrupted at step {trainer.global_step}; kept {kept}", file=sys.stderr)
+        sys.stderr.write("\n")  # end the progress bar's line
+        log.warning(f"interrupted at step {trainer.global_step}; kept {kept}")
         if last.is_file():
-            print(f"medseg: resume with: medseg train --out {self.run_dir} --resume", file=sys.stderr)
+            log.warning(f"resume with: medseg train --out {self.run_dir} --resume")
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar without ``v_num``: the logger "version" it shows is the name of a log
+    folder (it read ``v_num=oard``, the end of "tensorboard"), which tells a user nothing."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> L.Trainer:
@@ -184,7 +198,8 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         use_distributed_sampler=False,
         logger=loggers,
         callbacks=[best, last, LearningRateMonitor(logging_interval="step"), StopAtStep(cfg.train.max_steps),
-                   ExplainInterrupt(run_dir), TrainClock(), *(callbacks or [])],
+                   ExplainInterrupt(run_dir), TrainClock(), *([ProgressBar()] if cfg.train.progress_bar else []),
+                   *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -213,8 +228,8 @@ def check_training_data(cfg: Config):
     split_file = args.pop("split_file", None)
     report, cached = check_cached(cfg.data.dataset, cfg.data.root, split_file, **args)
     warn = len(report.warnings)
-    print(f"medseg: data check of {cfg.data.dataset} ({'cached' if cached else 'ran'}): "
-          f"{len(report.errors)} errors, {warn} warnings")
+    log.info(f"data check of {cfg.data.dataset} ({'cached' if cached else 'ran'}): "
+             f"{counted(len(report.errors), 'error')}, {counted(warn, 'warning')}")
     require_clean(report)
     return report
 
@@ -251,7 +266,8 @@ def stage_config(cfg: Config, index: int) -> Config:
 
 
 def _announce_encoder(cfg: Config) -> str | None:
-    """Say in the run log whether the ImageNet encoder starts from a weight file or from scratch."""
+    """Say in the run log whether the ImageNet encoder starts from a weight file or from scratch;
+    returns the message (without the "medseg: " prefix the log adds), or None for networks without one."""
     import inspect
 
     from medseg.models import MODELS
@@ -260,11 +276,11 @@ def _announce_encoder(cfg: Config) -> str | None:
         return None
     path = cfg.model.args.get("encoder_weights")
     if path:
-        msg = f"medseg: encoder initialised from {path} (model.args.encoder_weights)"
+        msg = f"encoder initialised from {path} (model.args.encoder_weights)"
     else:
-        msg = (f"medseg: {cfg.model.name}: no model.args.encoder_weights given: the encoder trains from scratch "
+        msg = (f"{cfg.model.name}: no model.args.encoder_weights given: the encoder trains from scratch "
                "(the original starts from ImageNet weights; name the file with --set model.args.encoder_weights=PATH)")
-    print(msg)
+    log.info(msg)
     return msg
 
 
@@ -317,7 +333,7 @@ def _train_one(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callbac
     if resume:
         _remove_stale_checkpoint_temporaries(run_dir)
         if ckpt_path is None:
-            print(f"medseg: {run_dir} was interrupted before its first checkpoint; training it from step 0")
+            log.info(f"{run_dir} was interrupted before its first checkpoint; training it from step 0")
     finished = _already_finished(cfg, run_dir, ckpt_path)
     if finished is not None:
         return finished
@@ -335,7 +351,7 @@ def _remove_stale_checkpoint_temporaries(run_dir: Path) -> None:
     removed = remove_stale_temporaries(RunDir(run_dir).checkpoints, ".ckpt")
     if removed:
         names = ", ".join(p.name for p in removed)
-        print(f"medseg: removed {len(removed)} unfinished checkpoint write(s) of an interrupted run: {names}")
+        log.info(f"removed {len(removed)} unfinished checkpoint write(s) of an interrupted run: {names}")
 
 
 def _check_network_name(cfg: Config) -> None:
@@ -360,7 +376,7 @@ def _already_finished(cfg: Config, run_dir: Path, ckpt_path: Path | None) -> dic
 
     if int(read_checkpoint(ckpt_path).get("global_step", 0)) < cfg.train.max_steps:
         return None
-    print(f"medseg: {run_dir} already reached train.max_steps={cfg.train.max_steps}; nothing left to train")
+    log.info(f"{run_dir} already reached train.max_steps={cfg.train.max_steps}; nothing left to train")
     return json.loads(summary.read_text())
 
 
@@ -559,7 +575,7 @@ def _ensure_best_checkpoint(rd: RunDir) -> str:
         return "validation Dice"
     with atomic_path(rd.best) as tmp:
         shutil.copyfile(rd.last, tmp)
-    print(f"medseg: note: no validation round ran; {rd.best} is a copy of the last checkpoint")
+    log.info(f"note: no validation round ran; {rd.best} is a copy of the last checkpoint")
     return "none: no validation round ran, best.ckpt is the last checkpoint"
 
 
@@ -624,13 +640,13 @@ def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Call
     for i, (scfg, name) in enumerate(zip(stage_cfgs, names)):
         sdir = rd.stage(i + 1, name)
         if resume and sdir.summary.is_file():
-            print(f"medseg: stage {i + 1} ({name}) already finished: kept")
+            log.info(f"stage {i + 1} ({name}) already finished: kept")
             stages.append(json.loads(sdir.summary.read_text()))
         else:
             ckpt_path = sdir.last if resume and sdir.last.is_file() else None
             if resume:
                 _remove_stale_checkpoint_temporaries(sdir.root)
-            print(f"medseg: stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
+            log.info(f"stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
                   f"{scfg.train.max_epochs} epochs, lr {scfg.optim.lr}, loss {scfg.loss.name} on {dict(scfg.loss.outputs)}")
             L.seed_everything(cfg.seed + i, workers=True, verbose=False)
             dm = SegDataModule(scfg, train_cases=base.full_cases)

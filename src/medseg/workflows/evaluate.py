@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -46,7 +45,10 @@ from medseg.engine.rundir import EvalDir, RunDir
 from medseg.errors import CheckpointError, ConfigError, DataError
 from medseg.inference import Predictor
 from medseg.progress import progress
+from medseg.log import get_logger
 from medseg.workflows.protocols import get_protocol, protocol_for
+
+log = get_logger(__name__)
 
 
 # ------------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ def _write_report(path: Path, split: str | None = None, out: Path | None = None)
     try:
         return write_report(path, split=split, out=out)
     except Exception as exc:  # noqa: BLE001 - metrics are written; say what failed and go on
-        print(f"medseg: warning: report for {path} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        log.warning(f"warning: report for {path} not written ({type(exc).__name__}: {exc})")
         return None
 
 
@@ -613,8 +615,8 @@ def evaluate_predictions(
     found, unmatched = find_predictions(pred_dir, wanted, volumes)
     if unmatched:
         names = ", ".join(p.name for p in unmatched[:10]) + (f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else "")
-        print(f"medseg: warning: {len(unmatched)} file(s) in {pred_dir} match no case of {dataset}/{split} and are "
-              f"ignored: {names}", file=sys.stderr)
+        log.warning(f"warning: {len(unmatched)} file(s) in {pred_dir} match no case of {dataset}/{split} and are "
+                    f"ignored: {names}")
     # sizes first, from headers only: nothing is computed before every file fits
     problems = []
     if volumes:
