@@ -142,7 +142,7 @@ def checkpoint_differences(a: str | os.PathLike, b: str | os.PathLike) -> list[s
     """Where two training checkpoints differ, bit for bit: step, epoch, every weight and buffer,
     every optimiser state tensor, the LR schedulers' states and the best validation scores of the
     checkpoint callbacks. Used to show that a killed and resumed run equals an uninterrupted one
-    (``tests/test_resume_exact.py``, ``benchmarks/faults.py``).
+    (``tests/engine/test_resume_exact.py``, ``benchmarks/faults.py``).
 
     Returns:
         The names of what differs (empty: identical), e.g. ``["global_step", "state_dict/net.out.weight"]``.

@@ -4,7 +4,7 @@
 ``eval/<name>/``, or the folder ``medseg evaluate --predictions`` writes). Nothing here touches
 the disk: the properties only join paths, so a ``RunDir`` of a run that does not exist yet is
 fine. The names are the layout users' run directories already have; changing one orphans their
-files (``tests/test_rundir.py`` holds them, written out by hand).
+files (``tests/engine/test_rundir.py`` holds them, written out by hand).
 
 Layout (paths relative to the run directory; "train" is :mod:`medseg.engine.train`)::
 

@@ -224,7 +224,7 @@ def pixel_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
 # ROC area, 0.36 s for AP and 0.32 s for both from one sort; sklearn roc_auc_score 1.21 s,
 # average_precision_score 0.99 s (2.2 s for both). That is 3-7x slower, outside the 2x margin,
 # so the exact code below stays; the values agree with sklearn to 1e-12 (tested in
-# tests/test_protocol_metrics.py, also with heavy ties from 8-bit maps).
+# tests/metrics/test_protocol_metrics.py, also with heavy ties from 8-bit maps).
 
 
 def _sort_desc(prob: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ Every registered network keeps the contract of :mod:`medseg.models.contract`: it
 ``(N, C_in, H, W)`` float32 to logits (or, with ``output_activation = "none"``, probabilities)
 ``(N, C_out, H, W)`` float32 at the input resolution, and refuses sizes that are not multiples
 of its ``size_divisor`` with the one check, :func:`~medseg.models.contract.check_input_size`.
-The conformance tests (``tests/conformance.py``) hold every registered network to it.
+The conformance tests (``tests/models/conformance.py``) hold every registered network to it.
 
 Use :func:`create_model` to build one by name and :func:`list_models` to see what exists.
 """

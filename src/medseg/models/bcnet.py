@@ -329,7 +329,7 @@ class BCNet(NetworkContract):
     - **Grey input**: ``in_channels=1`` repeats the channel to RGB inside ``forward`` (the
       ImageNet encoder expects three channels), as PraNet-family loaders convert to RGB.
 
-    Parameters with the defaults (width 64): **26,958,481** (asserted in ``tests/test_bcnet.py``),
+    Parameters with the defaults (width 64): **26,958,481** (asserted in ``tests/models/test_bcnet.py``),
     of which the encoder (Res2Net-50 v1b 26w4s without its fc) has 23,669,352 and the
     reductions, CFIS, BBEM and heads 3,289,129 (reductions 2,064,768; three ACFIMs 480,768; two
     GFIMs 225,952; BBEM 295,557; final fuse + head 110,913; three side heads 111,171). Width

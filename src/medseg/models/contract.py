@@ -32,7 +32,7 @@ Every network also keeps its ImageNet backbone, if any, in an attribute ``encode
 :mod:`medseg.models.encoders`).
 
 :func:`check_contract` tells whether a module keeps the contract (the conformance tests in
-``tests/conformance.py`` call it for every registered network), :func:`single_output` whether
+``tests/models/conformance.py`` call it for every registered network), :func:`single_output` whether
 it has outputs besides "out"; :func:`check_input_size` and :func:`check_size` are the size
 check. The check runs inside ``torch.jit.script``-ed networks too (CPFNet and U-Net script),
 so it is written in the subset of Python that TorchScript compiles (f-strings and lists, no

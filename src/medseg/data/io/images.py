@@ -7,7 +7,7 @@ holds the full path and the problem. Nothing is ever written.
 Pillow reads the formats the supported datasets ship in: TIFF (including the LZW-compressed
 DRIVE TIFFs), GIF (mode L and palette), PNG, JPEG, BMP.
 
-What users send, and how it is handled (the bad-data corpus ``tests/test_bad_input.py`` checks
+What users send, and how it is handled (the bad-data corpus ``tests/data/test_bad_input.py`` checks
 each):
 
 - **EXIF orientation** (phone and camera JPEGs): pixels are read *as stored*; the Orientation tag

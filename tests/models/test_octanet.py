@@ -358,7 +358,7 @@ def test_load_original_fine_round_trip_and_errors(tmp_path):
         load_original({"conv1.weight": torch.zeros(1)})
 
 
-# -- the model contract (tests/conformance.py) -------------------------------------------------
+# -- the model contract (tests/models/conformance.py) -------------------------------------------------
 
 from conformance import ModelConformance  # noqa: E402
 

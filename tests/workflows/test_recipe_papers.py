@@ -18,7 +18,7 @@ import pytest
 from medseg.config import load_config, read_yaml
 from medseg.workflows.protocols import PROTOCOLS, get_protocol
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/*/*.yaml"))
+CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*/*.yaml"))
 IDS = [f"{p.parent.name}/{p.stem}" for p in CONFIGS]
 
 #: Dataset (``data.dataset``) -> the protocol of its community.

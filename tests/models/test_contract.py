@@ -22,16 +22,16 @@ from medseg.models.contract import (
     single_output,
 )
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/
 
 
 def _conformance_names() -> set[str]:
-    """``name`` of every :class:`ModelConformance` subclass defined in tests/test_*.py.
+    """``name`` of every :class:`ModelConformance` subclass defined in tests/**/test_*.py.
 
     Imports each test module that mentions ModelConformance (pytest's default "prepend" import
     mode names them by file stem, so a module pytest already imported is not imported twice),
     then walks the subclasses."""
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):
         if path.stem != Path(__file__).stem and "ModelConformance" in path.read_text(encoding="utf-8"):
             importlib.import_module(path.stem)
     names, stack = set(), list(ModelConformance.__subclasses__())
@@ -48,7 +48,7 @@ def test_every_registered_network_has_a_conformance_test():
     missing = sorted(set(list_models()) - covered)
     assert not missing, (
         f"registered networks without a ModelConformance subclass in tests/: {missing}; add one "
-        "(see tests/conformance.py) to the network's test file or tests/test_conformance.py"
+        "(see tests/models/conformance.py) to the network's test file or tests/models/test_conformance.py"
     )
     unknown = sorted(covered - set(list_models()))
     assert not unknown, f"ModelConformance subclasses name unregistered networks: {unknown}"

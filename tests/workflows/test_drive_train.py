@@ -10,7 +10,7 @@ import pytest
 from medseg.config import load_config
 from medseg.workflows.train import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DRIVE = REPO.parent / "shared" / "data" / "DRIVE"
 
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""Conformance of the networks that ship with the model contract (tests/conformance.py):
+"""Conformance of the networks that ship with the model contract (tests/models/conformance.py):
 U-Net and DSCNet. Networks added later subclass ModelConformance in their own test files."""
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def test_encoder_weights_load_strictly(model, tmp_path):
     assert "layer3.2.convs.1.weight" in str(info.value) and "layer9.weight" in str(info.value)
 
 
-# ---- the model contract (tests/conformance.py): export, ONNX, seeds, batch consistency ------
+# ---- the model contract (tests/models/conformance.py): export, ONNX, seeds, batch consistency ------
 
 
 class TestConformanceBCNet(ModelConformance):

@@ -18,7 +18,7 @@ from medseg.errors import ConfigError, DataError
 
 def _drive_root() -> Path | None:
     env = os.environ.get("MEDSEG_DATA")
-    base = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    base = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
     root = base / "DRIVE"
     return root if (root / "training").is_dir() and (root / "test").is_dir() else None
 

@@ -22,7 +22,7 @@ from medseg.workflows.evaluate import evaluate, evaluate_predictions, foreground
 from medseg.workflows.predict import predict_folder
 from medseg.workflows.train import train
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 DRIVE = DATA / "DRIVE"
 KVASIR = DATA / "Kvasir-SEG"
 

@@ -1,7 +1,7 @@
 """Conformance tests every registered dataset passes (the contract of :mod:`medseg.data`).
 
 A dataset's conformance class subclasses :class:`DatasetConformance` once, as
-``Test<Name>Conformance`` in ``tests/test_dataset_conformance.py`` (pytest collects the subclass;
+``Test<Name>Conformance`` in ``tests/data/test_dataset_conformance.py`` (pytest collects the subclass;
 the base class has no ``Test`` prefix and is not collected on its own), and sets the class
 attributes below. ``test_every_registered_dataset_has_a_conformance_class`` in that file fails
 for a registered name without one, so a new dataset plugin cannot skip these checks. Example::

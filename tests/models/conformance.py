@@ -6,7 +6,7 @@ parameter counts), the tests assert the contract: ``in_channels``, ``out_channel
 types (:func:`medseg.models.contract.check_contract`); the main output has ``out_channels``
 channels; ``forward_outputs(x)["out"]`` equals ``forward(x)``; and sizes that are not multiples
 of ``size_divisor`` are refused with the message of the one size check
-(:func:`medseg.models.contract.check_size`). ``tests/test_contract.py`` fails when a registered
+(:func:`medseg.models.contract.check_size`). ``tests/models/test_contract.py`` fails when a registered
 network has no subclass of :class:`ModelConformance`.
 
 A network's test file subclasses :class:`ModelConformance` once, as ``TestConformance<Name>``

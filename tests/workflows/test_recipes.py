@@ -14,7 +14,7 @@ from medseg.engine.train import stage_config
 from medseg.inference import check_roi
 from medseg.losses.more import MultiOutputLoss
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/*/*.yaml"))
+CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*/*.yaml"))
 #: Input channels and classes of each recipe's dataset (as the dataset loads them).
 DATA = {"drive": (3, 2), "rossa": (1, 2), "octa500": (1, 2), "kvasir_seg": (3, 2), "msd": (3, 3)}
 

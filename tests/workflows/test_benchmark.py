@@ -28,7 +28,7 @@ from medseg.workflows.benchmark import (
 )
 from medseg.workflows.reproduce import README_BEGIN, README_END
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "benchmark-cpu-2core.json"
 
 

@@ -270,8 +270,8 @@ def test_every_registered_dataset_has_a_conformance_class():
     missing = sorted(names - covered)
     assert not missing, (
         f"registered datasets without a DatasetConformance subclass: {', '.join(missing)}; add a "
-        "Test<Name>Conformance(DatasetConformance) to tests/test_dataset_conformance.py (see "
-        "tests/dataset_conformance.py)")
+        "Test<Name>Conformance(DatasetConformance) to tests/data/test_dataset_conformance.py (see "
+        "tests/data/dataset_conformance.py)")
     unknown = sorted(covered - names)
     assert not unknown, f"DatasetConformance subclasses name unregistered datasets: {', '.join(unknown)}"
     assert len(names) >= 13

@@ -29,7 +29,7 @@ from medseg.workflows.reproduce import (
     validate,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 RECIPE = """
 seed: 0

@@ -458,7 +458,7 @@ def test_compact_bad_size_and_arguments():
 
 
 # ------------------------------------------------------------------------------------------------
-# The model contract (tests/conformance.py)
+# The model contract (tests/models/conformance.py)
 
 TINY_DENSENET = {
     "growth_rate": 8, "block_config": (2, 2, 2, 2), "num_init_features": 16, "bn_size": 2
