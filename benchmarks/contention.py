@@ -50,8 +50,13 @@ def _env(extra: dict) -> dict:
 def _job(out: Path, steps: int, extra_env: dict) -> dict:
     """Run the measured job; its training seconds, wall seconds and CPU seconds (user + system)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*MEDSEG, "--out", str(out), "--max-steps", str(steps)], env=_env(extra_env),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*MEDSEG, "--out", str(out), "--max-steps", str(steps)],
+        env=_env(extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -89,44 +94,63 @@ def run_case(policy: str, competitor: str | None, steps: int, scratch: Path, war
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=640, help="training steps of the measured job (640: the whole default job)")
+    ap.add_argument(
+        "--steps", type=int, default=640, help="training steps of the measured job (640: the whole default job)"
+    )
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds the competitor runs before the job starts")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
 
     info = machine()
     cases = [
-        ("before", None), ("before", "medseg train, before"),
-        ("after", None), ("after", "medseg train, after"),
-        ("after", "medseg train, spinning"), ("after", "busy loop"),
+        ("before", None),
+        ("before", "medseg train, before"),
+        ("after", None),
+        ("after", "medseg train, after"),
+        ("after", "medseg train, spinning"),
+        ("after", "busy loop"),
     ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="medseg-contention-") as tmp:
         for policy, competitor in cases:
             row = run_case(policy, competitor, args.steps, Path(tmp), args.warmup)
             rows.append(row)
-            print(f"  {policy:<7} beside {row['competitor']:<24} train {row['train_s']:7.1f} s  "
-                  f"cpu {row['cpu_s']:7.1f} s", flush=True)
+            print(
+                f"  {policy:<7} beside {row['competitor']:<24} train {row['train_s']:7.1f} s  "
+                f"cpu {row['cpu_s']:7.1f} s",
+                flush=True,
+            )
     alone = {r["policy"]: r for r in rows if r["competitor"] == "none"}
     for r in rows:
         r["slowdown"] = r["train_s"] / alone[r["policy"]]["train_s"]
         r["cpu_ratio"] = r["cpu_s"] / alone[r["policy"]]["cpu_s"]
 
-    print(f"\nmachine: {info['processor']}, {info['usable_cores']} usable cores, "
-          f"matmul {info['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; job: medseg train (default), {args.steps} steps")
+    print(
+        f"\nmachine: {info['processor']}, {info['usable_cores']} usable cores, "
+        f"matmul {info['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; job: medseg train (default), {args.steps} steps"
+    )
     print(f"{'policy':<8}{'competitor':<26}{'train s':>9}{'cpu s':>9}{'slowdown':>10}{'cpu ratio':>11}")
     for r in rows:
-        print(f"{r['policy']:<8}{r['competitor']:<26}{r['train_s']:>9.1f}{r['cpu_s']:>9.1f}"
-              f"{r['slowdown']:>9.2f}x{r['cpu_ratio']:>10.2f}x")
+        print(
+            f"{r['policy']:<8}{r['competitor']:<26}{r['train_s']:>9.1f}{r['cpu_s']:>9.1f}"
+            f"{r['slowdown']:>9.2f}x{r['cpu_ratio']:>10.2f}x"
+        )
     worst = max(r["slowdown"] for r in rows if r["policy"] == "after")
     alone_ratio = alone["after"]["train_s"] / alone["before"]["train_s"]
-    print(f"worst slowdown with medseg's defaults: {worst:.2f}x (goal <= 2.5x); "
-          f"alone, after / before: {alone_ratio:.2f}x")
+    print(
+        f"worst slowdown with medseg's defaults: {worst:.2f}x (goal <= 2.5x); alone, after / before: {alone_ratio:.2f}x"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"machine": info, "steps": args.steps, "warmup_s": args.warmup, "cases": rows,
-               "worst_after_slowdown": worst, "goal_slowdown": 2.5,
-               "alone_after_over_before": alone_ratio}
+        doc = {
+            "machine": info,
+            "steps": args.steps,
+            "warmup_s": args.warmup,
+            "cases": rows,
+            "worst_after_slowdown": worst,
+            "goal_slowdown": 2.5,
+            "alone_after_over_before": alone_ratio,
+        }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -38,8 +38,15 @@ REPO = Path(__file__).resolve().parents[1]
 #: Kvasir-SEG training augmentation in the spirit of PraNet/Polyp-PVT (flips, rotations) plus
 #: the colour changes the mission asks for; whole 352x352 images.
 KVASIR_AUGMENT = {
-    "flip_prob": 0.5, "rot90_prob": 0.5, "rotate_prob": 0.3, "rotate_degrees": 15.0, "elastic_prob": 0.0,
-    "brightness_contrast_prob": 0.3, "gamma_prob": 0.0, "noise_prob": 0.0, "color_jitter_prob": 0.3,
+    "flip_prob": 0.5,
+    "rot90_prob": 0.5,
+    "rotate_prob": 0.3,
+    "rotate_degrees": 15.0,
+    "elastic_prob": 0.0,
+    "brightness_contrast_prob": 0.3,
+    "gamma_prob": 0.0,
+    "noise_prob": 0.0,
+    "color_jitter_prob": 0.3,
 }
 
 
@@ -47,18 +54,26 @@ def recipes() -> list[tuple[str, object]]:
     out = []
     for name in ("dscnet", "unet"):
         out.append((f"drive/{name}", load_config(REPO / "configs" / "drive" / f"{name}.yaml")))
-    cfg = load_config(None, [
-        "data.dataset=kvasir_seg", "data.args={}", "data.patch_size=352", "train.batch_size=16",
-        "model.name=unet", "model.args={base_channels: 32, depth: 4, in_channels: 3}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=kvasir_seg",
+            "data.args={}",
+            "data.patch_size=352",
+            "train.batch_size=16",
+            "model.name=unet",
+            "model.args={base_channels: 32, depth: 4, in_channels: 3}",
+        ],
+    )
     cfg.data.augment = dict(KVASIR_AUGMENT)
     out.append(("kvasir_seg/unet (352, batch 16)", cfg))
     return out
 
 
 def loader_rate(ds: PatchDataset, batch: int, workers: int, batches: int) -> float:
-    loader = DataLoader(ds, batch_size=batch, sampler=EpochIndexSampler(len(ds)), num_workers=workers,
-                        persistent_workers=False)
+    loader = DataLoader(
+        ds, batch_size=batch, sampler=EpochIndexSampler(len(ds)), num_workers=workers, persistent_workers=False
+    )
     it = iter(loader)
     next(it)  # warm-up: worker start, first MONAI calls
     start = time.perf_counter()
@@ -110,13 +125,22 @@ def main() -> None:
             continue
         batch = cfg.train.batch_size
         patch = cfg.data.patch_size if isinstance(cfg.data.patch_size, int) else cfg.data.patch_size[0]
-        ds = PatchDataset(cases, cfg.data.patch_size, samples_per_epoch=max(batch * (args.batches + 1), 64),
-                          augment=AugmentConfig.from_dict(cfg.data.augment), seed=0,
-                          foreground_prob=cfg.data.foreground_prob)
+        ds = PatchDataset(
+            cases,
+            cfg.data.patch_size,
+            samples_per_epoch=max(batch * (args.batches + 1), 64),
+            augment=AugmentConfig.from_dict(cfg.data.augment),
+            seed=0,
+            foreground_prob=cfg.data.foreground_prob,
+        )
         rates = {w: loader_rate(ds, batch, w, args.batches) for w in args.workers}
         train_rate = step_rate(cfg, cases.in_channels, batch, patch)
         row = {
-            "recipe": name, "images": len(cases), "load_seconds": round(load_s, 2), "batch": batch, "patch": patch,
+            "recipe": name,
+            "images": len(cases),
+            "load_seconds": round(load_s, 2),
+            "batch": batch,
+            "patch": patch,
             "loader_samples_per_s": {str(w): round(r, 1) for w, r in rates.items()},
             "train_samples_per_s": round(train_rate, 2),
             "loader_over_train": {str(w): round(r / train_rate, 1) for w, r in rates.items()},
@@ -128,11 +152,14 @@ def main() -> None:
     print(head + f"{'train/s':>10}{'ratio@0':>9}")
     for r in results:
         rates = "".join(f"{r['loader_samples_per_s'][str(w)]:>13}" for w in args.workers)
-        print(f"{r['recipe']:<34}{r['images']:>7}{r['load_seconds']:>8}  {rates}{r['train_samples_per_s']:>10}"
-              f"{r['loader_over_train'][str(args.workers[0])]:>9}")
+        print(
+            f"{r['recipe']:<34}{r['images']:>7}{r['load_seconds']:>8}  {rates}{r['train_samples_per_s']:>10}"
+            f"{r['loader_over_train'][str(args.workers[0])]:>9}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-                                    "results": results}, indent=2))
+    args.out.write_text(
+        json.dumps({"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}", "results": results}, indent=2)
+    )
     print(f"\nwrote {args.out}")
 
 

@@ -74,11 +74,17 @@ def _make_layers(channels: int, device: torch.device) -> dict[str, nn.Module]:
     reference = DSConv2dReference(channels, channels, KERNEL_SIZE, morph=0)
     reference.load_state_dict(dsconv.state_dict())
     conv = nn.Conv2d(channels, channels, 3, padding=1)
-    block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(channels // 4, channels),
-                          nn.ReLU(inplace=True))
-    layers = {BASELINE: block, "conv3x3": conv, "dsconv": dsconv,
-              "dsconv_m1": DSConv2d(channels, channels, KERNEL_SIZE, morph=1), "dsconv_gridsample": gridsample,
-              "reference": reference}
+    block = nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(channels // 4, channels), nn.ReLU(inplace=True)
+    )
+    layers = {
+        BASELINE: block,
+        "conv3x3": conv,
+        "dsconv": dsconv,
+        "dsconv_m1": DSConv2d(channels, channels, KERNEL_SIZE, morph=1),
+        "dsconv_gridsample": gridsample,
+        "reference": reference,
+    }
     return {name: layer.to(device) for name, layer in layers.items()}
 
 
@@ -111,15 +117,25 @@ def _step_rows(device: torch.device, repeats: int) -> list[dict]:
     for m in slow.modules():
         if isinstance(m, DSConv2d):
             m.use_snake_conv = False
-    models = {"basicunet": BasicUNet(spatial_dims=2, in_channels=1, out_channels=1).to(device),
-              "dscnet": fast, "dscnet_gridsample": slow}
+    models = {
+        "basicunet": BasicUNet(spatial_dims=2, in_channels=1, out_channels=1).to(device),
+        "dscnet": fast,
+        "dscnet_gridsample": slow,
+    }
     fns = {name: _train_step(m, x, target) for name, m in models.items()}
     times = _time_interleaved(fns, repeats, device, warmup=1)
     rows = []
     for name, model in models.items():
-        rows.append({"shape": list(STEP_SHAPE), "model": name, "parameters": count_parameters(model),
-                     "step_s": times[name], "step_ratio": times[name] / times["basicunet"],
-                     "step_peak_bytes": peak_memory(fns[name], device)})
+        rows.append(
+            {
+                "shape": list(STEP_SHAPE),
+                "model": name,
+                "parameters": count_parameters(model),
+                "step_s": times[name],
+                "step_ratio": times[name] / times["basicunet"],
+                "step_peak_bytes": peak_memory(fns[name], device),
+            }
+        )
     return rows
 
 
@@ -161,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per case (median)")
-    parser.add_argument("--large-repeats", type=int, default=2,
-                        help="at most this many timed runs for the largest shape")
+    parser.add_argument(
+        "--large-repeats", type=int, default=2, help="at most this many timed runs for the largest shape"
+    )
     parser.add_argument("--step-repeats", type=int, default=3, help="timed training steps per model (median)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dsconv.json"))
     args = parser.parse_args(argv)
@@ -172,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     memory_method = (
         "torch.cuda.max_memory_allocated minus allocation before the call"
         if device.type == "cuda"
-        else "torch.profiler(profile_memory=True): peak of the running sum of CPU allocations "
-        "during one call"
+        else "torch.profiler(profile_memory=True): peak of the running sum of CPU allocations during one call"
     )
     rows = []
     largest = max(SHAPES, key=lambda s: s[0] * s[1] * s[2] * s[3])
@@ -204,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{'shape (N,C,H,W)':<18} {'layer':<18} {'fwd ms':>9} {'x block':>7} {'fwd+bwd ms':>11} "
         f"{'x block':>7} {'fwd MiB':>8} {'x block':>7} {'f+b MiB':>8} {'x block':>7}"
     )
-    print(f"DSConv2d benchmark: device={device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}, K={KERNEL_SIZE}, matmul {matmul_flops() / 1e9:.0f} GFLOP/s; "
-          f"'x block' = ratio to {BASELINE}")
+    print(
+        f"DSConv2d benchmark: device={device}, torch {torch.__version__}, "
+        f"threads={torch.get_num_threads()}, K={KERNEL_SIZE}, matmul {matmul_flops() / 1e9:.0f} GFLOP/s; "
+        f"'x block' = ratio to {BASELINE}"
+    )
     print(f"peak memory: {memory_method}")
     print(header)
     print("-" * len(header))
@@ -219,28 +237,34 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\ntraining step (forward, BCE, backward, Adam) at {STEP_SHAPE}; ratio to BasicUNet")
     for r in steps:
-        print(f"{r['model']:<18} {r['parameters']:>10,} params {r['step_s'] * 1e3:>9.0f} ms {r['step_ratio']:>6.2f}x "
-              f"{r['step_peak_bytes'] / mib:>8.0f} MiB")
+        print(
+            f"{r['model']:<18} {r['parameters']:>10,} params {r['step_s'] * 1e3:>9.0f} ms {r['step_ratio']:>6.2f}x "
+            f"{r['step_peak_bytes'] / mib:>8.0f} MiB"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "device": str(device),
-        "device_name": (
-            torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or platform.machine()
-        ),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "kernel_size": KERNEL_SIZE,
-        "timing": "median of repeats after two warm-up runs; fwd = eval + inference_mode, "
-        "fwd+bwd = train mode",
-        "memory_method": memory_method,
-        "matmul_flops_per_s": matmul_flops(),
-        "baseline": BASELINE,
-        "results": rows,
-        "training_step": steps,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "device": str(device),
+                "device_name": (
+                    torch.cuda.get_device_name(device)
+                    if device.type == "cuda"
+                    else platform.processor() or platform.machine()
+                ),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "kernel_size": KERNEL_SIZE,
+                "timing": "median of repeats after two warm-up runs; fwd = eval + inference_mode, fwd+bwd = train mode",
+                "memory_method": memory_method,
+                "matmul_flops_per_s": matmul_flops(),
+                "baseline": BASELINE,
+                "results": rows,
+                "training_step": steps,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

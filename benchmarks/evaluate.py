@@ -90,28 +90,51 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t
         floor = flops[method] / rate
         results[method] = {
-            "total_s": round(total, 3), **{f"{k}_s": v for k, v in metrics["timing_s"].items()},
-            "flops": flops[method], "inference_floor_s": round(floor, 3),
+            "total_s": round(total, 3),
+            **{f"{k}_s": v for k, v in metrics["timing_s"].items()},
+            "flops": flops[method],
+            "inference_floor_s": round(floor, 3),
             "inference_over_floor": round(metrics["timing_s"]["inference"] / floor, 2),
-            "total_over_floor": round(total / floor, 2), "headline": headline(metrics),
+            "total_over_floor": round(total / floor, 2),
+            "headline": headline(metrics),
         }
-    diffs = {k: abs(a - b) for k, a in results["whole"]["headline"].items()
-             if isinstance(a, float) and isinstance(b := results["sliding"]["headline"].get(k), float)
-             and math.isfinite(a) and math.isfinite(b) and not k.startswith("betti") and k != "euler_error"}
+    diffs = {
+        k: abs(a - b)
+        for k, a in results["whole"]["headline"].items()
+        if isinstance(a, float)
+        and isinstance(b := results["sliding"]["headline"].get(k), float)
+        and math.isfinite(a)
+        and math.isfinite(b)
+        and not k.startswith("betti")
+        and k != "euler_error"
+    }
     worst = max(diffs, key=diffs.get) if diffs else None
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"float32 matmul {rate / 1e9:.1f} GFLOP/s; {flops['images']} images, {flops['windows']} windows")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"float32 matmul {rate / 1e9:.1f} GFLOP/s; {flops['images']} images, {flops['windows']} windows"
+    )
     cols = ("load_s", "inference_s", "metrics_s", "figures_s", "total_s", "inference_floor_s", "total_over_floor")
     print(f"{'path':<9}" + "".join(f"{c:>19}" for c in cols))
     for method, r in results.items():
         print(f"{method:<9}" + "".join(f"{r[c]:>19}" for c in cols))
     if worst is not None:
-        print(f"largest metric difference whole vs sliding: {worst} {diffs[worst]:.2e} "
-              f"(Betti/Euler counts excluded: integers that move with single pixels)")
-    doc = {"machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                       "matmul_flops_per_s": rate}, "run": str(args.run), "split": args.split, "flops": flops,
-           "results": results, "metric_differences": diffs}
+        print(
+            f"largest metric difference whole vs sliding: {worst} {diffs[worst]:.2e} "
+            f"(Betti/Euler counts excluded: integers that move with single pixels)"
+        )
+    doc = {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "matmul_flops_per_s": rate,
+        },
+        "run": str(args.run),
+        "split": args.split,
+        "flops": flops,
+        "results": results,
+        "metric_differences": diffs,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2))
     print(f"wrote {args.json}")

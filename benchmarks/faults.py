@@ -42,8 +42,21 @@ from medseg.engine.checkpoint import checkpoint_differences, read_checkpoint
 
 
 def _cmd(out: Path, steps: int, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "medseg.cli", "train", "--out", str(out), "--no-eval", "--threads", "1",
-            "--max-steps", str(steps), "--set", "train.progress_bar=false"] + (["--resume"] if resume else [])
+    return [
+        sys.executable,
+        "-m",
+        "medseg.cli",
+        "train",
+        "--out",
+        str(out),
+        "--no-eval",
+        "--threads",
+        "1",
+        "--max-steps",
+        str(steps),
+        "--set",
+        "train.progress_bar=false",
+    ] + (["--resume"] if resume else [])
 
 
 def _start(out: Path, steps: int, resume: bool) -> subprocess.Popen:
@@ -77,7 +90,11 @@ def _kill_at_time(out: Path, steps: int, delay: float) -> dict:
     temporaries = [p.name for p in (out / "checkpoints").glob(".*.ckpt")] if (out / "checkpoints").is_dir() else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return {"delay_s": round(delay, 2), "killed_while_running": alive, "checkpoint_write_in_progress": bool(temporaries)}
+    return {
+        "delay_s": round(delay, 2),
+        "killed_while_running": alive,
+        "checkpoint_write_in_progress": bool(temporaries),
+    }
 
 
 def _kill_at_checkpoint_write(out: Path, steps: int, nth: int, timeout: float) -> dict:
@@ -99,8 +116,11 @@ def _kill_at_checkpoint_write(out: Path, steps: int, nth: int, timeout: float) -
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return {"delay_s": round(time.perf_counter() - t0, 2), "killed_while_running": hit,
-            "checkpoint_write_in_progress": hit}
+    return {
+        "delay_s": round(time.perf_counter() - t0, 2),
+        "killed_while_running": hit,
+        "checkpoint_write_in_progress": hit,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,31 +162,65 @@ def main(argv: list[str] | None = None) -> int:
                     pass
             corrupted = _corrupted(out)
             resumed, stderr = _finish(out, args.steps)
-            diffs = checkpoint_differences(reference, out / "checkpoints" / "last.ckpt") if resumed else ["resume failed"]
+            diffs = (
+                checkpoint_differences(reference, out / "checkpoints" / "last.ckpt") if resumed else ["resume failed"]
+            )
             leftovers = [p.name for p in (out / "checkpoints").glob(".*.ckpt")]
-            trial = {"fault": fault, **kill, "last_checkpoint_step_at_kill": step_at_kill, "corrupted": corrupted,
-                     "resumed": resumed, "differences": diffs[:10], "lost": bool(diffs),
-                     "temporaries_left_after_resume": leftovers, "resume_stderr": "" if resumed else stderr}
+            trial = {
+                "fault": fault,
+                **kill,
+                "last_checkpoint_step_at_kill": step_at_kill,
+                "corrupted": corrupted,
+                "resumed": resumed,
+                "differences": diffs[:10],
+                "lost": bool(diffs),
+                "temporaries_left_after_resume": leftovers,
+                "resume_stderr": "" if resumed else stderr,
+            }
             trials.append(trial)
-            print(f"  {fault:<36} kill at {kill['delay_s']:6.2f} s (checkpoint step {step_at_kill}, "
-                  f"write in progress: {kill['checkpoint_write_in_progress']}): "
-                  f"{'lost' if trial['lost'] else 'exact'}, {len(corrupted)} corrupted", flush=True)
+            print(
+                f"  {fault:<36} kill at {kill['delay_s']:6.2f} s (checkpoint step {step_at_kill}, "
+                f"write in progress: {kill['checkpoint_write_in_progress']}): "
+                f"{'lost' if trial['lost'] else 'exact'}, {len(corrupted)} corrupted",
+                flush=True,
+            )
             shutil.rmtree(out, ignore_errors=True)
 
     table = []
     for fault in dict.fromkeys(t["fault"] for t in trials):
         rows = [t for t in trials if t["fault"] == fault]
-        table.append({"fault": fault, "runs_tried": len(rows), "runs_lost": sum(t["lost"] for t in rows),
-                      "checkpoints_corrupted": sum(len(t["corrupted"]) for t in rows)})
-    print(f"\nmachine: {info['processor']}, {info['usable_cores']} usable cores, "
-          f"matmul {info['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; job: medseg train (default), {args.steps} steps, 1 thread")
+        table.append(
+            {
+                "fault": fault,
+                "runs_tried": len(rows),
+                "runs_lost": sum(t["lost"] for t in rows),
+                "checkpoints_corrupted": sum(len(t["corrupted"]) for t in rows),
+            }
+        )
+    print(
+        f"\nmachine: {info['processor']}, {info['usable_cores']} usable cores, "
+        f"matmul {info['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; job: medseg train (default), {args.steps} steps, 1 thread"
+    )
     print(f"{'fault':<38}{'runs tried':>11}{'runs lost':>11}{'ckpts corrupted':>17}")
     for row in table:
         print(f"{row['fault']:<38}{row['runs_tried']:>11}{row['runs_lost']:>11}{row['checkpoints_corrupted']:>17}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": info, "steps": args.steps, "seed": args.seed,
-                                         "reference_s": duration, "reference_train_s": train_s, "table": table, "trials": trials}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "steps": args.steps,
+                    "seed": args.seed,
+                    "reference_s": duration,
+                    "reference_train_s": train_s,
+                    "table": table,
+                    "trials": trials,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {args.json}")
     return 0
 

@@ -16,8 +16,8 @@ import lightning as L
 from medseg.config import load_config
 from medseg.data import create_dataset
 from medseg.engine.module import build_network
-from medseg.workflows.evaluate import infer_image
 from medseg.metrics.vessel import evaluate_vessels
+from medseg.workflows.evaluate import infer_image
 
 
 def main() -> None:
@@ -28,7 +28,9 @@ def main() -> None:
     L.seed_everything(cfg.seed, verbose=False)
     cases = create_dataset(cfg.data.dataset, split="test", **cfg.data.args)
     model = build_network(cfg, int(cases[0].image.shape[0])).eval()
-    summary, _ = evaluate_vessels(((c.id, infer_image(model, c.image, cfg), c.mask, c.fov) for c in cases), cfg.eval.threshold)
+    summary, _ = evaluate_vessels(
+        ((c.id, infer_image(model, c.image, cfg), c.mask, c.fov) for c in cases), cfg.eval.threshold
+    )
     result = {k: summary["fov"]["per_image_mean"][k] for k in ("dice", "auc_roc", "cldice")}
     print("untrained default network, synthetic test split, FOV per-image mean:", result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

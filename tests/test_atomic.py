@@ -95,8 +95,20 @@ def test_a_failing_checkpoint_write_is_one_clear_line_and_keeps_the_previous_che
 
     monkeypatch.setattr(ckpt_module.torch, "save", save)
     run = tmp_path / "r"
-    status = main(["train", "--out", str(run), "--max-steps", "40", "--no-eval", "--set", "train.progress_bar=false",
-                   "--set", "model.args={base_channels: 4, depth: 2}"])
+    status = main(
+        [
+            "train",
+            "--out",
+            str(run),
+            "--max-steps",
+            "40",
+            "--no-eval",
+            "--set",
+            "train.progress_bar=false",
+            "--set",
+            "model.args={base_channels: 4, depth: 2}",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("medseg: error:")]
@@ -117,7 +129,9 @@ def test_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch)
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", deny)
-    with pytest.raises(WriteError, match=r"metrics.json could not be written \(Permission denied\); nothing was changed"):
+    with pytest.raises(
+        WriteError, match=r"metrics.json could not be written \(Permission denied\); nothing was changed"
+    ):
         write_text_atomic(tmp_path / "metrics.json", "{}")
     with pytest.raises(OSError):  # still an OSError for callers that catch those
         write_text_atomic(tmp_path / "metrics.json", "{}")
@@ -129,11 +143,19 @@ def test_stale_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_p
 
     from medseg.atomic import remove_stale_temporaries
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     live = str(os.getpid())
-    keep = ["last.ckpt", ".hidden", ".last.ckpt", "notes.txt", f".best.{dead}.abcd1234.json",
-            f".last.{live}.abcd1234.ckpt", ".last.abcd1234.ckpt"]
+    keep = [
+        "last.ckpt",
+        ".hidden",
+        ".last.ckpt",
+        "notes.txt",
+        f".best.{dead}.abcd1234.json",
+        f".last.{live}.abcd1234.ckpt",
+        ".last.abcd1234.ckpt",
+    ]
     stale = [f".last.{dead}.abcd1234.ckpt", f".best.{dead}.k_9xz0qq.ckpt"]
     for name in keep + stale:
         (tmp_path / name).write_text("x")

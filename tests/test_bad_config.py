@@ -128,8 +128,16 @@ def _yaml(text: str, name: str = "recipe.yaml") -> Callable[[Path], list[str]]:
 
 def _preprocess(tmp: Path) -> list[str]:
     root = folder_dataset(tmp / "folder")
-    return ["--set", "data.dataset=folder", "--data-root", str(root), "--set", "train.progress_bar=false",
-            "--set", "data.args={test_fraction: 0.5, preprocess: [minmax, clahee]}"]
+    return [
+        "--set",
+        "data.dataset=folder",
+        "--data-root",
+        str(root),
+        "--set",
+        "train.progress_bar=false",
+        "--set",
+        "data.args={test_fraction: 0.5, preprocess: [minmax, clahee]}",
+    ]
 
 
 def _root_is_a_file(tmp: Path) -> list[str]:
@@ -208,21 +216,26 @@ CASES: dict[str, Case] = {
     "unknown-tta": Case(train("--set", "eval.tta=[hflip, vflipp]"), ("eval.tta", "'vflipp'", "did you mean 'vflip'")),
     "unknown-accelerator": Case(train("--set", "train.accelerator=gpux"), ("train.accelerator", "did you mean 'gpu'")),
     "unknown-precision": Case(train("--set", "train.precision=bf16-mix"), ("train.precision", "'bf16-mixed'")),
-    "unknown-preprocess-step": Case(_preprocess, ("data.args.preprocess", "'clahee'", "did you mean 'clahe'"),
-                                    extra={"before": "data check"}),
+    "unknown-preprocess-step": Case(
+        _preprocess, ("data.args.preprocess", "'clahee'", "did you mean 'clahe'"), extra={"before": "data check"}
+    ),
     "unknown-network": Case(train("--set", "model.name=unett"), ("network 'unett'", "did you mean 'unet'")),
     "unknown-network-before-data-check": Case(
-        _network_before_data, ("network 'unett'", "did you mean 'unet'"),
-        
+        _network_before_data,
+        ("network 'unett'", "did you mean 'unet'"),
     ),
     "unknown-dataset": Case(train("--set", "data.dataset=drivee"), ("dataset 'drivee'", "did you mean 'drive'")),
-    "unknown-augment-option": Case(train("--set", "data.augment={flipp: 0.5}"),
-                                   ("data.augment", "'flipp'", "did you mean 'flip_prob'")),
+    "unknown-augment-option": Case(
+        train("--set", "data.augment={flipp: 0.5}"), ("data.augment", "'flipp'", "did you mean 'flip_prob'")
+    ),
     # network and dataset arguments
     "network-argument-typo": Case(
         train("--set", "model.args.base_channel=8"),
-        ("network 'unet' has no argument 'base_channel'", "did you mean 'base_channels'?",
-         "(arguments: in_channels, out_channels, base_channels, depth, upsample, norm)"),
+        (
+            "network 'unet' has no argument 'base_channel'",
+            "did you mean 'base_channels'?",
+            "(arguments: in_channels, out_channels, base_channels, depth, upsample, norm)",
+        ),
     ),
     "arguments-of-another-network": Case(
         train("--set", "model.name=cpfnet"),  # keeps the default recipe's U-Net arguments
@@ -230,12 +243,15 @@ CASES: dict[str, Case] = {
     ),
     "network-argument-out-of-range": Case(train("--set", "model.args.depth=0"), ("network 'unet'", "depth", ">= 1")),
     "dataset-argument-typo": Case(
-        train("--set", "data.args.n_image=4"), ("dataset 'synthetic_vessels' has no argument 'n_image'", "'n_images'"),
+        train("--set", "data.args.n_image=4"),
+        ("dataset 'synthetic_vessels' has no argument 'n_image'", "'n_images'"),
     ),
-    "classes-do-not-fit-the-network": Case(train("--set", "model.args.out_channels=3"),
-                                           ("model.args.out_channels", "3 channel(s)", "2 classes")),
-    "loss-names-an-output-the-network-lacks": Case(train("--set", "loss.outputs={out: 1.0, aux: 0.5}"),
-                                                   ("loss.outputs", "'aux'", "one output")),
+    "classes-do-not-fit-the-network": Case(
+        train("--set", "model.args.out_channels=3"), ("model.args.out_channels", "3 channel(s)", "2 classes")
+    ),
+    "loss-names-an-output-the-network-lacks": Case(
+        train("--set", "loss.outputs={out: 1.0, aux: 0.5}"), ("loss.outputs", "'aux'", "one output")
+    ),
     # --set and recipe files
     "set-unknown-key": Case(train("--set", "optim.lrate=1"), ("optim.lrate", "did you mean optim.lr")),
     "set-unknown-section": Case(train("--set", "trian.max_epochs=1"), ("'trian'", "did you mean train")),
@@ -244,57 +260,67 @@ CASES: dict[str, Case] = {
     "recipe-not-a-mapping": Case(_yaml("- model\n- data\n"), ("recipe.yaml", "must hold a mapping", "list")),
     "recipe-a-scalar": Case(_yaml("just some words\n"), ("recipe.yaml", "must hold a mapping", "str")),
     "recipe-not-valid-yaml": Case(
-        _yaml("model:\n  name: unet\n   args: {\n"), ("recipe.yaml", "not valid YAML", "line 3"),
-        
+        _yaml("model:\n  name: unet\n   args: {\n"),
+        ("recipe.yaml", "not valid YAML", "line 3"),
     ),
     "recipe-missing": Case(lambda tmp: ["--config", str(tmp / "missing.yaml")], ("missing.yaml", "does not exist")),
     "recipe-unknown-key": Case(_yaml("model:\n  nmae: unet\n"), ("recipe.yaml", "'model.nmae'", "model.name")),
     # stages
     "stage-not-a-mapping": Case(train("--set", "train.stages=[3]"), ("train.stages[0]", "mapping")),
-    "stage-unknown-key": Case(train("--set", "train.stages=[{name: a, lrr: 0.1}]"),
-                              ("train.stages[0]", "'lrr'", "did you mean 'lr'")),
-    "stage-bad-value": Case(train("--set", "train.stages=[{name: a}, {name: b, lr: 0}]"),
-                            ("train.stages[1].lr", "> 0", "got 0")),
+    "stage-unknown-key": Case(
+        train("--set", "train.stages=[{name: a, lrr: 0.1}]"), ("train.stages[0]", "'lrr'", "did you mean 'lr'")
+    ),
+    "stage-bad-value": Case(
+        train("--set", "train.stages=[{name: a}, {name: b, lr: 0}]"), ("train.stages[1].lr", "> 0", "got 0")
+    ),
     "stage-unknown-augment-option": Case(
         train("--set", "train.stages=[{name: a}, {name: b, augment: {rotat_prob: 1}}]"),
         ("train.stages[1].augment", "'rotat_prob'", "'rotate_prob'"),
     ),
-    "stage-unknown-loss": Case(train("--set", "train.stages=[{name: a, loss: {name: bce_dic}}]"),
-                               ("train.stages[0].loss.name", "did you mean 'bce_dice'")),
+    "stage-unknown-loss": Case(
+        train("--set", "train.stages=[{name: a, loss: {name: bce_dic}}]"),
+        ("train.stages[0].loss.name", "did you mean 'bce_dice'"),
+    ),
     "stages-do-not-chain": Case(
         train("--set", "train.stages=[{name: a}, {name: b, trainable: [decoderr]}]"),
         ("train.trainable", "'decoderr'", "decoder"),
     ),
     # data
     "data-root-is-a-file": Case(
-        _root_is_a_file, ("data.root", "DRIVE.zip", "not a dataset folder"),
-        
+        _root_is_a_file,
+        ("data.root", "DRIVE.zip", "not a dataset folder"),
     ),
     "patch-larger-than-every-image": Case(
         lambda tmp: ["--set", "data.args={n_images: 6, size: 48}", "--set", "data.patch_size=256"],
         ("data.patch_size", "256", "48"),
     ),
     # weight files and checkpoints
-    "encoder-weights-missing": Case(_encoder_missing,
-                                    ("encoder_weights", "resnet34.pth", ("not found", "does not exist", "no such file"))),
+    "encoder-weights-missing": Case(
+        _encoder_missing, ("encoder_weights", "resnet34.pth", ("not found", "does not exist", "no such file"))
+    ),
     "encoder-weights-of-another-network": Case(
-        _encoder_of_another_network, ("encoder_weights", "resnet34.pth", "does not fit", "ResNet-34"),
-        
+        _encoder_of_another_network,
+        ("encoder_weights", "resnet34.pth", "does not fit", "ResNet-34"),
     ),
     "evaluate-checkpoint-of-another-network": Case(
-        _evaluate_other_network, ("best.ckpt", "does not fit", "unet"), verb="evaluate",
-        
+        _evaluate_other_network,
+        ("best.ckpt", "does not fit", "unet"),
+        verb="evaluate",
     ),
-    "evaluate-plain-state-dict": Case(_evaluate_plain_state_dict, ("best.ckpt", "not a medseg training checkpoint"),
-                                      verb="evaluate"),
-    "evaluate-untrained-run": Case(_evaluate_untrained_run, ("best checkpoint", "has it been trained"),
-                                   verb="evaluate"),
+    "evaluate-plain-state-dict": Case(
+        _evaluate_plain_state_dict, ("best.ckpt", "not a medseg training checkpoint"), verb="evaluate"
+    ),
+    "evaluate-untrained-run": Case(
+        _evaluate_untrained_run, ("best checkpoint", "has it been trained"), verb="evaluate"
+    ),
     "predict-checkpoint-of-another-network": Case(
-        _predict_other_network, ("dscnet.ckpt", "does not fit", "dscnet"), verb="predict",
-        
+        _predict_other_network,
+        ("dscnet.ckpt", "does not fit", "dscnet"),
+        verb="predict",
     ),
-    "predict-plain-state-dict": Case(_predict_plain_state_dict, ("unet.ckpt", "not a medseg training checkpoint"),
-                                     verb="predict"),
+    "predict-plain-state-dict": Case(
+        _predict_plain_state_dict, ("unet.ckpt", "not a medseg training checkpoint"), verb="predict"
+    ),
 }
 
 
@@ -355,8 +381,9 @@ def test_the_corpus_is_large_and_each_case_refuses_one_thing():
 
 
 def test_network_argument_typo_names_the_recipe_key(tmp_path, capsys):
-    status, _, err = run_cli(["train", "--out", str(tmp_path / "run"), *SMALL, "--set", "model.args.base_channel=8"],
-                          capsys)
+    status, _, err = run_cli(
+        ["train", "--out", str(tmp_path / "run"), *SMALL, "--set", "model.args.base_channel=8"], capsys
+    )
     assert_one_line_error(status, err, ("model.args.base_channel", "did you mean 'base_channels'?"))
 
 

@@ -17,7 +17,9 @@ def test_default_recipe_is_the_synthetic_unet():
 
 
 def test_overrides_parse_yaml_values_and_nest():
-    cfg = build_config({}, ["optim.lr=3e-4", "optim.betas=[0.9, 0.95]", "model.args={base_channels: 8}", "train.devices=2"])
+    cfg = build_config(
+        {}, ["optim.lr=3e-4", "optim.betas=[0.9, 0.95]", "model.args={base_channels: 8}", "train.devices=2"]
+    )
     assert cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.optim.betas == (0.9, 0.95)
     assert cfg.model.args == {"base_channels": 8}

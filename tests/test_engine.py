@@ -24,8 +24,19 @@ from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.workflows.train import train
 
 METRIC_KEYS = {
-    "dice", "iou", "sensitivity", "specificity", "accuracy", "precision", "mcc",
-    "auc_roc", "auc_pr", "cldice", "betti0_error", "betti1_error", "euler_error",
+    "dice",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "precision",
+    "mcc",
+    "auc_roc",
+    "auc_pr",
+    "cldice",
+    "betti0_error",
+    "betti1_error",
+    "euler_error",
 }
 
 TINY = [
@@ -54,8 +65,15 @@ def trained_run(tmp_path_factory):
 def test_run_directory_holds_everything(trained_run):
     run, summary = trained_run
     for rel in [
-        "config.yaml", "splits.json", "train_summary.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
-        "logs/csv/metrics.csv", "eval/test/metrics.json", "eval/test/per_image.csv", "figures/curves.png",
+        "config.yaml",
+        "splits.json",
+        "train_summary.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "logs/csv/metrics.csv",
+        "eval/test/metrics.json",
+        "eval/test/per_image.csv",
+        "figures/curves.png",
     ]:
         assert (run / rel).is_file(), rel
     assert any((run / "logs" / "tensorboard").iterdir())
@@ -176,11 +194,28 @@ def test_predict_matches_the_model_on_the_same_input(trained_run, tmp_path):
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     cases = [
-        (["train", "--out", str(tmp_path / "a"), "--set", "model.name=dscent"], "unknown network 'dscent'; did you mean 'dscnet'"),
+        (
+            ["train", "--out", str(tmp_path / "a"), "--set", "model.name=dscent"],
+            "unknown network 'dscent'; did you mean 'dscnet'",
+        ),
         (["train", "--out", str(tmp_path / "b"), "--set", "optim.lrr=1"], "did you mean optim.lr"),
-        (["train", "--out", str(tmp_path / "c"), "--set", "data.dataset=drive", "--data-root", str(tmp_path / "nowhere")], "nowhere"),
+        (
+            [
+                "train",
+                "--out",
+                str(tmp_path / "c"),
+                "--set",
+                "data.dataset=drive",
+                "--data-root",
+                str(tmp_path / "nowhere"),
+            ],
+            "nowhere",
+        ),
         (["evaluate", "--run", str(tmp_path / "none")], "does not exist"),
-        (["predict", "-m", str(tmp_path / "x.ckpt"), "-i", str(tmp_path), "-o", str(tmp_path / "o")], "holds no images"),
+        (
+            ["predict", "-m", str(tmp_path / "x.ckpt"), "-i", str(tmp_path), "-o", str(tmp_path / "o")],
+            "holds no images",
+        ),
         (["train", "--config", str(tmp_path / "missing.yaml")], "missing.yaml does not exist"),
     ]
     for argv, expected in cases:
@@ -215,7 +250,10 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 def test_dscnet_run_draws_its_dsconv_kernel_positions(tmp_path):
     cfg = tiny_config(
-        "model.name=dscnet", "model.args={n_basic_layer: 4, kernel_size: 5}", "train.max_epochs=1", "data.args={n_images: 4, size: 48}"
+        "model.name=dscnet",
+        "model.args={n_basic_layer: 4, kernel_size: 5}",
+        "train.max_epochs=1",
+        "data.args={n_images: 4, size: 48}",
     )
     metrics = train(cfg, tmp_path / "dsc")["eval"]
     figs = sorted(p.name for p in (tmp_path / "dsc" / "eval" / "test" / "figures").iterdir())
@@ -226,8 +264,8 @@ def test_dscnet_run_draws_its_dsconv_kernel_positions(tmp_path):
 def test_dscnet_size_divisor_is_honoured_by_inference_and_figures():
     """DRIVE images are 565 wide, not a multiple of DSCNet's 8: windows and the kernel figure must cope."""
     from medseg.inference import check_roi
-    from medseg.workflows.evaluate import kernel_coordinates_for
     from medseg.models import create_model
+    from medseg.workflows.evaluate import kernel_coordinates_for
 
     model = create_model("dscnet", n_basic_layer=4, kernel_size=3).eval()
     assert model.size_divisor == 8
@@ -265,8 +303,18 @@ def test_predict_goes_on_past_unreadable_images_and_lists_them(trained_run, tmp_
     for name in ("a.png", "c.png"):
         Image.fromarray(rng.integers(0, 255, (40, 56), dtype=np.uint8)).save(inp / name)
     (inp / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    status = main(["predict", "-m", str(run / "checkpoints/best.ckpt"), "-i", str(inp), "-o", str(tmp_path / "o"),
-                   "--no-progress"])
+    status = main(
+        [
+            "predict",
+            "-m",
+            str(run / "checkpoints/best.ckpt"),
+            "-i",
+            str(inp),
+            "-o",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "predicted 2 of 3 images" in err and "b.png" in err and "Traceback" not in err

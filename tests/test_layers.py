@@ -47,7 +47,9 @@ def test_metrics_import_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, medseg.metrics; print(sorted(m for m in ('torch', 'cv2', 'sklearn', 'monai') if m in sys.modules))"
+    code = (
+        "import sys, medseg.metrics; print(sorted(m for m in ('torch', 'cv2', 'sklearn', 'monai') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -55,18 +57,43 @@ def test_metrics_import_without_torch():
 def test_protocol_lines_print_only_the_protocols_numbers():
     from medseg.workflows.protocols import summary_lines
 
-    polyp = {"protocol": "polyp", "network": "pranet", "dataset": "kvasir_seg", "split": "test", "n_images": 3,
-             "mean": {"mdice": 0.81234, "miou": 0.7, "wfbeta": 0.6, "s_alpha": 0.8, "e_phi_mean": 0.85,
-                      "e_phi_max": 0.9, "mae": 0.05, "max_dice": 0.83, "e_phi_adaptive": 0.88,
-                      "dice_at_05": 0.82, "iou_at_05": 0.72}}
+    polyp = {
+        "protocol": "polyp",
+        "network": "pranet",
+        "dataset": "kvasir_seg",
+        "split": "test",
+        "n_images": 3,
+        "mean": {
+            "mdice": 0.81234,
+            "miou": 0.7,
+            "wfbeta": 0.6,
+            "s_alpha": 0.8,
+            "e_phi_mean": 0.85,
+            "e_phi_max": 0.9,
+            "mae": 0.05,
+            "max_dice": 0.83,
+            "e_phi_adaptive": 0.88,
+            "dice_at_05": 0.82,
+            "iou_at_05": 0.72,
+        },
+    }
     text = "\n".join(summary_lines(polyp))
     assert "mdice 0.8123" in text and "dice_at_05 0.8200" in text
     for vessel_word in ("FOV", "cldice", "betti"):
         assert vessel_word not in text
-    octa = {"protocol": "octa", "network": "unet", "dataset": "rossa", "split": "test", "n_images": 2,
-            "tolerance": 3, "mean": dict.fromkeys(("auc_roc", "accuracy", "gmean", "kappa", "fdr", "dice", "iou",
-                                                   "sensitivity", "specificity"), 0.5),
-            "std": dict.fromkeys(("auc_roc", "accuracy", "gmean", "kappa", "fdr", "dice", "iou",
-                                  "sensitivity", "specificity"), 0.1)}
+    octa = {
+        "protocol": "octa",
+        "network": "unet",
+        "dataset": "rossa",
+        "split": "test",
+        "n_images": 2,
+        "tolerance": 3,
+        "mean": dict.fromkeys(
+            ("auc_roc", "accuracy", "gmean", "kappa", "fdr", "dice", "iou", "sensitivity", "specificity"), 0.5
+        ),
+        "std": dict.fromkeys(
+            ("auc_roc", "accuracy", "gmean", "kappa", "fdr", "dice", "iou", "sensitivity", "specificity"), 0.1
+        ),
+    }
     text = "\n".join(summary_lines(octa))
     assert "Otsu, tolerance 3x3" in text and "kappa 0.5000 +- 0.1000" in text and "FOV" not in text

@@ -9,7 +9,14 @@ import torch.nn as nn
 from medseg.config import build_config
 from medseg.data.base import Case
 from medseg.data.transforms.preprocess import STEPS, Pipeline, parse_steps, register_step
-from medseg.engine.schedules import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, register_optimizer, register_schedule
+from medseg.engine.schedules import (
+    OPTIMIZERS,
+    SCHEDULES,
+    build_optimizer,
+    build_scheduler,
+    register_optimizer,
+    register_schedule,
+)
 from medseg.errors import ConfigError
 from medseg.losses import LOSSES, build_loss, list_losses, register_loss
 from medseg.registry import Registry

@@ -22,8 +22,11 @@ def _network_table() -> list[tuple[list[str], list[int]]]:
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
         names = re.findall(r"`(\w+)`", cells[0])
-        counts = [int(m.group(0).replace(",", "")) for part in cells[3].split(" / ")
-                  if (m := re.search(r"\d{1,3}(,\d{3})+", part))]
+        counts = [
+            int(m.group(0).replace(",", ""))
+            for part in cells[3].split(" / ")
+            if (m := re.search(r"\d{1,3}(,\d{3})+", part))
+        ]
         rows.append((names, counts))
     return rows
 
@@ -33,7 +36,11 @@ def test_network_table_lists_every_registered_network():
     assert sorted(listed) == list_models()
 
 
-@pytest.mark.parametrize("names,counts", _network_table(), ids=lambda v: "/".join(v) if isinstance(v, list) and v and isinstance(v[0], str) else None)
+@pytest.mark.parametrize(
+    "names,counts",
+    _network_table(),
+    ids=lambda v: "/".join(v) if isinstance(v, list) and v and isinstance(v[0], str) else None,
+)
 def test_network_table_parameter_counts(names, counts):
     assert len(names) == len(counts), f"README row {names}: {len(counts)} counts for {len(names)} networks"
     for name, stated in zip(names, counts):

@@ -22,8 +22,16 @@ def _restore_threads():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("cpu_max, cap", [("150000 100000\n", 2), ("100000 100000\n", 1), ("max 100000\n", None),
-                                          ("garbage\n", None), ("50000 100000\n", 1)])
+@pytest.mark.parametrize(
+    "cpu_max, cap",
+    [
+        ("150000 100000\n", 2),
+        ("100000 100000\n", 1),
+        ("max 100000\n", None),
+        ("garbage\n", None),
+        ("50000 100000\n", 1),
+    ],
+)
 def test_usable_cores_is_the_affinity_capped_by_the_cgroup_quota(tmp_path, cpu_max, cap):
     f = tmp_path / "cpu.max"
     f.write_text(cpu_max)
@@ -44,8 +52,10 @@ def test_prepare_openmp_sets_a_short_spin_and_keeps_what_the_user_set():
 
 def test_the_medseg_command_sets_it_before_torch_is_loaded():
     """libgomp reads GOMP_SPINCOUNT once, when torch loads it: importing the CLI must not load torch."""
-    code = ("import sys, os; import medseg.cli; loaded = 'torch' in sys.modules; "
-            "from medseg.threads import prepare_openmp; env = {}; took = prepare_openmp(env); print(loaded, took)")
+    code = (
+        "import sys, os; import medseg.cli; loaded = 'torch' in sys.modules; "
+        "from medseg.threads import prepare_openmp; env = {}; took = prepare_openmp(env); print(loaded, took)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["False", "True"]
@@ -68,8 +78,20 @@ def test_a_bad_thread_count_is_refused(bad):
 
 
 def test_train_threads_flag_sets_torch_and_says_so(tmp_path, capsys):
-    argv = ["train", "--out", str(tmp_path / "r"), "--threads", "1", "--max-steps", "1", "--no-eval",
-            "--set", "train.progress_bar=false", "--set", "model.args={base_channels: 4, depth: 2}"]
+    argv = [
+        "train",
+        "--out",
+        str(tmp_path / "r"),
+        "--threads",
+        "1",
+        "--max-steps",
+        "1",
+        "--no-eval",
+        "--set",
+        "train.progress_bar=false",
+        "--set",
+        "model.args={base_channels: 4, depth: 2}",
+    ]
     assert main(argv) == 0
     assert torch.get_num_threads() == 1
     assert "threads: 1 (from --threads" in capsys.readouterr().out

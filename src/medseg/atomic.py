@@ -50,7 +50,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", replace_stale: bool =
         remove_stale_temporaries(path.parent, suffix or path.suffix, stem=path.stem)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=suffix or path.suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{path.stem}.{os.getpid()}.", suffix=suffix or path.suffix, dir=path.parent
+        )
     except OSError as exc:
         raise WriteError(f"{path} could not be written ({exc.strerror or exc}); nothing was changed") from exc
     os.close(fd)
@@ -93,8 +95,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, suffix: str | None = None,
-                             stem: str | None = None) -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | os.PathLike, suffix: str | None = None, stem: str | None = None
+) -> list[Path]:
     """Remove the temporary files killed writers left in ``folder`` (a ``kill -9`` during
     :func:`atomic_path` never touches the finished file; its temporary stays behind).
 
@@ -108,8 +111,12 @@ def remove_stale_temporaries(folder: str | os.PathLike, suffix: str | None = Non
         return removed
     for path in folder.iterdir():
         match = _TEMPORARY.match(path.name)
-        if (not match or (suffix is not None and match.group("suffix") != suffix)
-                or (stem is not None and match.group("stem") != stem) or not path.is_file()):
+        if (
+            not match
+            or (suffix is not None and match.group("suffix") != suffix)
+            or (stem is not None and match.group("stem") != stem)
+            or not path.is_file()
+        ):
             continue
         pid = int(match.group("pid"))
         if pid != os.getpid() and not _alive(pid):

@@ -19,14 +19,19 @@ from medseg import __version__
 from medseg.errors import MedsegError
 from medseg.log import counted
 
-
 #: Warnings known to be harmless, silenced by message and category (never whole categories):
 #: ``(category, message regex, why)``. Anything else a library warns about reaches the user.
 KNOWN_HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
-    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-     "Lightning 2.x calls torch's pytree API the old way on every step; no behaviour differs"),
-    (DeprecationWarning, r"`torch\.jit\.(save|load)` is deprecated",
-     "TorchScript is an export format users ask for (medseg export --format torchscript)"),
+    (
+        FutureWarning,
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        "Lightning 2.x calls torch's pytree API the old way on every step; no behaviour differs",
+    ),
+    (
+        DeprecationWarning,
+        r"`torch\.jit\.(save|load)` is deprecated",
+        "TorchScript is an export format users ask for (medseg export --format torchscript)",
+    ),
 )
 
 #: Lightning loggers whose INFO lines ("GPU available: False", "💡 Tip: ...", "Loading
@@ -97,6 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = fresh_run_dir(Path("runs") / name)
     print(f"medseg train: {cfg.model.name} on {cfg.data.dataset} -> {run_dir}")
     from medseg.workflows.train import train  # after the recipe is checked: Lightning takes seconds to import
+
     summary = train(cfg, run_dir, resume=args.resume, evaluate_after=False if args.no_eval else None)
     if not summary:  # a non-zero DDP rank
         return 0
@@ -124,9 +130,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("medseg evaluate --predictions needs --dataset NAME (see medseg data list)")
         overrides = [f"threshold={args.threshold}"] if args.threshold is not None else []
         metrics = evaluate_predictions(
-            args.predictions, args.dataset, args.data_root, split=args.split, protocol=args.protocol, out=args.output,
-            dataset_args=_dataset_options(args.set), eval_overrides=overrides + list(args.eval_set or []),
-            figures=not args.no_figures, show_progress=not args.no_progress,
+            args.predictions,
+            args.dataset,
+            args.data_root,
+            split=args.split,
+            protocol=args.protocol,
+            out=args.output,
+            dataset_args=_dataset_options(args.set),
+            eval_overrides=overrides + list(args.eval_set or []),
+            figures=not args.no_figures,
+            show_progress=not args.no_progress,
         )
         out = Path(args.output) if args.output else Path(args.predictions) / f"eval-{args.split}"
         print_metrics(metrics)
@@ -136,9 +149,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             raise ConfigError(f"--{flag.replace('_', '-')} goes with --predictions; a run evaluates its own recipe")
     metrics = evaluate(
-        args.run, split=args.split, checkpoint=args.checkpoint, protocol=args.protocol, tta=args.tta,
-        ensemble=list(args.model or []), batch_size=args.batch_size, device=args.device, inference=args.inference,
-        figures=False if args.no_figures else None, show_progress=not args.no_progress,
+        args.run,
+        split=args.split,
+        checkpoint=args.checkpoint,
+        protocol=args.protocol,
+        tta=args.tta,
+        ensemble=list(args.model or []),
+        batch_size=args.batch_size,
+        device=args.device,
+        inference=args.inference,
+        figures=False if args.no_figures else None,
+        show_progress=not args.no_progress,
     )
     print_metrics(metrics)
     out = Path(metrics["output"])
@@ -152,8 +173,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     models = args.model[0] if len(args.model) == 1 else list(args.model)
     written = predict_folder(
-        models, args.input, args.output, threshold=args.threshold, fov_dir=args.fov, tta=args.tta,
-        batch_size=args.batch_size, device=args.device, inference=args.inference, show_progress=not args.no_progress,
+        models,
+        args.input,
+        args.output,
+        threshold=args.threshold,
+        fov_dir=args.fov,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        inference=args.inference,
+        show_progress=not args.no_progress,
     )
     print(f"wrote {counted(len(written), 'file')} (probability maps and masks, NIfTI label maps) to {args.output}")
     return 0
@@ -162,17 +191,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from medseg.export.deploy import export_checkpoint
 
-    report = export_checkpoint(args.model, args.output, fmt=args.format, fp16=args.fp16, int8=args.int8,
-                               calibration=args.calibration, data_root=args.data_root, size=args.size)
+    report = export_checkpoint(
+        args.model,
+        args.output,
+        fmt=args.format,
+        fp16=args.fp16,
+        int8=args.int8,
+        calibration=args.calibration,
+        data_root=args.data_root,
+        size=args.size,
+    )
     h, w = report["input_size"]
-    print(f"wrote {report['path']}: {report['format']} {report['precision']}, {report['bytes'] / 1e6:.2f} MB, "
-          f"input (N, C, H, W) with H and W multiples of {report['size_divisor']} ({report['spatial']}; checked at "
-          f"{h}x{w})")
-    print(f"  relative error against PyTorch {report['rel_error']:.2e}; latency {report['latency_ms']:.1f} ms "
-          f"(PyTorch eager {report['pytorch_latency_ms']:.1f} ms), batch 1 at {h}x{w}")
+    print(
+        f"wrote {report['path']}: {report['format']} {report['precision']}, {report['bytes'] / 1e6:.2f} MB, "
+        f"input (N, C, H, W) with H and W multiples of {report['size_divisor']} ({report['spatial']}; checked at "
+        f"{h}x{w})"
+    )
+    print(
+        f"  relative error against PyTorch {report['rel_error']:.2e}; latency {report['latency_ms']:.1f} ms "
+        f"(PyTorch eager {report['pytorch_latency_ms']:.1f} ms), batch 1 at {h}x{w}"
+    )
     if "dice_change" in report:
-        print(f"  test Dice {report['dice']:.4f} (checkpoint {report['checkpoint_dice']:.4f}, "
-              f"change {report['dice_change']:+.4f})")
+        print(
+            f"  test Dice {report['dice']:.4f} (checkpoint {report['checkpoint_dice']:.4f}, "
+            f"change {report['dice_change']:+.4f})"
+        )
     return 0
 
 
@@ -184,9 +227,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     if args.network or args.all or args.model is not None:
         networks = list_models() if args.all else [n for n in (args.network or "").split(",") if n]
-        doc = benchmark(networks, checkpoint=args.model, size=args.size, batch=args.batch, device=args.device,
-                        warmup=args.warmup, repeats=args.repeats, onnx=not args.no_onnx, int8=not args.no_int8,
-                        data_root=args.data_root)
+        doc = benchmark(
+            networks,
+            checkpoint=args.model,
+            size=args.size,
+            batch=args.batch,
+            device=args.device,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            onnx=not args.no_onnx,
+            int8=not args.no_int8,
+            data_root=args.data_root,
+        )
         print(markdown_table(doc), end="")
         write_text_atomic(args.output, json.dumps(doc, indent=2) + "\n")
         print(f"results: {args.output}")
@@ -196,7 +248,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if not Path(args.output).is_file():
             raise ConfigError(f"--readme: no benchmark file {args.output} (name one with -o)")
         changed = update_readme(args.readme, args.output)
-        print(f"{args.readme}: section from {Path(args.output).name} {'rewritten' if changed else 'already up to date'}")
+        print(
+            f"{args.readme}: section from {Path(args.output).name} {'rewritten' if changed else 'already up to date'}"
+        )
     return 0
 
 
@@ -210,8 +264,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.recipes or args.all_cpu or args.all or args.readme is None:
         configs = args.configs if args.configs is not None else recipes_dir()
         names = list_recipes(configs, args.recipes, all_cpu=args.all_cpu, all_recipes=args.all)
-        doc = reproduce(names, args.out, data_root=args.data_root, resume=args.resume, configs=configs,
-                        overrides=args.set or [])
+        doc = reproduce(
+            names, args.out, data_root=args.data_root, resume=args.resume, configs=configs, overrides=args.set or []
+        )
         print((Path(args.out) / "reproduction.md").read_text(), end="")
         print(f"results: {Path(args.out) / 'reproduction.json'}, .md, .html")
         if args.results is not None:
@@ -318,64 +373,120 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def threads_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--threads", type=int, metavar="N",
-                       help="CPU threads for PyTorch (default: OMP_NUM_THREADS if set, else the cores this process "
-                            "may use: its CPU affinity and cgroup quota)")
+        p.add_argument(
+            "--threads",
+            type=int,
+            metavar="N",
+            help="CPU threads for PyTorch (default: OMP_NUM_THREADS if set, else the cores this process "
+            "may use: its CPU affinity and cgroup quota)",
+        )
 
     p = sub.add_parser("train", help="train a recipe (no --config: the built-in synthetic default)")
     p.add_argument("--config", type=Path, help="recipe YAML, e.g. configs/drive/dscnet.yaml")
     p.add_argument("--data-root", help="dataset folder, e.g. ../shared/data/DRIVE")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/default for the built-in recipe, runs/<dataset>-<network> with "
-                        "--config; -2, -3, ... appended when taken)")
-    p.add_argument("--max-steps", type=int,
-                   help="stop after N optimiser steps (the LR schedule keeps the recipe's max_epochs length, "
-                        "so --resume with a larger N continues exactly)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run directory (default: runs/default for the built-in recipe, runs/<dataset>-<network> with "
+        "--config; -2, -3, ... appended when taken)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after N optimiser steps (the LR schedule keeps the recipe's max_epochs length, "
+        "so --resume with a larger N continues exactly)",
+    )
     p.add_argument("--max-epochs", type=int, help="stop after N epochs")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. optim.lr=3e-4 (repeatable)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate the best checkpoint after training")
     threads_option(p)
     p.set_defaults(func=cmd_train)
 
     def inference_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--tta", nargs="?", const="default", default=None, metavar="SET",
-                       help="test-time augmentation, probabilities averaged: default (flips + 90-degree rotations), "
-                            "flips, rotations, d4, or names such as hflip,vflip,rot90 (default: the recipe's eval.tta)")
-        p.add_argument("--batch-size", type=int, help="images per forward pass (default: the recipe's eval.batch_size; 0 = automatic by image size)")
+        p.add_argument(
+            "--tta",
+            nargs="?",
+            const="default",
+            default=None,
+            metavar="SET",
+            help="test-time augmentation, probabilities averaged: default (flips + 90-degree rotations), "
+            "flips, rotations, d4, or names such as hflip,vflip,rot90 (default: the recipe's eval.tta)",
+        )
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            help="images per forward pass (default: the recipe's eval.batch_size; 0 = automatic by image size)",
+        )
         p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
-        p.add_argument("--inference", choices=("auto", "whole", "sliding"),
-                       help="whole image or sliding window (default: the recipe's eval.inference)")
+        p.add_argument(
+            "--inference",
+            choices=("auto", "whole", "sliding"),
+            help="whole image or sliding window (default: the recipe's eval.inference)",
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         threads_option(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a run (--run) or a folder of predictions (--predictions) with a protocol")
+    p = sub.add_parser(
+        "evaluate", help="evaluate a run (--run) or a folder of predictions (--predictions) with a protocol"
+    )
     p.add_argument("--run", type=Path, help="run directory written by medseg train")
     p.add_argument("--predictions", type=Path, help="folder of probability maps / masks / NIfTI label maps, by stem")
     p.add_argument("--dataset", help="with --predictions: the dataset whose ground truth scores them")
     p.add_argument("--data-root", help="with --predictions: the dataset folder")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --predictions: dataset option (repeatable)")
-    p.add_argument("--eval-set", action="append", metavar="KEY=VALUE",
-                   help="with --predictions: eval option, e.g. centerline_tolerance=3 or nsd_tolerance_mm=2")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="with --predictions: dataset option (repeatable)"
+    )
+    p.add_argument(
+        "--eval-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --predictions: eval option, e.g. centerline_tolerance=3 or nsd_tolerance_mm=2",
+    )
     p.add_argument("--threshold", type=float, help="with --predictions: binary threshold of the vessel protocol")
     p.add_argument("-o", "--output", type=Path, help="with --predictions: output folder (default DIR/eval-SPLIT)")
     p.add_argument("--split", default="test")
     p.add_argument("--protocol", help="vessel, octa, polyp, volume or multiclass (default: the recipe's / dataset's)")
     p.add_argument("--checkpoint", default="best", choices=RunDir.CHECKPOINTS)
-    p.add_argument("-m", "--model", action="append", type=Path, metavar="CKPT",
-                   help="with --run: a further checkpoint to ensemble with the run's (repeatable)")
+    p.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        type=Path,
+        metavar="CKPT",
+        help="with --run: a further checkpoint to ensemble with the run's (repeatable)",
+    )
     p.add_argument("--no-figures", action="store_true", help="skip the per-image figures")
     inference_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="probability maps and masks for a folder of images")
-    p.add_argument("-m", "--model", required=True, action="append", type=Path,
-                   help="checkpoint (.ckpt) written by medseg train, or a file medseg export wrote (.onnx, .pt); "
-                        "repeat for an ensemble (probabilities averaged)")
-    p.add_argument("-i", "--input", required=True, type=Path, help="folder of images (png, jpg, tif, gif, bmp) and/or volumes (.nii, .nii.gz, DICOM series folders), or one volume")
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        action="append",
+        type=Path,
+        help="checkpoint (.ckpt) written by medseg train, or a file medseg export wrote (.onnx, .pt); "
+        "repeat for an ensemble (probabilities averaged)",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        type=Path,
+        help="folder of images (png, jpg, tif, gif, bmp) and/or volumes (.nii, .nii.gz, DICOM series folders), or one volume",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the checkpoint's)")
-    p.add_argument("--fov", type=Path, metavar="DIR",
-                   help="FOV masks by stem (<stem>.<ext> or <stem>_mask.<ext>); default: computed from each image")
+    p.add_argument(
+        "--fov",
+        type=Path,
+        metavar="DIR",
+        help="FOV masks by stem (<stem>.<ext> or <stem>_mask.<ext>); default: computed from each image",
+    )
     inference_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -384,21 +495,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="file format (default onnx)")
     p.add_argument("--fp16", action="store_true", help="ONNX: a float16 graph with float32 input and output")
     p.add_argument("--int8", action="store_true", help="ONNX: static int8 quantisation (onnxruntime, QDQ)")
-    p.add_argument("--calibration", type=Path, metavar="DIR",
-                   help="images for int8 calibration (default: the training split under --data-root)")
-    p.add_argument("--data-root", type=Path,
-                   help="the recipe's dataset folder: calibration images and the test Dice change of the export")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="DIR",
+        help="images for int8 calibration (default: the training split under --data-root)",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        help="the recipe's dataset folder: calibration images and the test Dice change of the export",
+    )
     p.add_argument("--size", type=int, help="side of the checked input (default: the recipe's inference window)")
     p.add_argument("-o", "--output", required=True, type=Path, help="file to write (.onnx, .pt)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("benchmark", help="parameters, FLOPs, memory, latency: eager, ONNX fp32 and int8, against the FLOP floor")
+    p = sub.add_parser(
+        "benchmark", help="parameters, FLOPs, memory, latency: eager, ONNX fp32 and int8, against the FLOP floor"
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--network", help="registered network(s), comma-separated, at their recipe's input size")
     which.add_argument("--all", action="store_true", help="every registered network")
     which.add_argument("-m", "--model", type=Path, help="a checkpoint (.ckpt) written by medseg train")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="input H W (default: the recipe's inference window), rounded up to the network's divisor")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input H W (default: the recipe's inference window), rounded up to the network's divisor",
+    )
     p.add_argument("--batch", type=int, default=1, help="batch N (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of the eager row (default cpu)")
     p.add_argument("--repeats", type=int, default=10, help="timed calls; the median is kept (default 10)")
@@ -406,8 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-onnx", action="store_true", help="eager PyTorch only")
     p.add_argument("--no-int8", action="store_true", help="no int8 row")
     p.add_argument("--data-root", type=Path, help="with -m: calibrate int8 on the recipe's training split there")
-    p.add_argument("-o", "--output", type=Path, default=Path("runs/benchmark.json"),
-                   help="JSON to write (default runs/benchmark.json); with --readme alone, the file to read")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("runs/benchmark.json"),
+        help="JSON to write (default runs/benchmark.json); with --readme alone, the file to read",
+    )
     p.add_argument("--readme", type=Path, help="rewrite this README's section generated from the -o file")
     threads_option(p)
     p.set_defaults(func=cmd_benchmark)
@@ -416,17 +546,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipes", help="comma-separated recipe names, e.g. drive/dscnet_cpu,kvasir/pranet_cpu")
     p.add_argument("--all-cpu", action="store_true", help="every configs/*/*_cpu.yaml")
     p.add_argument("--all", action="store_true", help="every recipe (GPU scale too)")
-    p.add_argument("--data-root", type=Path, help="the folder holding every dataset under its usual name (../shared/data)")
+    p.add_argument(
+        "--data-root", type=Path, help="the folder holding every dataset under its usual name (../shared/data)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="runs and results (default runs/reproduce)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs (finished ones are always kept)")
     p.add_argument("--configs", type=Path, help="recipes folder (default: the checkout's configs/ or $MEDSEG_CONFIGS)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of every recipe (repeatable)")
-    p.add_argument("--results", type=Path, metavar="FILE",
-                   help="also write the results here (e.g. benchmarks/results/cpu-2core.json); with --readme alone, "
-                        "the file to read (default OUT/reproduction.json)")
-    p.add_argument("--readme", type=Path, metavar="FILE",
-                   help="rewrite FILE's section between the markers for the results file; without a recipe "
-                        "selection nothing trains")
+    p.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="also write the results here (e.g. benchmarks/results/cpu-2core.json); with --readme alone, "
+        "the file to read (default OUT/reproduction.json)",
+    )
+    p.add_argument(
+        "--readme",
+        type=Path,
+        metavar="FILE",
+        help="rewrite FILE's section between the markers for the results file; without a recipe "
+        "selection nothing trains",
+    )
     threads_option(p)
     p.set_defaults(func=cmd_reproduce)
 

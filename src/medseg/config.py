@@ -430,8 +430,12 @@ def validate(cfg: Config) -> None:
 
     # seed and model
     need(_is_int(cfg.seed) and 0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)", cfg.seed)
-    need(isinstance(cfg.model.name, str) and bool(cfg.model.name), "model.name", "a network name (medseg models)",
-         cfg.model.name)
+    need(
+        isinstance(cfg.model.name, str) and bool(cfg.model.name),
+        "model.name",
+        "a network name (medseg models)",
+        cfg.model.name,
+    )
     # data
     if _is_int(d.root):  # YAML reads --data-root 2024 as a number; the folder is named by its digits
         d.root = str(d.root)
@@ -446,26 +450,46 @@ def validate(cfg: Config) -> None:
     need(t.batch_size > 0, "train.batch_size", "> 0", t.batch_size)
     need(t.accumulate_grad_batches > 0, "train.accumulate_grad_batches", "> 0", t.accumulate_grad_batches)
     need(t.max_steps == -1 or t.max_steps >= 1, "train.max_steps", ">= 1, or -1 for no step limit", t.max_steps)
-    need(t.max_epochs >= 1 or (t.max_epochs == -1 and t.max_steps >= 1), "train.max_epochs",
-         ">= 1, or -1 for no epoch limit when train.max_steps is set", t.max_epochs)
+    need(
+        t.max_epochs >= 1 or (t.max_epochs == -1 and t.max_steps >= 1),
+        "train.max_epochs",
+        ">= 1, or -1 for no epoch limit when train.max_steps is set",
+        t.max_epochs,
+    )
     need(t.val_every_n_epochs >= 1, "train.val_every_n_epochs", ">= 1", t.val_every_n_epochs)
     need(t.log_every_n_steps >= 1, "train.log_every_n_steps", ">= 1", t.log_every_n_steps)
     need(t.num_nodes >= 1, "train.num_nodes", ">= 1", t.num_nodes)
-    need(_devices_ok(t.devices), "train.devices",
-         'a number of devices >= 1, -1 (all), "auto", or a list of device indices', t.devices)
+    need(
+        _devices_ok(t.devices),
+        "train.devices",
+        'a number of devices >= 1, -1 (all), "auto", or a list of device indices',
+        t.devices,
+    )
     choice("train.accelerator", t.accelerator, ACCELERATORS)
     choice("train.precision", t.precision, PRECISIONS)
-    need(t.gradient_clip_val is None or (_is_number(t.gradient_clip_val) and t.gradient_clip_val >= 0),
-         "train.gradient_clip_val", "a number >= 0 or null (no clipping)", t.gradient_clip_val)
+    need(
+        t.gradient_clip_val is None or (_is_number(t.gradient_clip_val) and t.gradient_clip_val >= 0),
+        "train.gradient_clip_val",
+        "a number >= 0 or null (no clipping)",
+        t.gradient_clip_val,
+    )
     choice("train.gradient_clip_algorithm", t.gradient_clip_algorithm, ("norm", "value"))
     choice("train.nonfinite_loss", t.nonfinite_loss, ("stop", "skip"))
     need(t.freeze_offsets_steps >= 0, "train.freeze_offsets_steps", ">= 0", t.freeze_offsets_steps)
     need(t.freeze_encoder_steps >= 0, "train.freeze_encoder_steps", ">= 0", t.freeze_encoder_steps)
-    need(isinstance(t.multiscale, list) and all(_is_number(x) and x > 0 for x in t.multiscale),
-         "train.multiscale", "a list of positive scale factors", t.multiscale)
+    need(
+        isinstance(t.multiscale, list) and all(_is_number(x) and x > 0 for x in t.multiscale),
+        "train.multiscale",
+        "a list of positive scale factors",
+        t.multiscale,
+    )
     need(t.multiscale_divisor > 0, "train.multiscale_divisor", "> 0", t.multiscale_divisor)
-    need(isinstance(t.trainable, list) and all(isinstance(x, str) and x for x in t.trainable),
-         "train.trainable", "a list of parameter-name prefixes", t.trainable)
+    need(
+        isinstance(t.trainable, list) and all(isinstance(x, str) and x for x in t.trainable),
+        "train.trainable",
+        "a list of parameter-name prefixes",
+        t.trainable,
+    )
     # plugin names, checked against their registries (lazily: those modules sit above the config)
     from medseg.engine.schedules import OPTIMIZERS, SCHEDULES
     from medseg.losses import list_losses
@@ -477,8 +501,12 @@ def validate(cfg: Config) -> None:
     need(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
     need(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", "two numbers in [0, 1)", list(o.betas))
     need(o.momentum >= 0, "optim.momentum", ">= 0", o.momentum)
-    need(not (o.name == "sgd" and o.nesterov and o.momentum <= 0), "optim.momentum",
-         "> 0 with optim.nesterov: true", o.momentum)
+    need(
+        not (o.name == "sgd" and o.nesterov and o.momentum <= 0),
+        "optim.momentum",
+        "> 0 with optim.nesterov: true",
+        o.momentum,
+    )
     # schedule
     choice("schedule.name", s.name, SCHEDULES.in_order())
     need(s.warmup_steps >= 0, "schedule.warmup_steps", ">= 0", s.warmup_steps)
@@ -492,11 +520,19 @@ def validate(cfg: Config) -> None:
     need(lo.dice_weight >= 0, "loss.dice_weight", ">= 0", lo.dice_weight)
     need(lo.alpha >= 0, "loss.alpha", ">= 0", lo.alpha)
     need(lo.cldice_iters >= 1, "loss.cldice_iters", ">= 1", lo.cldice_iters)
-    need(isinstance(lo.class_weights, list) and all(_is_number(w) and w >= 0 for w in lo.class_weights),
-         "loss.class_weights", "a list of weights >= 0, one per class (empty: equal)", lo.class_weights)
+    need(
+        isinstance(lo.class_weights, list) and all(_is_number(w) and w >= 0 for w in lo.class_weights),
+        "loss.class_weights",
+        "a list of weights >= 0, one per class (empty: equal)",
+        lo.class_weights,
+    )
     need(lo.boundary_width > 0, "loss.boundary_width", "> 0 (pixels)", lo.boundary_width)
-    need(bool(lo.outputs) and all(_is_number(w) and w >= 0 for w in lo.outputs.values()), "loss.outputs",
-         "a mapping of output names to weights >= 0", lo.outputs)
+    need(
+        bool(lo.outputs) and all(_is_number(w) and w >= 0 for w in lo.outputs.values()),
+        "loss.outputs",
+        "a mapping of output names to weights >= 0",
+        lo.outputs,
+    )
     for out, name in lo.output_losses.items():
         choice(f"loss.output_losses.{out}", name, losses)
     for out, target in lo.targets.items():
@@ -513,10 +549,18 @@ def validate(cfg: Config) -> None:
     need(e.roi_size >= 0, "eval.roi_size", ">= 0 (0: the training patch size)", e.roi_size)
     need(e.sw_batch_size >= 1, "eval.sw_batch_size", ">= 1", e.sw_batch_size)
     need(e.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm", "> 0 (mm)", e.nsd_tolerance_mm)
-    need(e.centerline_tolerance >= 1 and e.centerline_tolerance % 2 == 1, "eval.centerline_tolerance",
-         "an odd kernel size >= 1 (pixels)", e.centerline_tolerance)
-    need(isinstance(e.class_names, list) and all(isinstance(c, (str, int)) for c in e.class_names),
-         "eval.class_names", "a list of class names, background first", e.class_names)
+    need(
+        e.centerline_tolerance >= 1 and e.centerline_tolerance % 2 == 1,
+        "eval.centerline_tolerance",
+        "an odd kernel size >= 1 (pixels)",
+        e.centerline_tolerance,
+    )
+    need(
+        isinstance(e.class_names, list) and all(isinstance(c, (str, int)) for c in e.class_names),
+        "eval.class_names",
+        "a list of class names, background first",
+        e.class_names,
+    )
     _check_tta(e.tta)
     _check_stages(t.stages)
     # free-form options whose parsers are cheap to run now, before any data is read
@@ -536,12 +580,33 @@ TARGETS = ("mask", "centerline", "boundary")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 #: ``train.precision`` values: "auto" and Lightning 2's precision strings.
 PRECISIONS = (
-    "auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64",
-    "transformer-engine", "transformer-engine-float16",
+    "auto",
+    "32-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "32",
+    "16",
+    "bf16",
+    "64",
+    "transformer-engine",
+    "transformer-engine-float16",
 )
 STAGE_KEYS = (
-    "name", "max_epochs", "max_steps", "lr", "trainable", "augment", "loss", "batch_size", "patch_size",
-    "samples_per_epoch", "freeze_encoder_steps", "val_every_n_epochs",
+    "name",
+    "max_epochs",
+    "max_steps",
+    "lr",
+    "trainable",
+    "augment",
+    "loss",
+    "batch_size",
+    "patch_size",
+    "samples_per_epoch",
+    "freeze_encoder_steps",
+    "val_every_n_epochs",
 )
 
 
@@ -607,8 +672,10 @@ _STAGE_VALUES: dict[str, tuple[Any, str]] = {
     "max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "max_steps": (lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no step limit"),
     "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "trainable": (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
-                  "a list of parameter-name prefixes"),
+    "trainable": (
+        lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+        "a list of parameter-name prefixes",
+    ),
     "augment": (lambda v: isinstance(v, dict), "a mapping of augment options"),
     "loss": (lambda v: isinstance(v, dict), "a mapping of loss keys"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

@@ -32,9 +32,14 @@ def describe(device: str = "cpu") -> dict[str, Any]:
 
     from medseg.threads import usable_cores
 
-    return {"processor": platform.processor() or platform.machine(), "usable_cores": usable_cores(),
-            "threads": torch.get_num_threads(), "matmul_flops_per_s": matmul_flops(), "torch": torch.__version__,
-            "device": device}
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "usable_cores": usable_cores(),
+        "threads": torch.get_num_threads(),
+        "matmul_flops_per_s": matmul_flops(),
+        "torch": torch.__version__,
+        "device": device,
+    }
 
 
 def peak_memory(fn: Callable[[], Any], device: Any = "cpu") -> int:
@@ -71,8 +76,10 @@ def peak_memory(fn: Callable[[], Any], device: Any = "cpu") -> int:
             events = json.load(fh)["traceEvents"]
     finally:
         os.remove(trace)
-    memory = sorted((e for e in events if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0),
-                    key=lambda e: e["ts"])
+    memory = sorted(
+        (e for e in events if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0),
+        key=lambda e: e["ts"],
+    )
     level = peak = 0
     for e in memory:
         level += int(e["args"]["Bytes"])

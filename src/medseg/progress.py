@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], total: int | None, desc: str, unit: str = "image",
-             enabled: bool | None = True) -> Iterable[T]:
+def progress(
+    iterable: Iterable[T], total: int | None, desc: str, unit: str = "image", enabled: bool | None = True
+) -> Iterable[T]:
     """``iterable`` wrapped in a tqdm bar (count, rate, ETA) on stderr.
 
     Args:

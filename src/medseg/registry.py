@@ -52,7 +52,8 @@ def _parameters(builder: Callable[..., Any]) -> tuple[list[str], bool] | None:
     except (TypeError, ValueError):
         return None
     names = [
-        p.name for p in sig.parameters.values()
+        p.name
+        for p in sig.parameters.values()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     ]
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
@@ -149,7 +150,8 @@ class Registry:
             return None
         message = str(exc)
         hits = [
-            k for k, v in kwargs.items()
+            k
+            for k, v in kwargs.items()
             if isinstance(v, (str, os.PathLike)) and os.fspath(v) and os.fspath(v) in message
         ]
         if len(hits) != 1:

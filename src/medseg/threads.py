@@ -89,7 +89,9 @@ def choose_threads(requested: int | None = None, environ: dict | None = None) ->
     cores = usable_cores()
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise ConfigError(f"--threads: must be an integer >= 1 (got {requested!r}); this process may use {cores} cores")
+            raise ConfigError(
+                f"--threads: must be an integer >= 1 (got {requested!r}); this process may use {cores} cores"
+            )
         return ThreadChoice(requested, "--threads", cores)
     if env.get("OMP_NUM_THREADS"):
         raw = env["OMP_NUM_THREADS"].split(",")[0].strip()

@@ -106,8 +106,9 @@ def snapshot_diff(before: dict[str, tuple], after: dict[str, tuple], limit: int 
     """What changed between two :func:`tree_snapshot` results, one line each ("" when equal)."""
     lines = [f"created: {p}" for p in sorted(set(after) - set(before))]
     lines += [f"removed: {p}" for p in sorted(set(before) - set(after))]
-    lines += [f"modified: {p}: {before[p]} -> {after[p]}" for p in sorted(set(before) & set(after))
-              if before[p] != after[p]]
+    lines += [
+        f"modified: {p}: {before[p]} -> {after[p]}" for p in sorted(set(before) & set(after)) if before[p] != after[p]
+    ]
     more = [f"... and {len(lines) - limit} more"] if len(lines) > limit else []
     return "\n".join(lines[:limit] + more)
 
@@ -215,7 +216,8 @@ class DatasetConformance:
             cls = dataset_class(self.name)
             inv = cls.inventory(root, **self.options)
             assert sorted(inv.splits) == sorted(self.counts), (
-                f"{self.name}: the layout has splits {inv.splits}, expected {sorted(self.counts)}")
+                f"{self.name}: the layout has splits {inv.splits}, expected {sorted(self.counts)}"
+            )
             assert inv.errors() == []
         c_, h, w = self.image_shape
         assert {s: len(ds) for s, ds in loaded.items()} == self.counts
@@ -244,9 +246,11 @@ class DatasetConformance:
                     assert case.path is not None and Path(case.path).exists(), (where, case.path)
                 assert ids.setdefault(case.id, split) == split, f"{where}: id also in split {ids[case.id]}"
                 assert groups.setdefault(case.group, split) == split, (
-                    f"{where}: patient {case.group!r} also in split {groups[case.group]}")
+                    f"{where}: patient {case.group!r} also in split {groups[case.group]}"
+                )
         assert seen_labels == set(range(self.num_classes)), (
-            f"{self.name}: label values over all splits {sorted(seen_labels)}, expected 0..{self.num_classes - 1}")
+            f"{self.name}: label values over all splits {sorted(seen_labels)}, expected 0..{self.num_classes - 1}"
+        )
 
     # -- 3. data check ----------------------------------------------------------------------
 

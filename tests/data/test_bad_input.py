@@ -35,12 +35,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from test_volumes import make_series
 
 from medseg.cli import main
 from medseg.data import create_dataset
 from medseg.data.check import check_cached, check_dataset
 from medseg.errors import ConfigError, DataError
-from test_volumes import make_series
 
 H, W = 16, 20
 
@@ -75,8 +75,11 @@ def _tree(root: Path) -> dict[str, tuple]:
 
 
 def _all_cases(root: Path, **opts) -> dict:
-    return {c.id: c for s in ("train", "test") for c in create_dataset("folder", root=root, split=s,
-                                                                        test_fraction=0.5, **opts)}
+    return {
+        c.id: c
+        for s in ("train", "test")
+        for c in create_dataset("folder", root=root, split=s, test_fraction=0.5, **opts)
+    }
 
 
 def _rect_mask(h: int = H, w: int = W, value: int = 255) -> np.ndarray:
@@ -94,6 +97,7 @@ def _exif(orientation: int) -> Image.Exif:
 def write_huge_png(path: Path, width: int, height: int) -> Path:
     """A 1-bit all-black PNG of ``width`` x ``height`` written row by row (no big array: 20000 x
     20000 takes ~50 KB on disk and well under a second)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -286,10 +290,16 @@ ERRORS_2D: dict[str, tuple[Callable, dict, str | tuple[str, ...]]] = {
     "unreadable file": (unreadable_file, {}, "permission denied"),
     "empty folder": (empty_folder, {}, "no"),
     # what users send (issue 10)
-    "EXIF-rotated image, mask drawn on the rotated view": (exif_rotated_mask_mismatch, {},
-                                                           ("EXIF Orientation 6", "16x20", "exif_transpose")),
-    "image of 20,000 px side": (huge_image, {}, ("20000x20000", "too large", f"{Image.MAX_IMAGE_PIXELS:,}",
-                                                  "MEDSEG_MAX_IMAGE_PIXELS")),
+    "EXIF-rotated image, mask drawn on the rotated view": (
+        exif_rotated_mask_mismatch,
+        {},
+        ("EXIF Orientation 6", "16x20", "exif_transpose"),
+    ),
+    "image of 20,000 px side": (
+        huge_image,
+        {},
+        ("20000x20000", "too large", f"{Image.MAX_IMAGE_PIXELS:,}", "MEDSEG_MAX_IMAGE_PIXELS"),
+    ),
     "image above the pixel limit, below Pillow's error": (above_limit_below_bomb, {}, ("24x20", "limit of 400")),
     "broken symbolic link": (broken_symlink, {}, ("broken symbolic link", "moved-away.png")),
     "symbolic link loop (a file)": (symlink_loop_file, {}, "symbolic link loop"),
@@ -479,8 +489,6 @@ def test_dicom_defect_is_reported(damage, words, tmp_path, capsys):
     assert _snapshot(root) == before
 
 
-
-
 # --------------------------------------------------------------------------- what users send: handled cases
 
 
@@ -494,7 +502,9 @@ def test_exif_rotated_image_is_read_as_stored_with_a_warning(fmt, orientation, t
     before = _snapshot(root)
     assert main(["data", "check", "--dataset", "folder", "--data-root", str(root), "--set", "test_fraction=0.5"]) == 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: ")]
-    assert any(f"c1.{fmt}" in w and f"EXIF Orientation {orientation}" in w and "as stored" in w for w in warnings), warnings
+    assert any(f"c1.{fmt}" in w and f"EXIF Orientation {orientation}" in w and "as stored" in w for w in warnings), (
+        warnings
+    )
     case = _all_cases(root, preprocess=[])["c1"]
     with Image.open(root / "images" / f"c1.{fmt}") as im:
         as_stored = np.asarray(im)
@@ -544,8 +554,9 @@ def test_pixel_limit_can_be_raised_with_the_environment(tmp_path, monkeypatch):
     root = _folder(tmp_path / "data")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # restored after the test, whatever medseg sets
     report = check_dataset("folder", root, test_fraction=0.5)
-    assert not report.ok and all("too large" in p.message and "MEDSEG_MAX_IMAGE_PIXELS" in p.message
-                                 for p in report.errors), report.text()
+    assert not report.ok and all(
+        "too large" in p.message and "MEDSEG_MAX_IMAGE_PIXELS" in p.message for p in report.errors
+    ), report.text()
     monkeypatch.setenv("MEDSEG_MAX_IMAGE_PIXELS", "1000")
     assert check_dataset("folder", root, test_fraction=0.5).ok
     assert len(_all_cases(root)) == 4
@@ -562,7 +573,7 @@ def test_masks_mixing_0_1_and_0_255_each_load_as_0_1(tmp_path):
     expected = {}
     for i in range(4):
         lab = np.zeros((H, W), np.uint8)
-        lab[i:i + 3, 2 * i:2 * i + 5] = 1
+        lab[i : i + 3, 2 * i : 2 * i + 5] = 1
         if i == 1:
             lab[:] = 0
             lab[7, 9] = 1  # a 0/1 mask with a single foreground pixel
@@ -570,8 +581,9 @@ def test_masks_mixing_0_1_and_0_255_each_load_as_0_1(tmp_path):
         Image.fromarray(lab if i < 2 else lab * 255).save(root / "masks" / f"c{i}.png")
     report = check_dataset("folder", root, test_fraction=0.5)
     assert report.ok, report.text()
-    assert any("mix value encodings" in p.message and "2 0/1" in p.message and "2 0/255" in p.message
-               for p in report.warnings), report.text()
+    assert any(
+        "mix value encodings" in p.message and "2 0/1" in p.message and "2 0/255" in p.message for p in report.warnings
+    ), report.text()
     cases = _all_cases(root)
     for cid, lab in expected.items():
         assert cases[cid].mask.dtype == np.uint8 and np.array_equal(cases[cid].mask, lab), cid
@@ -588,8 +600,9 @@ def test_names_with_spaces_and_non_ascii_characters(tmp_path, capsys):
     Image.fromarray(np.zeros((H, W), np.uint8)).save(root / "masks" / "patient_é_ü_中.png")  # empty: a warning
     assert main(["data", "check", "--dataset", "folder", "--data-root", str(root), "--set", "test_fraction=0.5"]) == 0
     out = capsys.readouterr().out
-    assert any(line.startswith("warning: ") and "patient_é_ü_中.png" in line and "empty" in line
-               for line in out.splitlines()), out
+    assert any(
+        line.startswith("warning: ") and "patient_é_ü_中.png" in line and "empty" in line for line in out.splitlines()
+    ), out
     cases = _all_cases(root, preprocess=[])
     assert set(cases) == {"case 01", "patient_é_ü_中", "c2", "c3"}
     with Image.open(root / "images" / "case 01.png") as im:
@@ -641,6 +654,7 @@ def test_symlinked_folder_and_file_load(tmp_path):
 @contextmanager
 def _deadline(seconds: int):
     """Fail (instead of hanging the suite) if the block runs longer than ``seconds``."""
+
     def expired(signum, frame):
         raise TimeoutError(f"still running after {seconds} s: a symbolic link loop is followed")
 
@@ -660,7 +674,9 @@ def test_symlink_loops_do_not_recurse(tmp_path, capsys):
     (root / "masks" / "up").symlink_to(root, target_is_directory=True)  # to a folder above it
     (root / "back").symlink_to(root, target_is_directory=True)  # looks like a split subfolder holding images/
     with _deadline(30):
-        assert main(["data", "check", "--dataset", "folder", "--data-root", str(root), "--set", "test_fraction=0.5"]) == 0
+        assert (
+            main(["data", "check", "--dataset", "folder", "--data-root", str(root), "--set", "test_fraction=0.5"]) == 0
+        )
         out = capsys.readouterr().out
         cases = _all_cases(root)
     assert "warning" not in out.split("OK:")[0].lower() and "OK: 0 errors, 0 warnings" in out, out
@@ -671,9 +687,22 @@ def test_symlink_loops_do_not_recurse(tmp_path, capsys):
 # root too, where chmod does not stop writes), on top of chmod -R a-w for ordinary users
 _GUARD: dict = {"root": None, "attempts": []}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.symlink", "os.link", "os.truncate",
-                 "os.chmod", "os.chown", "os.utime", "shutil.copyfile", "shutil.copytree", "shutil.rmtree",
-                 "shutil.move")
+_WRITE_EVENTS = (
+    "os.mkdir",
+    "os.rename",
+    "os.remove",
+    "os.rmdir",
+    "os.symlink",
+    "os.link",
+    "os.truncate",
+    "os.chmod",
+    "os.chown",
+    "os.utime",
+    "shutil.copyfile",
+    "shutil.copytree",
+    "shutil.rmtree",
+    "shutil.move",
+)
 
 
 def _audit(event: str, args: tuple) -> None:
@@ -683,7 +712,8 @@ def _audit(event: str, args: tuple) -> None:
     if event == "open":
         path, mode, flags = args
         writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-            isinstance(flags, int) and flags & _WRITE_FLAGS)
+            isinstance(flags, int) and flags & _WRITE_FLAGS
+        )
         paths = [path] if writes else []
     elif event in _WRITE_EVENTS:
         paths = [a for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))]
@@ -725,7 +755,9 @@ def test_dataset_on_a_read_only_file_system(tmp_path, monkeypatch, capsys):
         with pytest.raises(PermissionError):  # the guard works, for root too
             (root / "probe.txt").write_text("x")
         attempts.clear()
-        assert main(["data", "check", "--dataset", "folder", "--data-root", str(root), "--set", "test_fraction=0.5"]) == 0
+        assert (
+            main(["data", "check", "--dataset", "folder", "--data-root", str(root), "--set", "test_fraction=0.5"]) == 0
+        )
         assert "OK: 0 errors, 1 warning" in capsys.readouterr().out
         assert len(_all_cases(root)) == 4
         report, cached = check_cached("folder", root, test_fraction=0.5)  # cache under $MEDSEG_CACHE, elsewhere
@@ -773,7 +805,9 @@ def test_upper_case_extensions_are_images(tmp_path):
     cases = _all_cases(root, preprocess=[])
     assert sorted(cases) == ["c0", "c1", "c2", "c3"]
     assert np.array_equal(cases["c1"].image[0], img1.astype(np.float32))
-    assert np.array_equal(cases["c1"].mask, _rect_mask() // 255) and np.array_equal(cases["c0"].mask, _rect_mask() // 255)
+    assert np.array_equal(cases["c1"].mask, _rect_mask() // 255) and np.array_equal(
+        cases["c0"].mask, _rect_mask() // 255
+    )
 
 
 @handled
@@ -785,8 +819,9 @@ def test_jpeg_mask_is_thresholded_with_a_warning_when_allowed(tmp_path):
     assert ((values > 0) & (values < 255)).mean() > 0.01  # really lossy: refused by default (see ERRORS_2D)
     report = check_dataset("folder", root, test_fraction=0.5, max_intermediate=1.0)
     assert report.ok, report.text()
-    assert any("c1.jpg" in str(p) and "JPEG" in p.message and "thresholded" in p.message
-               for p in report.warnings), report.text()
+    assert any("c1.jpg" in str(p) and "JPEG" in p.message and "thresholded" in p.message for p in report.warnings), (
+        report.text()
+    )
     mask = _all_cases(root, max_intermediate=1.0)["c1"].mask
     assert set(np.unique(mask).tolist()) == {0, 1}
     assert int((mask != _rect_mask() // 255).sum()) <= 2  # the rectangle, up to a pixel or two of ringing
@@ -818,8 +853,25 @@ def test_gif_masks(kind, tmp_path):
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """The built-in default recipe (synthetic vessels, FOV computed) trained for one step."""
     run = tmp_path_factory.mktemp("bad-input") / "run"
-    assert main(["train", "--out", str(run), "--max-steps", "1", "--no-eval", "--set", "train.progress_bar=false",
-                 "--set", "data.samples_per_epoch=8", "--set", "model.args={base_channels: 4, depth: 2}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--max-steps",
+                "1",
+                "--no-eval",
+                "--set",
+                "train.progress_bar=false",
+                "--set",
+                "data.samples_per_epoch=8",
+                "--set",
+                "model.args={base_channels: 4, depth: 2}",
+            ]
+        )
+        == 0
+    )
     return run / "checkpoints" / "last.ckpt"
 
 
@@ -840,8 +892,12 @@ def test_predict_a_one_pixel_image_with_its_fov_gives_one_pixel_maps(tiny_checkp
     fov.mkdir()
     Image.fromarray(np.full((1, 1, 3), 120, np.uint8)).save(inp / "dot.png")
     Image.fromarray(np.full((1, 1), 255, np.uint8)).save(fov / "dot_mask.png")
-    assert main(["predict", "-m", str(tiny_checkpoint), "-i", str(inp), "-o", str(out), "--fov", str(fov),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["predict", "-m", str(tiny_checkpoint), "-i", str(inp), "-o", str(out), "--fov", str(fov), "--no-progress"]
+        )
+        == 0
+    )
     with Image.open(out / "dot_prob.png") as prob, Image.open(out / "dot_mask.png") as mask:
         assert prob.size == (1, 1) and mask.size == (1, 1)
         p = np.asarray(prob)
@@ -873,7 +929,9 @@ def test_predict_refuses_huge_images_without_decoding_them(tiny_checkpoint, tmp_
 
     shapes = []
     real = inference.whole_image_probabilities
-    monkeypatch.setattr(inference, "whole_image_probabilities", lambda m, x: shapes.append(tuple(x.shape)) or real(m, x))
+    monkeypatch.setattr(
+        inference, "whole_image_probabilities", lambda m, x: shapes.append(tuple(x.shape)) or real(m, x)
+    )
     assert main(["predict", "-m", str(tiny_checkpoint), "-i", str(inp), "-o", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "slide.png" in err and "20000x20000" in err and "big.png" in err and "40x40" in err, err

@@ -25,7 +25,8 @@ def _drive_root() -> Path | None:
 
 DRIVE = _drive_root()
 needs_drive = pytest.mark.skipif(
-    DRIVE is None, reason="DRIVE not found in $MEDSEG_DATA/DRIVE or <repo>/../shared/data/DRIVE (obtain it from its official site)"
+    DRIVE is None,
+    reason="DRIVE not found in $MEDSEG_DATA/DRIVE or <repo>/../shared/data/DRIVE (obtain it from its official site)",
 )
 
 

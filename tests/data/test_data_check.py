@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data import _snapshot, _write_drive
 
 from medseg.cli import main
 from medseg.config import load_config
 from medseg.data.check import check_cached, check_dataset
-from medseg.workflows.train import train
 from medseg.errors import DataError
-from test_data import _snapshot, _write_drive
+from medseg.workflows.train import train
 
 
 @pytest.fixture
@@ -83,10 +83,18 @@ def test_cache_follows_file_changes(fake_drive):
 
 def test_training_refuses_a_dataset_with_errors(fake_drive, tmp_path):
     (fake_drive / "training" / "mask" / "22_training_mask.gif").unlink()
-    cfg = load_config(None, [
-        "data.dataset=drive", f"data.root={fake_drive}", "data.args={}", "model.args={base_channels: 4, depth: 2}",
-        "data.patch_size=16", "train.max_steps=1", "eval.roi_size=16",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=drive",
+            f"data.root={fake_drive}",
+            "data.args={}",
+            "model.args={base_channels: 4, depth: 2}",
+            "data.patch_size=16",
+            "train.max_steps=1",
+            "eval.roi_size=16",
+        ],
+    )
     with pytest.raises(DataError, match=r"22_training.tif.*no FOV mask(.|\n)*medseg data check"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -136,11 +144,15 @@ def test_check_reports_each_defect_planted_in_a_copy_of_real_data(tmp_path, caps
                 shutil.copyfile(src / split / sub / f"{i}.png", root / split / sub / f"{i}.png")
     assert check_dataset("rossa", root).ok
     planted = {
-        "1.png": lambda: (root / "train_manual/image/1.png").write_bytes((root / "train_manual/image/1.png").read_bytes()[:500]),
+        "1.png": lambda: (root / "train_manual/image/1.png").write_bytes(
+            (root / "train_manual/image/1.png").read_bytes()[:500]
+        ),
         "2.png": lambda: (root / "train_manual/label/2.png").unlink(),
         "3.png": lambda: Image.fromarray(np.zeros((100, 100), np.uint8)).save(root / "train_manual/label/3.png"),
         "4.png": lambda: (root / "train_manual/image/4.png").write_text("not a png"),
-        "102.png": lambda: Image.fromarray(np.tile(np.arange(320, dtype=np.uint16) % 256, (320, 1)).astype(np.uint8)).save(root / "val/label/102.png"),
+        "102.png": lambda: Image.fromarray(
+            np.tile(np.arange(320, dtype=np.uint16) % 256, (320, 1)).astype(np.uint8)
+        ).save(root / "val/label/102.png"),
         "999.png": lambda: shutil.copyfile(root / "test/label/201.png", root / "test/label/999.png"),
     }
     for plant in planted.values():

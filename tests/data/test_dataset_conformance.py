@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dataset_conformance import (
     DatasetConformance,
     conformance_classes,
@@ -23,17 +22,20 @@ from dataset_conformance import (
     snapshot_diff,
     tree_snapshot,
 )
+from test_data import _write_drive
+from test_folder_dataset import H as FOLDER_H
+from test_folder_dataset import W as FOLDER_W
+from test_folder_dataset import _write as _write_folder
+from test_octa_datasets import HW1, make_rose1, make_rose2, make_rossa, make_simple
+from test_polyp_datasets import _clinic_like, _kvasir_like
+from test_retina_datasets import _write_chase, _write_stare
+from test_volumes import _save as _save_nifti
+from test_volumes import _write_msd, make_series
+
 from medseg.data import create_dataset
 from medseg.data.check import check_dataset
 from medseg.data.io.dicom import read_dicom_series
 from medseg.data.records import shipped_split
-from test_data import _write_drive
-from test_folder_dataset import H as FOLDER_H, W as FOLDER_W, _write as _write_folder
-from test_octa_datasets import HW1, make_rose1, make_rose2, make_rossa, make_simple
-from test_polyp_datasets import _clinic_like, _kvasir_like
-from test_retina_datasets import _write_chase, _write_stare
-from test_volumes import _save as _save_nifti, _write_msd, make_series
-
 
 # --------------------------------------------------------------------------- retina
 
@@ -79,8 +81,9 @@ class TestChaseDB1Conformance(DatasetConformance):
     image_shape = (1, 32, 40)
 
     def make_layout(self, tmp_path):
-        return _write_chase(tmp_path / "CHASE_DB1", ids=("Image_01L", "Image_01R", "Image_02L", "Image_11L",
-                                                         "Image_11R"), hw=(32, 40))
+        return _write_chase(
+            tmp_path / "CHASE_DB1", ids=("Image_01L", "Image_01R", "Image_02L", "Image_11L", "Image_11R"), hw=(32, 40)
+        )
 
 
 # --------------------------------------------------------------------------- OCTA
@@ -134,8 +137,13 @@ class TestOcta500Conformance(DatasetConformance):
     image_shape = (1, 32, 40)
 
     def make_layout(self, tmp_path):
-        make_simple(tmp_path, "OCTA500_3M", {"train": ["10301", "10302"], "val": ["10441"],
-                                              "test": ["10451", "10452"]}, ".bmp", hw=(32, 40))
+        make_simple(
+            tmp_path,
+            "OCTA500_3M",
+            {"train": ["10301", "10302"], "val": ["10441"], "test": ["10451", "10452"]},
+            ".bmp",
+            hw=(32, 40),
+        )
         return tmp_path / "OCTA500_3M"
 
 
@@ -238,8 +246,16 @@ class TestDicomConformance(DatasetConformance):
         root = tmp_path / "DICOM"
         for s in range(3):
             series = root / f"series{s}"
-            make_series(series, n=4, rows=12, cols=10, series_uid=f"1.2.3.{s}", patient_id=f"P{s}", seed=s,
-                        origin=(0.0, 0.0, 10.0 * s))
+            make_series(
+                series,
+                n=4,
+                rows=12,
+                cols=10,
+                series_uid=f"1.2.3.{s}",
+                patient_id=f"P{s}",
+                seed=s,
+                origin=(0.0, 0.0, 10.0 * s),
+            )
             hu, affine, _, _ = read_dicom_series(series)
             _save_nifti(root / "labels" / f"series{s}.nii.gz", (hu > 900).astype(np.uint8), affine=affine)
         return root
@@ -271,7 +287,8 @@ def test_every_registered_dataset_has_a_conformance_class():
     assert not missing, (
         f"registered datasets without a DatasetConformance subclass: {', '.join(missing)}; add a "
         "Test<Name>Conformance(DatasetConformance) to tests/data/test_dataset_conformance.py (see "
-        "tests/data/dataset_conformance.py)")
+        "tests/data/dataset_conformance.py)"
+    )
     unknown = sorted(covered - names)
     assert not unknown, f"DatasetConformance subclasses name unregistered datasets: {', '.join(unknown)}"
     assert len(names) >= 13

@@ -15,7 +15,6 @@ from PIL import Image
 import medseg.data.datasets.polyp as polyp_module
 from medseg.data import create_dataset
 from medseg.data.base import data_root
-from medseg.data.io import read_image, read_label
 from medseg.data.datasets.polyp import (
     CLINICDB_FRAMES,
     CvcClinicDbDataset,
@@ -23,8 +22,9 @@ from medseg.data.datasets.polyp import (
     clinicdb_sequence,
     threshold_polyp_mask,
 )
-from medseg.data.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, Pipeline
+from medseg.data.io import read_image, read_label
 from medseg.data.records import natural_key, shipped_split
+from medseg.data.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, Pipeline
 from medseg.errors import ConfigError, DataError
 
 SPLIT_JSON = Path(polyp_module.__file__).with_name("splits") / "kvasir_seg.json"

@@ -91,7 +91,10 @@ def test_pipeline_errors():
         parse_steps([{"denoise": {"sigm": 1}}])
     with pytest.raises(ConfigError, match="list of steps"):
         parse_steps("zscore")
-    assert Pipeline([{"name": "clahe", "clip_limit": 0.02}, "zscore"]).describe() == [{"clahe": {"clip_limit": 0.02}}, "zscore"]
+    assert Pipeline([{"name": "clahe", "clip_limit": 0.02}, "zscore"]).describe() == [
+        {"clahe": {"clip_limit": 0.02}},
+        "zscore",
+    ]
     with pytest.raises(ConfigError, match="width"):
         Pipeline([{"hu_window": {"width": 0}}])(_case(c=1))
 

@@ -20,9 +20,9 @@ from PIL import Image
 from medseg.data import create_dataset, list_datasets
 from medseg.data.base import data_root
 from medseg.data.datasets.chase_db1 import ChaseDB1Dataset
-from medseg.data.transforms.fov import fov_from_image
-from medseg.data.io import probe, read_image, read_mask
 from medseg.data.datasets.stare import LABELLED_IDS, StareDataset, read_stare_image, read_stare_mask
+from medseg.data.io import probe, read_image, read_mask
+from medseg.data.transforms.fov import fov_from_image
 from medseg.errors import ConfigError, DataError
 
 
@@ -39,8 +39,11 @@ CHASE_TEST = [f"Image_{c:02d}{e}" for c in range(11, 15) for e in "LR"]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _fundus(h: int, w: int, seed: int, radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +80,7 @@ def test_fov_cleans_lesions_specks_and_labels():
     h, w = 200, 240
     img, disc = _fundus(h, w, seed=1)
     yy, xx = np.mgrid[0:h, 0:w]
-    lesion = (yy - 100) ** 2 + (xx - 140) ** 2 <= 8 ** 2  # dark lesion inside: a hole to fill
+    lesion = (yy - 100) ** 2 + (xx - 140) ** 2 <= 8**2  # dark lesion inside: a hole to fill
     img[lesion] = 2
     img[2:5, 2:5] = 255  # bright speck on the frame
     img[185:195, 5:45] = 220  # burnt-in label in a corner, not touching the disc
@@ -262,8 +265,12 @@ def test_fake_chase_split_file_and_options(fake_chase, tmp_path):
 def test_fake_chase_split_file_splitting_a_child_is_refused(fake_chase, tmp_path):
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["Image_01L"], "test": ["Image_01R", "Image_11L"]}))
-    _chase_error(fake_chase, "patient '01' is in split 'train' (Image_01L) and in split 'test' (Image_01R)",
-                 split="test", split_file=split)
+    _chase_error(
+        fake_chase,
+        "patient '01' is in split 'train' (Image_01L) and in split 'test' (Image_01R)",
+        split="test",
+        split_file=split,
+    )
 
 
 def test_fake_chase_image_without_mask(fake_chase):

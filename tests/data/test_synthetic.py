@@ -54,7 +54,9 @@ def test_rgb_and_rectangular():
     assert c.mask.shape == c.fov.shape == (96, 128)
     # vessels darkest (most contrast) in green, like a fundus photograph
     m, f = c.mask.astype(bool), c.fov & ~c.mask.astype(bool)
-    contrast = [(c.display[..., k][f].mean() - c.display[..., k][m].mean()) / c.display[..., k][f].mean() for k in range(3)]
+    contrast = [
+        (c.display[..., k][f].mean() - c.display[..., k][m].mean()) / c.display[..., k][f].mean() for k in range(3)
+    ]
     assert contrast[1] > contrast[0]
 
 

@@ -27,8 +27,13 @@ def cases() -> SyntheticVessels:
 
 def _case(image: np.ndarray, mask: np.ndarray, fov: np.ndarray | None = None, cid: str = "x") -> Case:
     fov = np.ones(mask.shape, bool) if fov is None else fov
-    return Case(id=cid, image=image.astype(np.float32), mask=mask.astype(np.uint8), fov=fov,
-                display=np.zeros(mask.shape, np.uint8))
+    return Case(
+        id=cid,
+        image=image.astype(np.float32),
+        mask=mask.astype(np.uint8),
+        fov=fov,
+        display=np.zeros(mask.shape, np.uint8),
+    )
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -89,7 +94,9 @@ def test_epochs_give_different_crops(cases):
     s = ds[(5, 4)]
     img = cases[4 % len(cases)].image[0]
     patch = s["image"][0].numpy()
-    hits = [(y, x) for y in range(96 - 31) for x in range(96 - 31) if np.array_equal(img[y:y + 32, x:x + 32], patch)]
+    hits = [
+        (y, x) for y in range(96 - 31) for x in range(96 - 31) if np.array_equal(img[y : y + 32, x : x + 32], patch)
+    ]
     assert len(hits) == 1
 
 
@@ -224,8 +231,13 @@ def test_color_jitter_identity_grey_and_hue_turn():
 
 def test_color_jitter_in_patches_only_for_rgb():
     cases = [
-        Case("a", np.random.default_rng(0).normal(size=(3, 24, 24)).astype(np.float32),
-             np.zeros((24, 24), np.uint8), np.ones((24, 24), bool), np.zeros((24, 24, 3), np.uint8))
+        Case(
+            "a",
+            np.random.default_rng(0).normal(size=(3, 24, 24)).astype(np.float32),
+            np.zeros((24, 24), np.uint8),
+            np.ones((24, 24), bool),
+            np.zeros((24, 24, 3), np.uint8),
+        )
     ]
     aug = AugmentConfig.none()
     aug.color_jitter_prob = 1.0

@@ -19,12 +19,12 @@ import torch
 
 from medseg.data import create_dataset
 from medseg.data.base import data_root
+from medseg.data.datasets.volumes import DicomDataset, MsdDataset, slice_stacks
 from medseg.data.io.dicom import read_dicom_series
 from medseg.data.io.nifti import read_label_nifti, read_nifti
 from medseg.data.io.volume import read_volume
 from medseg.data.io.writeback import write_nifti_like
 from medseg.data.transforms.intensity import normalize_intensity, parse_intensity
-from medseg.data.datasets.volumes import DicomDataset, MsdDataset, slice_stacks
 from medseg.errors import ConfigError, DataError
 from medseg.inference.volume import predict_volume
 
@@ -40,7 +40,8 @@ def _hippo_root() -> Path | None:
 
 HIPPO = _hippo_root()
 needs_hippo = pytest.mark.skipif(
-    HIPPO is None, reason="Hippocampus_MSD_Task04 not in $MEDSEG_DATA or ../shared/data (MSD Task04, medicaldecathlon.com)"
+    HIPPO is None,
+    reason="Hippocampus_MSD_Task04 not in $MEDSEG_DATA or ../shared/data (MSD Task04, medicaldecathlon.com)",
 )
 
 
@@ -154,8 +155,14 @@ def _write_msd(root: Path, layout: str = "json", n: int = 5, shape=(9, 7, 6), mo
         _save(root / lab_dir / name, lab, dtype=np.float32 if i == 3 else np.uint8)
         entries.append({"image": f"./{img_dir}/{name}", "label": f"./{lab_dir}/{name}"})
     if layout == "json":
-        meta = {"name": "Fake", "modality": {"0": modality}, "labels": {"0": "background", "1": "a", "2": "b"},
-                "numTraining": n, "training": entries, "test": []}
+        meta = {
+            "name": "Fake",
+            "modality": {"0": modality},
+            "labels": {"0": "background", "1": "a", "2": "b"},
+            "numTraining": n,
+            "training": entries,
+            "test": [],
+        }
         (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -247,7 +254,8 @@ def test_intensity_methods():
     ct = np.array([-1000, -160, 40, 240, 3000], np.float32).reshape(1, 1, 5)
     assert normalize_intensity(ct, "auto", "CT").ravel().tolist() == pytest.approx([0, 0, 0.5, 1, 1])
     assert normalize_intensity(ct, {"hu_window": {"level": 0, "width": 2000}}).ravel().tolist() == pytest.approx(
-        [0, 0.42, 0.52, 0.62, 1])
+        [0, 0.42, 0.52, 0.62, 1]
+    )
     z = normalize_intensity(v, "zscore")
     assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
     v0 = v.copy()
@@ -311,8 +319,15 @@ def test_msd_options(tmp_path):
     assert ax0[0].id.endswith(":x000") and ax0[0].image.shape == (5, 7, 6)
     val = create_dataset("msd", root=root, split="val", test_fraction=0.2, val_fraction=0.2)
     assert len({c.patient for c in val}) == 1
-    for bad in ({"slice_axis": 3}, {"context": -1}, {"classes": "multi"}, {"test_fraction": 1.0},
-                {"num_classes": 1}, {"intensity": "histeq"}, {"slicing": 2}):
+    for bad in (
+        {"slice_axis": 3},
+        {"context": -1},
+        {"classes": "multi"},
+        {"test_fraction": 1.0},
+        {"num_classes": 1},
+        {"intensity": "histeq"},
+        {"slicing": 2},
+    ):
         with pytest.raises(ConfigError):
             create_dataset("msd", root=root, split="train", **bad)
     with pytest.raises(ConfigError, match="no split 'val'"):
@@ -356,8 +371,9 @@ def test_msd_bad_inputs(tmp_path):
 
     root = _write_msd(tmp_path / "B", "plain")
     _save(root / "labels" / "case_001.nii.gz", np.zeros((9, 7, 6), np.uint8), affine=_affine(origin=(0, 0, 0)))
-    _both_splits_error(root, "labels/case_001.nii.gz has affine", "images/case_001.nii.gz has affine",
-                       "not on the same voxel grid")
+    _both_splits_error(
+        root, "labels/case_001.nii.gz has affine", "images/case_001.nii.gz has affine", "not on the same voxel grid"
+    )
 
     root = _write_msd(tmp_path / "C", "plain")
     p = root / "images" / "case_005.nii.gz"
@@ -393,8 +409,20 @@ def test_msd_bad_inputs(tmp_path):
 # --------------------------------------------------------------------------- synthetic DICOM
 
 
-def _write_slice(path: Path, pixels: np.ndarray, ipp, iop, pixel_spacing, series_uid: str, instance: int,
-                 slope=2.0, intercept=-1024.0, modality="CT", patient_id="P001", thickness=2.5) -> None:
+def _write_slice(
+    path: Path,
+    pixels: np.ndarray,
+    ipp,
+    iop,
+    pixel_spacing,
+    series_uid: str,
+    instance: int,
+    slope=2.0,
+    intercept=-1024.0,
+    modality="CT",
+    patient_id="P001",
+    thickness=2.5,
+) -> None:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -424,8 +452,20 @@ def _write_slice(path: Path, pixels: np.ndarray, ipp, iop, pixel_spacing, series
     ds.save_as(str(path), enforce_file_format=True)
 
 
-def make_series(folder: Path, n=6, rows=8, cols=7, iop=(1, 0, 0, 0, 1, 0), pixel_spacing=(0.8, 0.6), step=2.5,
-                origin=(-10.0, 20.0, 30.0), series_uid="1.2.3.4.1", skip=(), seed=0, **kw) -> dict:
+def make_series(
+    folder: Path,
+    n=6,
+    rows=8,
+    cols=7,
+    iop=(1, 0, 0, 0, 1, 0),
+    pixel_spacing=(0.8, 0.6),
+    step=2.5,
+    origin=(-10.0, 20.0, 30.0),
+    series_uid="1.2.3.4.1",
+    skip=(),
+    seed=0,
+    **kw,
+) -> dict:
     """Write a CT series with shuffled, position-free file names; return the expected geometry."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -529,8 +569,14 @@ def test_dicom_bad_series(tmp_path):
 def _dicom_root(tmp_path: Path) -> Path:
     root = tmp_path / "DICOM"
     for s in range(4):
-        exp = make_series(root / f"series{s}", n=5, series_uid=f"1.2.3.{s}", patient_id=f"P{s // 2}",
-                          seed=s, origin=(0.0, 0.0, 10.0 * s))
+        exp = make_series(
+            root / f"series{s}",
+            n=5,
+            series_uid=f"1.2.3.{s}",
+            patient_id=f"P{s // 2}",
+            seed=s,
+            origin=(0.0, 0.0, 10.0 * s),
+        )
         lab = (exp["hu"] > 900).astype(np.uint8)
         aff = read_dicom_series(root / f"series{s}")[1]
         if s == 1:  # same grid, J axis flipped (as another converter may write it)
@@ -569,7 +615,9 @@ def test_dicom_dataset_bad_label(tmp_path):
             create_dataset("dicom", root=root, split=split, test_fraction=0.5)
         except DataError as exc:
             errors.append(str(exc))
-    assert any("series2.nii.gz (shape (7, 8, 5)" in e and "is not on the voxel grid of DICOM series" in e for e in errors)
+    assert any(
+        "series2.nii.gz (shape (7, 8, 5)" in e and "is not on the voxel grid of DICOM series" in e for e in errors
+    )
     (root / "labels" / "series2.nii.gz").unlink()
     _save(root / "labels" / "ghost.nii.gz", np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(DataError, match=r"ghost\.nii\.gz: label has no series folder"):
@@ -585,6 +633,7 @@ def _threshold_fn(calls: list):
         mid = x[:, x.shape[1] // 2]
         fg = (mid > 0.5).float()
         return torch.stack([1 - fg, fg], dim=1)  # (N, 2, H, W) probabilities
+
     return fn
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pickle
 import pickletools
-from collections import OrderedDict
 import shutil
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,15 @@ from medseg.models.weights import CHECKPOINT_SAFE_GLOBALS, read_state_dict, safe
 
 # The built-in default, shrunk: 16 samples / batch 8 = 2 steps per epoch, a validation round
 # every epoch (so ModelCheckpoint's scores are in the checkpoint), 4 steps in all.
-QUICK = ["--set", "train.progress_bar=false", "--set", "data.samples_per_epoch=16",
-         "--set", "train.val_every_n_epochs=1", "--no-eval"]
+QUICK = [
+    "--set",
+    "train.progress_bar=false",
+    "--set",
+    "data.samples_per_epoch=16",
+    "--set",
+    "train.val_every_n_epochs=1",
+    "--no-eval",
+]
 
 
 class RunsCode:
@@ -44,11 +51,15 @@ class RunsCode:
 
 def hostile_checkpoint(path: Path, marker: Path, **save_kw) -> Path:
     """A file shaped like a medseg checkpoint, with a code-running object inside."""
-    torch.save({
-        "state_dict": {"model.head.weight": torch.zeros(2, 4, 1, 1)},
-        "hyper_parameters": {"config": {"model": {"name": "unet"}}, "in_channels": 1, "num_classes": 2},
-        "evil": RunsCode(marker),
-    }, path, **save_kw)
+    torch.save(
+        {
+            "state_dict": {"model.head.weight": torch.zeros(2, 4, 1, 1)},
+            "hyper_parameters": {"config": {"model": {"name": "unet"}}, "in_channels": 1, "num_classes": 2},
+            "evil": RunsCode(marker),
+        },
+        path,
+        **save_kw,
+    )
     return path
 
 
@@ -89,8 +100,11 @@ def test_read_checkpoint_refuses_code(tmp_path, marker, form):
         hostile_checkpoint(path, marker, _use_new_zipfile_serialization=False)
     else:  # a plain pickle, as pickle.dump writes it
         with path.open("wb") as fh:
-            pickle.dump({"state_dict": {}, "hyper_parameters": {"config": {}}, "evil": RunsCode(marker)}, fh,
-                        protocol=int(form[-1]))
+            pickle.dump(
+                {"state_dict": {}, "hyper_parameters": {"config": {}}, "evil": RunsCode(marker)},
+                fh,
+                protocol=int(form[-1]),
+            )
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
     msg = str(info.value)
@@ -166,14 +180,25 @@ def test_cli_predict_refuses_hostile_checkpoint(tmp_path, marker, capsys):
 
 def test_cli_train_refuses_hostile_encoder_weights(tmp_path, marker, capsys):
     path = hostile_state_dict(tmp_path / "resnet34.pth", marker)
-    argv = ["train", "--out", str(tmp_path / "run"), "--max-steps", "1", *QUICK,
-            "--set", "model.name=cpfnet", "--set", f"model.args={{encoder_weights: '{path}'}}"]
+    argv = [
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        *QUICK,
+        "--set",
+        "model.name=cpfnet",
+        "--set",
+        f"model.args={{encoder_weights: '{path}'}}",
+    ]
     assert main(argv) == 2
     one_line_error(capsys, path)
     assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
 
 
 # -- real checkpoints ---------------------------------------------------------------------------
+
 
 def pickle_globals(path: Path) -> set[str]:
     """The globals the pickle of a torch.save zip archive names (parsed, not executed)."""
@@ -196,14 +221,24 @@ def test_real_checkpoints_hold_only_plain_data(quick_run):
         path = quick_run / "checkpoints" / f"{name}.ckpt"
         # only tensor storages and OrderedDict: the numpy RNG state is stored as a tensor
         assert pickle_globals(path) <= {
-            "torch._utils _rebuild_tensor_v2", "collections OrderedDict",
-            "torch FloatStorage", "torch LongStorage", "torch ByteStorage",
+            "torch._utils _rebuild_tensor_v2",
+            "collections OrderedDict",
+            "torch FloatStorage",
+            "torch LongStorage",
+            "torch ByteStorage",
         }, pickle_globals(path)
         ckpt = read_checkpoint(path)
         check_plain(ckpt)
         assert torch.load(path, map_location="cpu", weights_only=True).keys() == ckpt.keys()
-        assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks", "loops", "hyper_parameters",
-                "medseg_rng"} <= ckpt.keys()
+        assert {
+            "state_dict",
+            "optimizer_states",
+            "lr_schedulers",
+            "callbacks",
+            "loops",
+            "hyper_parameters",
+            "medseg_rng",
+        } <= ckpt.keys()
         cb = next(v for k, v in ckpt["callbacks"].items() if "'val/dice'" in k)
         assert isinstance(cb["best_model_score"], torch.Tensor)  # a validation round ran
         model, cfg = load_model_from_checkpoint(path)
@@ -249,7 +284,9 @@ def test_checkpoints_that_could_not_be_read_back_are_never_written(tmp_path):
         io.save_checkpoint({"state_dict": {}, "medseg_rng": {"numpy": ["MT19937", np.zeros(3, np.uint32)]}}, path)
     assert not path.exists()
     plain = {
-        "t": torch.ones(2), "p": torch.nn.Parameter(torch.ones(1)), "od": OrderedDict(a=1),
+        "t": torch.ones(2),
+        "p": torch.nn.Parameter(torch.ones(1)),
+        "od": OrderedDict(a=1),
         "misc": [1, 2.5, "s", b"b", None, True, (1, 2), {3}, 1j, torch.Size([2]), torch.device("cpu"), torch.float16],
     }
     io.save_checkpoint(plain, path)  # everything check_plain lets through loads with weights_only=True

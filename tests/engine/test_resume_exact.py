@@ -86,8 +86,14 @@ def test_sigkill_mid_checkpoint_write_and_at_a_seeded_time_then_resume_equals_un
     cmd = [sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "56", *TINY]
     reference = tmp_path / "ref"
     t0 = time.perf_counter()
-    subprocess.run([*cmd[:5], str(reference), *cmd[6:]], env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        [*cmd[:5], str(reference), *cmd[6:]],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
     duration = time.perf_counter() - t0
     ckpts = run / "checkpoints"
 
@@ -102,8 +108,9 @@ def test_sigkill_mid_checkpoint_write_and_at_a_seeded_time_then_resume_equals_un
     for path in ckpts.glob("[!.]*.ckpt"):
         torch.load(path, map_location="cpu", weights_only=True)
 
-    subprocess.run(cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=300)
+    subprocess.run(
+        cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300
+    )
     _assert_same_run(reference, run)
     assert not list(ckpts.glob(".*")), "the killed writer's temporary is removed on resume"
 
@@ -113,8 +120,9 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(uninterrup
     run.mkdir()
     (run / "config.yaml").write_text((uninterrupted / "config.yaml").read_text())
     (run / "checkpoints").mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (run / "checkpoints" / f".last.{dead}.abcd1234.ckpt").write_bytes(b"half a checkpoint of a killed run")
     _train(run, 56, resume=True)
     out = capsys.readouterr().out
@@ -144,8 +152,16 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run.mkdir()
-        (run / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": __import__("socket").gethostname(),
-                                                  "started": "now", "command": "medseg train"}))
+        (run / LOCK_NAME).write_text(
+            json.dumps(
+                {
+                    "pid": sleeper.pid,
+                    "host": __import__("socket").gethostname(),
+                    "started": "now",
+                    "command": "medseg train",
+                }
+            )
+        )
         assert main(["train", "--out", str(run), "--max-steps", "2", *TINY]) == 2
         err = capsys.readouterr().err
         assert f"is in use by process {sleeper.pid}" in err and "Traceback" not in err
@@ -169,11 +185,16 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_stale_locks_are
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     run = tmp_path / "c"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "400", *TINY],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a suite started in the background (`cmd &`) ignores SIGINT, and a child
-                            # inherits that: give the run the disposition a terminal's Ctrl-C meets
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medseg.cli", "train", "--out", str(run), "--max-steps", "400", *TINY],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started in the background (`cmd &`) ignores SIGINT, and a child
+        # inherits that: give the run the disposition a terminal's Ctrl-C meets
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").is_file() and proc.poll() is None:
         time.sleep(0.05)
@@ -209,8 +230,16 @@ class _PoisonBatch:
 def _tiny_cfg(*extra: str):
     from medseg.config import load_config
 
-    return load_config(None, ["train.progress_bar=false", "model.args={base_channels: 4, depth: 2}", "train.max_steps=40",
-                              "eval.after_train=false", *extra])
+    return load_config(
+        None,
+        [
+            "train.progress_bar=false",
+            "model.args={base_channels: 4, depth: 2}",
+            "train.max_steps=40",
+            "eval.after_train=false",
+            *extra,
+        ],
+    )
 
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -218,7 +247,9 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
     from medseg.errors import TrainingError
 
     run = tmp_path / "nan"
-    with pytest.raises(TrainingError, match=r"loss is nan at step 20 \(epoch 1, batch 4\).*last good checkpoint is .*last\.ckpt"):
+    with pytest.raises(
+        TrainingError, match=r"loss is nan at step 20 \(epoch 1, batch 4\).*last good checkpoint is .*last\.ckpt"
+    ):
         fit(_tiny_cfg(), run, callbacks=[_PoisonBatch(20)])
     kept = _state(run)
     assert kept["global_step"] == 16  # the epoch-end checkpoint before the bad batch, untouched

@@ -57,8 +57,10 @@ LAYOUT = [
     (lambda r: r.evaluation("test").panel("01_test"), "eval/test/figures/01_test_panel.png"),
     (lambda r: r.evaluation("test").curves, "eval/test/figures/curves.png"),
     (lambda r: r.evaluation("test").kernel_positions("01_test"), "eval/test/figures/01_test_dsconv_kernels.png"),
-    (lambda r: r.evaluation("test").kernel_positions("01_test", zoom=True),
-     "eval/test/figures/01_test_dsconv_kernels_zoom.png"),
+    (
+        lambda r: r.evaluation("test").kernel_positions("01_test", zoom=True),
+        "eval/test/figures/01_test_dsconv_kernels_zoom.png",
+    ),
     (lambda r: r.report(), "report.html"),
     (lambda r: r.report("test-tta"), "report-test-tta.html"),
     (lambda r: r.reproduce_record, "reproduce.json"),
@@ -106,8 +108,18 @@ def _tensorboard_events(rd: RunDir) -> set[Path]:
 
 def _training_files(rd: RunDir) -> set[Path]:
     """What one (unstaged) fit writes, by RunDir's names (synthetic data: no data_check.json)."""
-    return {rd.config, rd.splits, rd.summary, rd.best, rd.last, rd.metrics_csv, rd.csv_hparams,
-            rd.tensorboard_hparams, rd.curves, *_tensorboard_events(rd)}
+    return {
+        rd.config,
+        rd.splits,
+        rd.summary,
+        rd.best,
+        rd.last,
+        rd.metrics_csv,
+        rd.csv_hparams,
+        rd.tensorboard_hparams,
+        rd.curves,
+        *_tensorboard_events(rd),
+    }
 
 
 def test_a_short_training_and_evaluation_write_exactly_the_files_rundir_names(tmp_path):
@@ -119,8 +131,13 @@ def test_a_short_training_and_evaluation_write_exactly_the_files_rundir_names(tm
     ev = rd.evaluation("test")
     ids = [row["id"] for row in csv.DictReader(ev.per_case("per_image.csv").open())]
     assert ids
-    expected = _training_files(rd) | {ev.metrics, ev.per_case("per_image.csv"), ev.curves, rd.report(),
-                                      *(ev.panel(i) for i in ids)}
+    expected = _training_files(rd) | {
+        ev.metrics,
+        ev.per_case("per_image.csv"),
+        ev.curves,
+        rd.report(),
+        *(ev.panel(i) for i in ids),
+    }
     assert _files(rd.root) == expected  # nothing unnamed, nothing named missing; no lock or temporaries left
 
 
@@ -152,7 +169,9 @@ def test_the_checks_probe_the_network_that_trains_and_a_seed_keeps_its_weights(t
     cfg = load_config(None, [*TINY, "train.max_epochs=1"])
     probed = []
     real_probe = engine_train.output_channels
-    monkeypatch.setattr(engine_train, "output_channels", lambda model, *a: probed.append(model) or real_probe(model, *a))
+    monkeypatch.setattr(
+        engine_train, "output_channels", lambda model, *a: probed.append(model) or real_probe(model, *a)
+    )
 
     class FirstWeights(Callback):
         def on_fit_start(self, trainer, pl_module):

@@ -1,12 +1,10 @@
 """Learning-rate schedules against hand-computed multipliers."""
 
-
 import pytest
 import torch
 
-from medseg.config import ScheduleConfig
+from medseg.config import OptimConfig, ScheduleConfig
 from medseg.engine.schedules import build_optimizer, build_scheduler, cosine_factor, poly_factor, warmup_factor
-from medseg.config import OptimConfig
 
 
 def test_warmup_then_cosine():

@@ -17,11 +17,11 @@ from lightning.pytorch.callbacks import Callback
 from medseg.config import build_config, load_config
 from medseg.engine.module import SegmentationModule
 from medseg.engine.train import stage_config
-from medseg.workflows.train import train
 from medseg.errors import ConfigError
 from medseg.losses.more import CEDiceLoss, MultiOutputLoss, boundary_target, structure_loss
 from medseg.metrics.multiclass import class_counts, evaluate_multiclass
 from medseg.models import MODELS
+from medseg.workflows.train import train
 
 
 # -- losses -------------------------------------------------------------------------------------
@@ -76,10 +76,16 @@ def _loss_cfg(**kw):
 
 
 def test_multi_output_loss_weights_targets_and_errors():
-    cfg = _loss_cfg(name="mse", outputs={"out": 1.0, "pixel": 2.0, "centerline": 0.5}, targets={"centerline": "centerline"})
+    cfg = _loss_cfg(
+        name="mse", outputs={"out": 1.0, "pixel": 2.0, "centerline": 0.5}, targets={"centerline": "centerline"}
+    )
     loss = MultiOutputLoss(cfg, output_activation="none")
     mask, cl = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
-    outs = {"out": torch.full((1, 1, 4, 4), 0.5), "pixel": torch.zeros(1, 1, 4, 4), "centerline": torch.full((1, 1, 4, 4), 0.2)}
+    outs = {
+        "out": torch.full((1, 1, 4, 4), 0.5),
+        "pixel": torch.zeros(1, 1, 4, 4),
+        "centerline": torch.full((1, 1, 4, 4), 0.2),
+    }
     total, parts = loss(outs, {"mask": mask, "centerline": cl, "fov": torch.ones_like(mask)})
     assert parts["out"].item() == pytest.approx(0.25) and parts["pixel"].item() == pytest.approx(1.0)
     assert parts["centerline"].item() == pytest.approx(0.04)
@@ -119,15 +125,30 @@ def test_class_counts_and_per_volume_pooling():
 
 # -- configs ---------------------------------------------------------------------------------------
 def test_stage_config_overrides_and_replaces_loss():
-    cfg = build_config({
-        "loss": {"name": "bce_dice", "outputs": {"out": 1.0, "aux": 1.0}},
-        "train": {"stages": [
-            {"name": "coarse", "max_epochs": 3, "lr": 0.1, "trainable": ["coarse"], "augment": {"flip_prob": 0.5}},
-            {"name": "fine", "loss": {"name": "mse"}},
-        ]},
-    })
+    cfg = build_config(
+        {
+            "loss": {"name": "bce_dice", "outputs": {"out": 1.0, "aux": 1.0}},
+            "train": {
+                "stages": [
+                    {
+                        "name": "coarse",
+                        "max_epochs": 3,
+                        "lr": 0.1,
+                        "trainable": ["coarse"],
+                        "augment": {"flip_prob": 0.5},
+                    },
+                    {"name": "fine", "loss": {"name": "mse"}},
+                ]
+            },
+        }
+    )
     s0, s1 = stage_config(cfg, 0), stage_config(cfg, 1)
-    assert (s0.train.max_epochs, s0.optim.lr, s0.train.trainable, s0.data.augment) == (3, 0.1, ["coarse"], {"flip_prob": 0.5})
+    assert (s0.train.max_epochs, s0.optim.lr, s0.train.trainable, s0.data.augment) == (
+        3,
+        0.1,
+        ["coarse"],
+        {"flip_prob": 0.5},
+    )
     assert s0.loss.outputs == {"out": 1.0, "aux": 1.0} and s0.train.stages == []
     assert s1.loss.name == "mse" and s1.loss.outputs == {"out": 1.0}  # replaced, not merged
     with pytest.raises(ConfigError, match="did you mean 'max_epochs'"):
@@ -179,8 +200,15 @@ TINY = [
 
 
 def test_multiclass_training_and_evaluation(tmp_path, capsys):
-    cfg = load_config(None, TINY + ["data.args={n_images: 6, size: 48, classes: 3}", "model.args={base_channels: 4, depth: 2}",
-                                    "loss.name=ce_dice"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "data.args={n_images: 6, size: 48, classes: 3}",
+            "model.args={base_channels: 4, depth: 2}",
+            "loss.name=ce_dice",
+        ],
+    )
     summary = train(cfg, tmp_path / "run")
     m = json.loads((tmp_path / "run" / "eval" / "test" / "metrics.json").read_text())
     assert m["classes"] == ["0", "1", "2"] and m["n_images"] == 6
@@ -192,8 +220,11 @@ def test_multiclass_training_and_evaluation(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "per-volume mean: 1 " in printed and f"mean {m['per_volume']['mean']['dice']:.4f}" in printed
     # The data's 3 classes set the U-Net's out_channels; a 1-channel network is refused.
-    bad = load_config(None, TINY + ["data.args={n_images: 6, size: 48, classes: 3}",
-                                    "model.args={base_channels: 4, depth: 2, out_channels: 1}"])
+    bad = load_config(
+        None,
+        TINY
+        + ["data.args={n_images: 6, size: 48, classes: 3}", "model.args={base_channels: 4, depth: 2, out_channels: 1}"],
+    )
     with pytest.raises(ConfigError, match="outputs 1 channel"):
         train(bad, tmp_path / "bad")
 
@@ -203,18 +234,32 @@ class RecordEncoder(Callback):
         self.snapshots = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.snapshots.append((pl_module.model.encoder[0].weight.detach().clone(), pl_module.model.fine.weight.detach().clone()))
+        self.snapshots.append(
+            (pl_module.model.encoder[0].weight.detach().clone(), pl_module.model.fine.weight.detach().clone())
+        )
 
 
 def test_named_outputs_multiscale_and_encoder_freezing(tmp_path, two_part):
     rec = RecordEncoder()
-    cfg = load_config(None, TINY + [
-        f"model.name={two_part}", "model.args={}", "data.args={n_images: 6, size: 48, centerline: true}",
-        "loss.name=bce_dice", "loss.outputs={out: 1.0, coarse: 0.5}", "loss.targets={coarse: centerline}",
-        "train.multiscale=[0.75, 1.0, 1.25]", "train.multiscale_divisor=8", "train.freeze_encoder_steps=2",
-        "train.gradient_clip_val=0.5", "train.gradient_clip_algorithm=value", "train.gradient_checkpointing=true",
-        "optim.name=adam",
-    ])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            f"model.name={two_part}",
+            "model.args={}",
+            "data.args={n_images: 6, size: 48, centerline: true}",
+            "loss.name=bce_dice",
+            "loss.outputs={out: 1.0, coarse: 0.5}",
+            "loss.targets={coarse: centerline}",
+            "train.multiscale=[0.75, 1.0, 1.25]",
+            "train.multiscale_divisor=8",
+            "train.freeze_encoder_steps=2",
+            "train.gradient_clip_val=0.5",
+            "train.gradient_clip_algorithm=value",
+            "train.gradient_checkpointing=true",
+            "optim.name=adam",
+        ],
+    )
     summary = train(cfg, tmp_path / "run", callbacks=[rec], evaluate_after=False)
     assert summary["steps"] == 4
     enc = [s[0] for s in rec.snapshots]
@@ -229,7 +274,11 @@ def test_named_outputs_multiscale_and_encoder_freezing(tmp_path, two_part):
 def test_multiscale_rescales_batches():
     cfg = load_config(None, TINY + ["train.multiscale=[0.75, 1.25]", "train.multiscale_divisor=32"])
     module = SegmentationModule(cfg.to_dict(), in_channels=1)
-    batch = {"image": torch.rand(2, 1, 352, 352), "mask": (torch.rand(2, 1, 352, 352) > 0.5).float(), "fov": torch.ones(2, 1, 352, 352)}
+    batch = {
+        "image": torch.rand(2, 1, 352, 352),
+        "mask": (torch.rand(2, 1, 352, 352) > 0.5).float(),
+        "fov": torch.ones(2, 1, 352, 352),
+    }
     assert module._rescaled(batch, 0.75)["image"].shape[-2:] == (256, 256)  # PraNet: 264 -> 256
     big = module._rescaled(batch, 1.25)
     assert big["image"].shape[-2:] == (448, 448) and big["mask"].shape[-2:] == (448, 448)
@@ -237,12 +286,17 @@ def test_multiscale_rescales_batches():
 
 
 def test_staged_training_freezes_the_other_part(tmp_path, two_part):
-    cfg = load_config(None, TINY + [
-        f"model.name={two_part}", "model.args={}",
-        "loss.outputs={out: 1.0, coarse: 1.0}",
-        "train.stages=[{name: coarse, trainable: [encoder, coarse], loss: {name: bce_dice, outputs: {coarse: 1.0}}},"
-        " {name: fine, trainable: [fine], lr: 0.01, max_epochs: 1}]",
-    ])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            f"model.name={two_part}",
+            "model.args={}",
+            "loss.outputs={out: 1.0, coarse: 1.0}",
+            "train.stages=[{name: coarse, trainable: [encoder, coarse], loss: {name: bce_dice, outputs: {coarse: 1.0}}},"
+            " {name: fine, trainable: [fine], lr: 0.01, max_epochs: 1}]",
+        ],
+    )
     summary = train(cfg, tmp_path / "run", evaluate_after=False)
     run = tmp_path / "run"
     assert [s["stage_name"] for s in summary["stages"]] == ["coarse", "fine"]
@@ -259,7 +313,9 @@ def test_staged_training_freezes_the_other_part(tmp_path, two_part):
             assert not torch.equal(best1[key], s2[key]), key
         else:
             assert torch.equal(best1[key], s2[key]), key
-    assert summary["stages"][1]["trainable_parameters"] == sum(v.numel() for k, v in s2.items() if k.startswith("model.fine"))
+    assert summary["stages"][1]["trainable_parameters"] == sum(
+        v.numel() for k, v in s2.items() if k.startswith("model.fine")
+    )
     assert set(final) == set(s1)
     with pytest.raises(ConfigError, match="match no parameter"):
         bad = load_config(None, TINY + [f"model.name={two_part}", "model.args={}", "train.trainable=[decoder]"])

@@ -29,8 +29,10 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(checkpoint, a folder of three 48x48 grey PNG images)."""
     root = tmp_path_factory.mktemp("deploy")
     (root / "r.yaml").write_text(RECIPE)
-    assert main(["train", "--config", str(root / "r.yaml"), "--out", str(root / "run"), "--no-eval",
-                 "--threads", "1"]) == 0
+    assert (
+        main(["train", "--config", str(root / "r.yaml"), "--out", str(root / "run"), "--no-eval", "--threads", "1"])
+        == 0
+    )
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -73,8 +75,12 @@ def test_torchscript_export_reloads_with_its_metadata(trained, tmp_path):
     assert report["rel_error"] <= 1e-5 and report["bytes"] > 0
     net, cfg = load_exported(tmp_path / "unet.pt")
     assert net.in_channels == 1 and cfg.data.dataset == "synthetic_vessels"
-    assert main(["predict", "-m", str(tmp_path / "unet.pt"), "-i", str(images), "-o", str(tmp_path / "p"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["predict", "-m", str(tmp_path / "unet.pt"), "-i", str(images), "-o", str(tmp_path / "p"), "--no-progress"]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "p").glob("*_prob.png"))) == 3
 
 
@@ -122,8 +128,12 @@ def test_bad_requests_are_refused(trained, tmp_path):
 
     from medseg.models import create_model
 
-    torch.onnx.export(create_model("unet", in_channels=1, out_channels=1, base_channels=4, depth=2).eval(),
-                      (torch.zeros(1, 1, 32, 32),), str(plain), dynamo=False)
+    torch.onnx.export(
+        create_model("unet", in_channels=1, out_channels=1, base_channels=4, depth=2).eval(),
+        (torch.zeros(1, 1, 32, 32),),
+        str(plain),
+        dynamo=False,
+    )
     with pytest.raises(ExportError, match="carries no medseg metadata"):
         load_exported(plain)
 

@@ -236,8 +236,9 @@ torch.manual_seed(1)
 ts.export_torchscript(create_model("unet", in_channels=1, out_channels=2, base_channels=4, depth=2),
                       {str(path)!r}, example=torch.randn(1, 1, 32, 32))
 """
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

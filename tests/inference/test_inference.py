@@ -95,7 +95,9 @@ def test_ensemble_averages_members_probabilities():
 
 def test_predict_many_batches_images_of_one_size_and_keeps_order():
     model = Pointwise()
-    images = [np.random.default_rng(i).normal(size=(2, h, 16)).astype(np.float32) for i, h in enumerate((8, 8, 8, 16, 8))]
+    images = [
+        np.random.default_rng(i).normal(size=(2, h, 16)).astype(np.float32) for i, h in enumerate((8, 8, 8, 16, 8))
+    ]
     pred = Predictor(model, method="whole", batch_size=2)
     out = list(pred.predict_many(images))
     assert [o.shape for o in out] == [(1, img.shape[1], 16) for img in images]
@@ -104,7 +106,9 @@ def test_predict_many_batches_images_of_one_size_and_keeps_order():
 
 
 def test_auto_method_keeps_windows_for_extent_dependent_normalisation():
-    assert inference_method(create_model("dscnet", in_channels=1, out_channels=1, n_basic_layer=4)) == "sliding"  # GroupNorm
+    assert (
+        inference_method(create_model("dscnet", in_channels=1, out_channels=1, n_basic_layer=4)) == "sliding"
+    )  # GroupNorm
     assert inference_method(create_model("unet", base_channels=4, depth=2)) == "whole"  # BatchNorm
     assert inference_method(Pointwise(), "sliding") == "sliding"
     with pytest.raises(ConfigError, match="inference method"):

@@ -12,8 +12,8 @@ from medseg.losses import (
     ContinuityLoss,
     build_loss,
     masked_bce,
-    soft_dice_loss,
     sobel_gradients,
+    soft_dice_loss,
 )
 
 

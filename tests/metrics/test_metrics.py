@@ -42,7 +42,10 @@ def test_confusion_counts_by_hand():
     assert confusion_counts(PRED, TARGET) == {"tp": 2, "fp": 2, "fn": 1, "tn": 7}
     # 0/1 integer input is accepted
     assert confusion_counts(PRED.astype(np.uint8), TARGET.astype(np.float32)) == {
-        "tp": 2, "fp": 2, "fn": 1, "tn": 7,
+        "tp": 2,
+        "fp": 2,
+        "fn": 1,
+        "tn": 7,
     }
 
 
@@ -73,8 +76,13 @@ def test_empty_both():
     cm = confusion_counts(z, z)
     assert cm == {"tp": 0, "fp": 0, "fn": 0, "tn": 12}
     assert pixel_metrics(**cm) == {
-        "dice": 1.0, "iou": 1.0, "sensitivity": 1.0, "specificity": 1.0,
-        "accuracy": 1.0, "precision": 1.0, "mcc": 1.0,
+        "dice": 1.0,
+        "iou": 1.0,
+        "sensitivity": 1.0,
+        "specificity": 1.0,
+        "accuracy": 1.0,
+        "precision": 1.0,
+        "mcc": 1.0,
     }
     # empty region: everything vacuously perfect
     assert set(pixel_metrics(0, 0, 0, 0).values()) == {1.0}
@@ -172,17 +180,11 @@ def test_auc_against_torchmetrics(levels):
     target = rng.random(prob.shape) < 0.15 + 0.5 * prob
     p_t, t_t = torch.from_numpy(prob.astype(np.float64)), torch.from_numpy(target).long()
     assert auc_roc(prob, target) == pytest.approx(binary_auroc(p_t, t_t).item(), abs=1e-6)
-    assert auc_pr(prob, target) == pytest.approx(
-        binary_average_precision(p_t, t_t).item(), abs=1e-6
-    )
+    assert auc_pr(prob, target) == pytest.approx(binary_average_precision(p_t, t_t).item(), abs=1e-6)
     region = rng.random(prob.shape) < 0.6
     r = torch.from_numpy(region)
-    assert auc_roc(prob, target, region) == pytest.approx(
-        binary_auroc(p_t[r], t_t[r]).item(), abs=1e-6
-    )
-    assert auc_pr(prob, target, region) == pytest.approx(
-        binary_average_precision(p_t[r], t_t[r]).item(), abs=1e-6
-    )
+    assert auc_roc(prob, target, region) == pytest.approx(binary_auroc(p_t[r], t_t[r]).item(), abs=1e-6)
+    assert auc_pr(prob, target, region) == pytest.approx(binary_average_precision(p_t[r], t_t[r]).item(), abs=1e-6)
 
 
 def test_auc_single_class_is_nan():
@@ -214,7 +216,10 @@ def test_cldice_lines():
     band = np.zeros(shape, bool)
     band[4:7, 2:18] = True
     assert cldice_counts(line, band) == {
-        "skel_pred": 16, "skel_pred_in_target": 16, "skel_target": 15, "skel_target_in_pred": 14,
+        "skel_pred": 16,
+        "skel_pred_in_target": 16,
+        "skel_target": 15,
+        "skel_target_in_pred": 14,
     }
     assert cldice(line, band) == approx(28 / 29)
     # a line shifted by two rows shares nothing
@@ -223,7 +228,10 @@ def test_cldice_lines():
     half = _hline(shape, 5, 2, 9)
     assert cldice(half, line) == approx(2 / 3)
     assert cldice_counts(half, line) == {
-        "skel_pred": 8, "skel_pred_in_target": 8, "skel_target": 16, "skel_target_in_pred": 8,
+        "skel_pred": 8,
+        "skel_pred_in_target": 8,
+        "skel_target": 16,
+        "skel_target_in_pred": 8,
     }
 
 
@@ -324,7 +332,10 @@ def test_evaluate_pooled_vs_per_image_mean_by_hand():
         assert mean["accuracy"] == approx(0.625) and pooled["accuracy"] == approx(5 / 8)
     assert [r["id"] for r in rows] == ["a", "b"]
     assert (rows[0]["fov_tp"], rows[0]["fov_fp"], rows[0]["fov_fn"], rows[0]["fov_tn"]) == (
-        1, 0, 1, 2,
+        1,
+        0,
+        1,
+        2,
     )
     assert rows[1]["whole_image_dice"] == approx(0.5)
     # fov=None: the FOV is the whole image, and the conventions say so
@@ -358,8 +369,19 @@ def test_evaluate_schema_and_json():
             block = summary[region][agg]
             assert list(block) == list(VESSEL_METRICS)
             assert set(block) == {
-                "dice", "iou", "sensitivity", "specificity", "accuracy", "precision", "mcc",
-                "auc_roc", "auc_pr", "cldice", "betti0_error", "betti1_error", "euler_error",
+                "dice",
+                "iou",
+                "sensitivity",
+                "specificity",
+                "accuracy",
+                "precision",
+                "mcc",
+                "auc_roc",
+                "auc_pr",
+                "cldice",
+                "betti0_error",
+                "betti1_error",
+                "euler_error",
             }
             assert all(type(v) in (int, float) for v in block.values())
     conv = summary["conventions"]
@@ -397,15 +419,9 @@ def test_evaluate_schema_and_json():
     # pooled clDice from summed skeleton counts
     c1 = cldice_counts(p1 >= 0.5, t1)
     c2 = cldice_counts(p2 >= 0.5, t2)
-    tprec = (c1["skel_pred_in_target"] + c2["skel_pred_in_target"]) / (
-        c1["skel_pred"] + c2["skel_pred"]
-    )
-    tsens = (c1["skel_target_in_pred"] + c2["skel_target_in_pred"]) / (
-        c1["skel_target"] + c2["skel_target"]
-    )
-    assert summary["whole_image"]["pooled"]["cldice"] == approx(
-        2 * tprec * tsens / (tprec + tsens)
-    )
+    tprec = (c1["skel_pred_in_target"] + c2["skel_pred_in_target"]) / (c1["skel_pred"] + c2["skel_pred"])
+    tsens = (c1["skel_target_in_pred"] + c2["skel_target_in_pred"]) / (c1["skel_target"] + c2["skel_target"])
+    assert summary["whole_image"]["pooled"]["cldice"] == approx(2 * tprec * tsens / (tprec + tsens))
 
 
 def test_evaluate_single_class_auc_is_none():

@@ -244,8 +244,11 @@ def test_prepare_polyp_resize_matches_torch_bilinear():
     rng = np.random.default_rng(0)
     for src, dst in (((4, 5), (8, 10)), ((7, 9), (22, 13)), ((12, 16), (5, 7))):
         prob = rng.random(src).astype(np.float32)
-        ref = F.interpolate(torch.from_numpy(prob)[None, None], size=dst, mode="bilinear",
-                            align_corners=False)[0, 0].numpy().astype(np.float64)
+        ref = (
+            F.interpolate(torch.from_numpy(prob)[None, None], size=dst, mode="bilinear", align_corners=False)[0, 0]
+            .numpy()
+            .astype(np.float64)
+        )
         lo, hi = ref.min(), ref.max()
         expected = np.floor((ref - lo) * (255.0 / (hi - lo)) + 0.5)
         out = prepare_polyp_prediction(prob, dst)
@@ -347,12 +350,21 @@ def test_polyp_agrees_with_pysodmetrics_dataset_objects():
     assert m["max_dice"] == approx(fm_res["dice"]["dynamic"].max())
     assert m["miou"] == approx(fm_res["iou"]["dynamic"].mean())
     # per-image columns average to the summary (mean over thresholds and images commute)
-    for key in ("mdice", "miou", "wfbeta", "s_alpha", "e_phi_mean", "e_phi_adaptive", "mae",
-                "dice_at_05", "iou_at_05"):
+    for key in ("mdice", "miou", "wfbeta", "s_alpha", "e_phi_mean", "e_phi_adaptive", "mae", "dice_at_05", "iou_at_05"):
         assert np.mean([r[key] for r in rows]) == approx(m[key], rel=1e-12)
     assert list(summary["mean"]) == list(POLYP_METRICS)
-    assert list(rows[0]) == ["id", "mdice", "miou", "wfbeta", "s_alpha", "e_phi_mean",
-                             "e_phi_adaptive", "mae", "dice_at_05", "iou_at_05"]
+    assert list(rows[0]) == [
+        "id",
+        "mdice",
+        "miou",
+        "wfbeta",
+        "s_alpha",
+        "e_phi_mean",
+        "e_phi_adaptive",
+        "mae",
+        "dice_at_05",
+        "iou_at_05",
+    ]
     # mean Dice over thresholds differs from Dice at 0.5
     assert m["mdice"] != approx(m["dice_at_05"], rel=1e-3)
     json.dumps(summary, allow_nan=False)
@@ -435,9 +447,7 @@ def test_volume_boxes_hd95_by_hand_and_spacing_order():
     assert rt["hd95"] == approx(1.0, rel=1e-6)
     assert rt["nsd"] == approx(1.0)
     assert r["nsd"] < 1.0  # 2 mm offset, 1 mm tolerance
-    assert volume_case_metrics(a, b, (2.0, 1.0, 1.0), names, nsd_tolerance_mm=2.0)["organ"][
-        "nsd"
-    ] == approx(1.0)
+    assert volume_case_metrics(a, b, (2.0, 1.0, 1.0), names, nsd_tolerance_mm=2.0)["organ"]["nsd"] == approx(1.0)
     for sp in ((2.0, 1.0, 1.0), (1.0, 1.0, 2.0), (0.7, 1.3, 2.1)):
         res = volume_case_metrics(a, b, sp, names)["organ"]
         directed, pooled = _numpy_hd95(a == 1, b == 1, sp)
@@ -478,8 +488,9 @@ def test_volume_matches_direct_monai_calls():
         yp = torch.from_numpy((pred == c)[None, None].astype(np.float32))
         yt = torch.from_numpy((target == c)[None, None].astype(np.float32))
         hd = compute_hausdorff_distance(yp, yt, include_background=True, percentile=95, spacing=list(sp))
-        nsd = compute_surface_dice(yp, yt, class_thresholds=[1.5], include_background=True,
-                                   spacing=list(sp), use_subvoxels=True)
+        nsd = compute_surface_dice(
+            yp, yt, class_thresholds=[1.5], include_background=True, spacing=list(sp), use_subvoxels=True
+        )
         assert res[name]["hd95"] == approx(float(hd[0, 0]), rel=1e-6)
         assert res[name]["nsd"] == approx(float(nsd[0, 0]), rel=1e-6)
         a, b = pred == c, target == c
@@ -490,8 +501,10 @@ def test_volume_nsd_identical_and_tolerance_monotone():
     a, b = _boxes()
     names = ["bg", "x"]
     assert volume_case_metrics(a, a, (2.0, 1.0, 1.0), names)["x"]["nsd"] == approx(1.0)
-    nsd = [volume_case_metrics(a, b, (2.0, 1.0, 1.0), names, nsd_tolerance_mm=t)["x"]["nsd"]
-           for t in (0.0, 0.5, 1.0, 1.5, 2.0)]
+    nsd = [
+        volume_case_metrics(a, b, (2.0, 1.0, 1.0), names, nsd_tolerance_mm=t)["x"]["nsd"]
+        for t in (0.0, 0.5, 1.0, 1.5, 2.0)
+    ]
     assert all(x <= y + 1e-12 for x, y in zip(nsd, nsd[1:]))
     assert 0.0 < nsd[0] < 1.0 and nsd[-1] == approx(1.0)
 
@@ -527,10 +540,8 @@ def test_volume_empty_conventions():
         warnings.simplefilter("ignore")
         t = torch.from_numpy(m[None, None].astype(np.float32))
         e = torch.zeros_like(t)
-        assert float(compute_surface_dice(e, t, [1.0], include_background=True,
-                                          use_subvoxels=True)[0, 0]) == 0.0
-        assert math.isnan(float(compute_surface_dice(e, e, [1.0], include_background=True,
-                                                     use_subvoxels=True)[0, 0]))
+        assert float(compute_surface_dice(e, t, [1.0], include_background=True, use_subvoxels=True)[0, 0]) == 0.0
+        assert math.isnan(float(compute_surface_dice(e, e, [1.0], include_background=True, use_subvoxels=True)[0, 0]))
 
 
 def test_evaluate_volumes_summary():
@@ -562,8 +573,7 @@ def test_evaluate_volumes_summary():
     # std.foreground_mean: std over cases of each case's mean over its defined classes
     case_means = [c1["liver"]["dice"], 1.0, (1.0 + 0.0) / 2]
     assert summary["std"]["foreground_mean"]["dice"] == approx(np.std(case_means))
-    expected = ["id"] + [f"{c}_{m}" for c in ("liver", "tumour")
-                         for m in (*VOLUME_METRICS, "gt_voxels", "pred_voxels")]
+    expected = ["id"] + [f"{c}_{m}" for c in ("liver", "tumour") for m in (*VOLUME_METRICS, "gt_voxels", "pred_voxels")]
     assert all(list(r) == expected for r in rows)
     assert rows[0]["tumour_dice"] is None and rows[2]["tumour_dice"] == 0.0
     assert rows[2]["tumour_gt_voxels"] == 8 and rows[2]["tumour_pred_voxels"] == 0

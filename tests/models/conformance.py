@@ -181,8 +181,7 @@ class ModelConformance:
                 f"{self.name}: main output {tuple(main.shape)} for input {tuple(x.shape)}"
             )
             assert main.shape[1] == model.out_channels, (
-                f"{self.name}: main output has {main.shape[1]} channels, out_channels is "
-                f"{model.out_channels}"
+                f"{self.name}: main output has {main.shape[1]} channels, out_channels is {model.out_channels}"
             )
             assert main.dtype == torch.float32, f"{self.name}: main output dtype {main.dtype}"
             g = torch.Generator().manual_seed(100 + i)
@@ -204,15 +203,9 @@ class ModelConformance:
             ]
             assert not no_grad, f"{self.name}: parameters without gradient at {(h, w)}: {no_grad}"
             grads = [p.grad for p in params.values() if p.grad is not None]
-            bad = [
-                n
-                for n, p in params.items()
-                if p.grad is not None and not torch.isfinite(p.grad).all()
-            ]
+            bad = [n for n, p in params.items() if p.grad is not None and not torch.isfinite(p.grad).all()]
             assert not bad, f"{self.name}: non-finite gradients in {bad}"
-            assert any(bool(gr.abs().sum() > 0) for gr in grads), (
-                f"{self.name}: all gradients are 0"
-            )
+            assert any(bool(gr.abs().sum() > 0) for gr in grads), f"{self.name}: all gradients are 0"
 
     def test_output_shape_in_eval_for_every_size(self):
         model = self.make_model()
@@ -264,9 +257,7 @@ class ModelConformance:
             together = model(x)
             alone = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
         err = _max_diff(together, alone)
-        assert err <= self.tolerance * _scale(alone), (
-            f"{self.name}: batch output differs from one-by-one by {err:.3g}"
-        )
+        assert err <= self.tolerance * _scale(alone), f"{self.name}: batch output differs from one-by-one by {err:.3g}"
 
     def test_forward_outputs_matches_forward(self):
         model = self.make_model()
@@ -277,8 +268,7 @@ class ModelConformance:
         assert isinstance(outs, dict) and "out" in outs, f"keys: {list(outs)}"
         assert all(isinstance(k, str) for k in outs), f"non-string keys: {list(outs)}"
         assert torch.equal(outs["out"], main), (
-            f"{self.name}: forward_outputs(x)['out'] differs from forward(x) by "
-            f"{_max_diff(outs['out'], main):.3g}"
+            f"{self.name}: forward_outputs(x)['out'] differs from forward(x) by {_max_diff(outs['out'], main):.3g}"
         )
         for key, value in outs.items():
             assert value.shape[0] == x.shape[0] and value.shape[2:] == x.shape[2:], (
@@ -313,9 +303,7 @@ class ModelConformance:
             load_strict(fresh, read_state_dict(path), str(path), self.name)
             fresh.eval()
             err = _max_diff(fresh(x), model(x))
-            assert err == 0, (
-                f"{self.name}: output after the safetensors round trip differs by {err:.3g}"
-            )
+            assert err == 0, f"{self.name}: output after the safetensors round trip differs by {err:.3g}"
         assert _max_diff(before, model(x).detach()) > 0, "seed 1 built the same weights as seed 0"
 
     def test_seeds(self):
@@ -348,13 +336,9 @@ class ModelConformance:
             with torch.no_grad():
                 got = loaded.module()(x)
                 err = _max_diff(program.module()(x), ref)
-                assert err <= 1e-5 * _scale(ref), (
-                    f"{self.name}: exported program differs by {err:.3g}"
-                )
+                assert err <= 1e-5 * _scale(ref), f"{self.name}: exported program differs by {err:.3g}"
         else:
-            raise AssertionError(
-                f"export must be 'torchscript' or 'torch.export', got {self.export!r}"
-            )
+            raise AssertionError(f"export must be 'torchscript' or 'torch.export', got {self.export!r}")
         err = _max_diff(got, ref)
         assert err <= 1e-5 * _scale(ref), f"{self.name}: {self.export} output differs by {err:.3g}"
 
@@ -366,9 +350,7 @@ class ModelConformance:
         shape = (1, self.in_channels, h, w)
         path = export_onnx(model, tmp_path / "model.onnx", input_shape=shape)
         report = check_onnx(model, path, x=self.make_x(n=1), rtol=self.onnx_rtol)
-        assert report["batches"] == [1, 2], (
-            f"{self.name}: ONNX check ran batches {report['batches']}"
-        )
+        assert report["batches"] == [1, 2], f"{self.name}: ONNX check ran batches {report['batches']}"
         assert report["rel_error"] <= self.onnx_rtol, f"{self.name}: ONNX check {report}"
 
     def test_parameter_counts(self):

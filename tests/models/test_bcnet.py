@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conformance import ModelConformance
 
 from medseg.errors import CheckpointError
@@ -82,8 +81,10 @@ def test_gradients_reach_every_parameter():
     net = create_model("bcnet").train()
     x = torch.randn(2, 3, 64, 64)
     outs = net.forward_outputs(x)
-    loss = sum(DEFAULT_LOSS_WEIGHTS[k] * torch.nn.functional.binary_cross_entropy_with_logits(
-        v, torch.rand_like(v)) for k, v in outs.items())
+    loss = sum(
+        DEFAULT_LOSS_WEIGHTS[k] * torch.nn.functional.binary_cross_entropy_with_logits(v, torch.rand_like(v))
+        for k, v in outs.items()
+    )
     loss.backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     zero = [n for n, p in net.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]

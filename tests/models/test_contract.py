@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-
 from conformance import ModelConformance
+
 from medseg.models import MODELS, create_model, list_models
 from medseg.models.contract import (
     NetworkContract,

@@ -121,7 +121,7 @@ def test_keep_unused_state_dict_equals_authors_layout():
         model = CPFNet(keep_unused=True, num_classes=4)
     ours = {}
     for k, v in model.state_dict().items():
-        key = "backbone." + k[len("encoder."):] if k.startswith("encoder.") else k
+        key = "backbone." + k[len("encoder.") :] if k.startswith("encoder.") else k
         ours[key] = tuple(v.shape)
     expected = authors_layout(4)
     assert sorted(set(expected) - set(ours)) == []

@@ -11,9 +11,9 @@ from functools import partial
 
 import pytest
 import torch
-from weight_fixtures import random_state
 import torch.nn.functional as F
 from conformance import ModelConformance
+from weight_fixtures import random_state
 
 from medseg.errors import CheckpointError
 from medseg.models import count_parameters, create_model
@@ -113,9 +113,7 @@ def test_dense_unet_parameter_counts(net):
     layout = torchvision_layout(old_style=False, num_batches_tracked=True)
     buffers = ("running_mean", "running_var", "num_batches_tracked")
     learnable = sum(
-        torch.Size(s).numel()
-        for k, s in layout.items()
-        if not k.startswith("classifier.") and not k.endswith(buffers)
+        torch.Size(s).numel() for k, s in layout.items() if not k.startswith("classifier.") and not k.endswith(buffers)
     )
     assert learnable == 26_472_000
     assert learnable + 1000 * 2208 + 1000 == 28_681_000
@@ -175,9 +173,7 @@ def test_dense_unet_forward_backward_64x96(net):
     torch.testing.assert_close(out.softmax(1).sum(1), torch.ones(2, 64, 96))
     target = torch.randint(0, 3, (2, 64, 96))
     F.cross_entropy(out, target).backward()
-    no_grad = [
-        n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-    ]
+    no_grad = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not no_grad
     zero = [n for n, p in net.named_parameters() if p.grad.abs().sum() == 0]
     assert not zero
@@ -405,10 +401,7 @@ def test_compact_channel_arithmetic(kwargs):
     assert model.head[-1].in_channels == model.up_blocks[-1].out_channels
     # the arithmetic holds when run: every block's output has out_channels channels
     seen = []
-    hooks = [
-        b.register_forward_hook(lambda m, i, o: seen.append((m.out_channels, o.shape[1])))
-        for b in blocks
-    ]
+    hooks = [b.register_forward_hook(lambda m, i, o: seen.append((m.out_channels, o.shape[1]))) for b in blocks]
     model.eval()
     with torch.no_grad():
         model(torch.randn(1, 1, 32, 32))

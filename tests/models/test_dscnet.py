@@ -56,14 +56,11 @@ def authors_layout(
     return shapes
 
 
-
-
 def test_parameter_counts():
     model = DSCNet()
     assert count_parameters(model) == 2_094_169
     # the authors' layout, counted independently, has the same number of parameters
-    learnable = {k: s for k, s in authors_layout().items() if not any(
-        b in k for b in ("running_", "num_batches"))}
+    learnable = {k: s for k, s in authors_layout().items() if not any(b in k for b in ("running_", "num_batches"))}
     assert sum(torch.Size(s).numel() for s in learnable.values()) == 2_094_169
     model(torch.randn(1, 1, 16, 16)).sum().backward()
     used = sum(p.numel() for p in model.parameters() if p.grad is not None)
@@ -85,8 +82,9 @@ def test_forward_shapes_non_square_and_batch():
 
 
 def test_pro_configuration_and_channels():
-    model = DSCNet(in_channels=3, out_channels=2, n_basic_layer=8, kernel_size=5,
-                   offset_norm="group", padding_mode="border")
+    model = DSCNet(
+        in_channels=3, out_channels=2, n_basic_layer=8, kernel_size=5, offset_norm="group", padding_mode="border"
+    )
     assert model(torch.randn(2, 3, 16, 24)).shape == (2, 2, 16, 24)
 
 

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from test_encoder_resnest import random_state, resnest50_published_shapes
 
 from medseg.errors import CheckpointError
 from medseg.models import count_parameters, create_model
@@ -20,8 +21,6 @@ from medseg.models.octanet import (
     original_key_to_ours,
     working_sizes,
 )
-
-from test_encoder_resnest import random_state, resnest50_published_shapes
 
 
 def _meta(name: str, **kwargs):
@@ -277,7 +276,7 @@ def _to_authors_key(key: str) -> str:
         *((f"encoder.layer{i}.", f"encoder{i}.") for i in range(1, 5)),
     ):
         if key.startswith(ours):
-            return theirs + key[len(ours):]
+            return theirs + key[len(ours) :]
     return key
 
 
@@ -299,7 +298,7 @@ def authors_coarse_state():
 
 def test_load_original_coarse_round_trip(authors_coarse_state):
     state, x, ref = authors_coarse_state
-    keys = {k[len("module."):] for k in state}
+    keys = {k[len("module.") :] for k in state}
     assert not [k for k in AUTHORS_COARSE_KEYS if k not in keys]
     for ours in ("encoder.layer2.0.conv1.weight", "encoder.conv1.6.weight", "Up5_thick.up.0.weight"):
         assert original_key_to_ours(_to_authors_key(ours)) == ours

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conformance import ModelConformance
+from test_encoder_res2net import published_layout, random_state
+
 from medseg.errors import CheckpointError
 from medseg.models import count_parameters, create_model
 from medseg.models.pranet import BasicConv2d, PraNet, ReverseAttention, load_original
-from test_encoder_res2net import published_layout, random_state
 
 
 def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -172,8 +172,7 @@ def authors_state(seed: int = 2) -> tuple[dict[str, torch.Tensor], PraNet]:
     torch.manual_seed(seed)
     src = randomise_bn(PraNet(keep_fc=True), seed).eval()
     state = {
-        ("resnet." + k[len("encoder.") :] if k.startswith("encoder.") else k): v
-        for k, v in src.state_dict().items()
+        ("resnet." + k[len("encoder.") :] if k.startswith("encoder.") else k): v for k, v in src.state_dict().items()
     }
     return state, src
 
@@ -193,7 +192,7 @@ def test_authors_layout_has_the_known_keys_and_shapes(authors):
     assert tuple(state["rfb4_1.branch3.1.conv.weight"].shape) == (32, 32, 1, 7)
     assert tuple(state["rfb3_1.conv_res.conv.weight"].shape) == (32, 1024, 1, 1)
     assert not any(k.startswith("encoder.") for k in state)
-    resnet = {k[len("resnet."):]: tuple(v.shape) for k, v in state.items() if k.startswith("resnet.")}
+    resnet = {k[len("resnet.") :]: tuple(v.shape) for k, v in state.items() if k.startswith("resnet.")}
     assert resnet == published_layout()
 
 

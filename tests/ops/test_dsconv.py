@@ -72,8 +72,7 @@ def test_zero_offsets_equal_axis_conv(morph):
 @pytest.mark.parametrize("offset_norm,padding_mode", [("batch", "zeros"), ("group", "border")])
 def test_batch_of_two_equals_two_singles(morph, offset_norm, padding_mode):
     torch.manual_seed(2)
-    m = DSConv2d(4, 8, 9, extend_scope=2.0, morph=morph, offset_norm=offset_norm,
-                 padding_mode=padding_mode).eval()
+    m = DSConv2d(4, 8, 9, extend_scope=2.0, morph=morph, offset_norm=offset_norm, padding_mode=padding_mode).eval()
     x = torch.randn(2, 4, 12, 16) * 3
     with torch.no_grad():
         both = m(x)
@@ -151,8 +150,7 @@ def test_kernel_size_3_deforms(morph):
 @pytest.mark.parametrize("padding_mode", ["zeros", "border"])
 def test_parity_with_gather_reference(morph, offset_norm, padding_mode):
     torch.manual_seed(6)
-    m = DSConv2d(3, 8, 7, extend_scope=1.7, morph=morph, offset_norm=offset_norm,
-                 padding_mode=padding_mode).double()
+    m = DSConv2d(3, 8, 7, extend_scope=1.7, morph=morph, offset_norm=offset_norm, padding_mode=padding_mode).double()
     with torch.no_grad():  # larger offsets so that many points leave the image
         m.offset_conv.weight.mul_(4)
     x = torch.randn(2, 3, 9, 13, dtype=torch.float64, requires_grad=True)
@@ -281,11 +279,12 @@ def test_snake_conv_equals_the_grid_sample_formulation(morph, padding_mode, monk
     g = torch.randn_like(ya)
     (ya * g).sum().backward()
     (yb * g).sum().backward()
-    pairs = [(xa.grad, xb.grad)] + [(pa.grad, pb.grad) for pa, pb in zip(fast.parameters(), slow.parameters())
-                                    if pb.grad is not None]
+    pairs = [(xa.grad, xb.grad)] + [
+        (pa.grad, pb.grad) for pa, pb in zip(fast.parameters(), slow.parameters()) if pb.grad is not None
+    ]
     assert len(pairs) >= 6  # input, offset conv (2), offset norm (2), axis conv (2), output norm (2)
     scale = max(b.abs().max().item() for _, b in pairs)  # gradients that are 0 in exact arithmetic
-    for a, b in pairs:                                  # (the offset BatchNorm's bias) are rounding
+    for a, b in pairs:  # (the offset BatchNorm's bias) are rounding
         assert a is not None and (a - b).abs().max() <= 1e-4 * max(b.abs().max().item(), 0.01 * scale)
 
 

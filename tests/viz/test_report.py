@@ -47,8 +47,10 @@ class Node:
 
     def find(self, tag=None, **attrs):
         for n in self.iter(tag):
-            if all((n.attrs.get(k.rstrip("_")) or "").split().count(v) if k == "class_" else n.attrs.get(k) == v
-                   for k, v in attrs.items()):
+            if all(
+                (n.attrs.get(k.rstrip("_")) or "").split().count(v) if k == "class_" else n.attrs.get(k) == v
+                for k, v in attrs.items()
+            ):
                 yield n
 
     def first(self, tag=None, **attrs):
@@ -92,8 +94,10 @@ def table(root, table_id):
     t = root.first("table", id=table_id)
     assert t is not None, f"no table id={table_id!r}"
     head = [th.text().strip() for th in t.first("thead").iter("th")]
-    rows = [[c.text().strip() for c in tr.children if isinstance(c, Node) and c.tag in ("td", "th")]
-            for tr in t.first("tbody").iter("tr")]
+    rows = [
+        [c.text().strip() for c in tr.children if isinstance(c, Node) and c.tag in ("td", "th")]
+        for tr in t.first("tbody").iter("tr")
+    ]
     return head, rows
 
 
@@ -107,8 +111,21 @@ def row_by_label(rows, label):
 # synthetic run directories
 # --------------------------------------------------------------------------------------------
 
-VESSEL_KEYS = ("dice", "iou", "sensitivity", "specificity", "accuracy", "precision", "mcc", "auc_roc", "auc_pr",
-               "cldice", "betti0_error", "betti1_error", "euler_error")
+VESSEL_KEYS = (
+    "dice",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "precision",
+    "mcc",
+    "auc_roc",
+    "auc_pr",
+    "cldice",
+    "betti0_error",
+    "betti1_error",
+    "euler_error",
+)
 VESSEL_IDS = ("01_test", "02_test", "03 test")  # one id with a space: its file name is URL-quoted
 VESSEL_FOV_DICE = {"01_test": 0.80, "02_test": 0.85, "03 test": 0.75}
 
@@ -141,8 +158,13 @@ def vessel_block(offset):
 
 def vessel_metrics(**extra):
     return {
-        "protocol": "vessel", "dataset": "drive", "split": "test", "network": "dscnet",
-        "checkpoint": "runs/x/checkpoints/best.ckpt", "n_images": len(VESSEL_IDS), "threshold": 0.5,
+        "protocol": "vessel",
+        "dataset": "drive",
+        "split": "test",
+        "network": "dscnet",
+        "checkpoint": "runs/x/checkpoints/best.ckpt",
+        "n_images": len(VESSEL_IDS),
+        "threshold": 0.5,
         "fov": {"per_image_mean": vessel_block(0.0), "pooled": vessel_block(0.01)},
         "whole_image": {"per_image_mean": vessel_block(0.02), "pooled": vessel_block(0.03)},
         "inference": {"method": "MONAI sliding_window_inference", "roi_size": [64, 64], "overlap": 0.25},
@@ -178,13 +200,26 @@ PAPER = {
 @pytest.fixture
 def vessel_run(tmp_path):
     run = tmp_path / "dscnet_drive"
-    cfg = {"model": {"name": "dscnet", "channels": 16}, "data": {"dataset": "drive"},
-           "eval": {"protocol": "vessel", "split": "test"}, "paper": PAPER}
+    cfg = {
+        "model": {"name": "dscnet", "channels": 16},
+        "data": {"dataset": "drive"},
+        "eval": {"protocol": "vessel", "split": "test"},
+        "paper": PAPER,
+    }
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (run / "train_summary.json").write_text(json.dumps({
-        "network": "dscnet", "dataset": "drive", "parameters": 1234567, "steps": 400, "train_seconds": 3725.4,
-        "best_val_dice": 0.801}))
+    (run / "train_summary.json").write_text(
+        json.dumps(
+            {
+                "network": "dscnet",
+                "dataset": "drive",
+                "parameters": 1234567,
+                "steps": 400,
+                "train_seconds": 3725.4,
+                "best_val_dice": 0.801,
+            }
+        )
+    )
     png(run / "figures" / "curves.png", (300, 200), (200, 60, 60))
     ev = run / "eval" / "test"
     ev.mkdir(parents=True)
@@ -198,9 +233,19 @@ def vessel_run(tmp_path):
     return run
 
 
-POLYP_MEAN = {"mdice": 0.8976, "miou": 0.8401, "max_dice": 0.91, "wfbeta": 0.881, "s_alpha": 0.915,
-              "e_phi_mean": 0.944, "e_phi_max": 0.951, "e_phi_adaptive": 0.93, "mae": 0.0301,
-              "dice_at_05": 0.8899, "iou_at_05": 0.8312}
+POLYP_MEAN = {
+    "mdice": 0.8976,
+    "miou": 0.8401,
+    "max_dice": 0.91,
+    "wfbeta": 0.881,
+    "s_alpha": 0.915,
+    "e_phi_mean": 0.944,
+    "e_phi_max": 0.951,
+    "e_phi_adaptive": 0.93,
+    "mae": 0.0301,
+    "dice_at_05": 0.8899,
+    "iou_at_05": 0.8312,
+}
 
 
 @pytest.fixture
@@ -209,23 +254,41 @@ def polyp_run(tmp_path):
     ev = run / "eval" / "test"
     ev.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "pranet"}, "data": {"dataset": "kvasir"}}))
-    (ev / "metrics.json").write_text(json.dumps({
-        "protocol": "polyp", "dataset": "kvasir", "split": "test", "network": "pranet", "n_images": 2,
-        "mean": POLYP_MEAN, "conventions": {"thresholds": "256 uniform thresholds"}}))
-    write_csv(ev / "per_image.csv", [{"id": "cju0", "mdice": 0.91, "mae": 0.02},
-                                     {"id": "cju1", "mdice": 0.88, "mae": 0.04}])
+    (ev / "metrics.json").write_text(
+        json.dumps(
+            {
+                "protocol": "polyp",
+                "dataset": "kvasir",
+                "split": "test",
+                "network": "pranet",
+                "n_images": 2,
+                "mean": POLYP_MEAN,
+                "conventions": {"thresholds": "256 uniform thresholds"},
+            }
+        )
+    )
+    write_csv(
+        ev / "per_image.csv", [{"id": "cju0", "mdice": 0.91, "mae": 0.02}, {"id": "cju1", "mdice": 0.88, "mae": 0.04}]
+    )
     return run
 
 
 def volume_metrics():
     per = lambda d, h, n: {"dice": d, "hd95": h, "hd95_pooled": h + 1.0, "nsd": n}  # noqa: E731
     return {
-        "protocol": "volume", "dataset": "msd_spleen", "split": "test", "network": "unet3d", "n_cases": 2,
-        "classes": ["spleen", "tumour"], "nsd_tolerance_mm": 2.0,
-        "mean": {"spleen": per(0.9512, 3.25, 0.97), "tumour": per(0.61, 14.5, 0.55),
-                 "foreground_mean": per(0.7806, 8.875, 0.76)},
-        "std": {"spleen": per(0.01, 0.5, 0.02), "tumour": per(0.2, 4.0, 0.1),
-                "foreground_mean": per(0.1, 2.0, 0.05)},
+        "protocol": "volume",
+        "dataset": "msd_spleen",
+        "split": "test",
+        "network": "unet3d",
+        "n_cases": 2,
+        "classes": ["spleen", "tumour"],
+        "nsd_tolerance_mm": 2.0,
+        "mean": {
+            "spleen": per(0.9512, 3.25, 0.97),
+            "tumour": per(0.61, 14.5, 0.55),
+            "foreground_mean": per(0.7806, 8.875, 0.76),
+        },
+        "std": {"spleen": per(0.01, 0.5, 0.02), "tumour": per(0.2, 4.0, 0.1), "foreground_mean": per(0.1, 2.0, 0.05)},
         "undefined": {"spleen": {"hd95": 0}, "tumour": {"hd95": 1}},
         "conventions": {"spacing": "from the NIfTI header"},
     }
@@ -237,12 +300,23 @@ def volume_run(tmp_path):
     ev = run / "eval" / "test"
     ev.mkdir(parents=True)
     (ev / "metrics.json").write_text(json.dumps(volume_metrics()))
-    write_csv(ev / "per_case.csv", [{"id": "spleen_2", "spleen_dice": 0.95, "spleen_hd95": 3.0},
-                                    {"id": "spleen_9", "spleen_dice": 0.9524, "spleen_hd95": ""}])
+    write_csv(
+        ev / "per_case.csv",
+        [
+            {"id": "spleen_2", "spleen_dice": 0.95, "spleen_hd95": 3.0},
+            {"id": "spleen_9", "spleen_dice": 0.9524, "spleen_hd95": ""},
+        ],
+    )
     (run / "train_summary.json").write_text(json.dumps({"parameters": 4800000}))
-    (run / "config.yaml").write_text(yaml.safe_dump({
-        "model": {"name": "unet3d"}, "data": {"dataset": "msd_spleen"},
-        "paper": {"source": "nnU-Net", "values": {"dice": 0.75, "hd95": 10.0}, "selected_on_test": False}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "unet3d"},
+                "data": {"dataset": "msd_spleen"},
+                "paper": {"source": "nnU-Net", "values": {"dice": 0.75, "hd95": 10.0}, "selected_on_test": False},
+            }
+        )
+    )
     return run
 
 
@@ -408,8 +482,12 @@ def test_volume_report(volume_run):
     head, rows = table(root, "metrics-table")
     assert head == ["class", "dice", "hd95 (mm)", "hd95_pooled (mm)", "nsd (τ = 2 mm)", "undefined (cases)"]
     assert [r[0] for r in rows] == ["spleen", "tumour", "foreground mean"]
-    assert row_by_label(rows, "spleen")[1:5] == ["0.9512 ± 0.0100", "3.2500 ± 0.5000", "4.2500 ± 1.5000",
-                                                  "0.9700 ± 0.0200"]
+    assert row_by_label(rows, "spleen")[1:5] == [
+        "0.9512 ± 0.0100",
+        "3.2500 ± 0.5000",
+        "4.2500 ± 1.5000",
+        "0.9700 ± 0.0200",
+    ]
     assert row_by_label(rows, "tumour")[5] == "hd95: 1"
     assert row_by_label(rows, "foreground mean")[1] == "0.7806 ± 0.1000"
     section = root.first("section", id="per-image-section")
@@ -433,19 +511,46 @@ def test_octa_and_multiclass_reports(tmp_path):
     octa = tmp_path / "octanet_rose"
     (octa / "eval" / "test").mkdir(parents=True)
     keys = ("auc_roc", "accuracy", "sensitivity", "specificity", "fdr", "gmean", "kappa", "iou", "dice")
-    (octa / "eval" / "test" / "metrics.json").write_text(json.dumps({
-        "protocol": "octa", "dataset": "rose1", "split": "test", "network": "octanet", "tolerance": 2,
-        "mean": {k: 0.7 + 0.01 * i for i, k in enumerate(keys)}, "std": {k: 0.05 for k in keys}}))
+    (octa / "eval" / "test" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "protocol": "octa",
+                "dataset": "rose1",
+                "split": "test",
+                "network": "octanet",
+                "tolerance": 2,
+                "mean": {k: 0.7 + 0.01 * i for i, k in enumerate(keys)},
+                "std": {k: 0.05 for k in keys},
+            }
+        )
+    )
     head, rows = table(parse(write_report(octa)), "metrics-table")
     assert head == ["metric", "mean ± std"] and row_by_label(rows, "dice")[1] == "0.7800 ± 0.0500"
 
     mc = tmp_path / "unet_acdc"
     (mc / "eval" / "test").mkdir(parents=True)
-    level = {"bg": {"dice": 0.99, "iou": 0.98, "n_cases": 4}, "lv": {"dice": 0.9, "iou": 0.82, "n_cases": 4},
-             "rv": {"dice": 0.8, "iou": 0.7, "n_cases": 3}, "mean": {"dice": 0.85, "iou": 0.76}}
-    (mc / "eval" / "test" / "metrics.json").write_text(json.dumps({
-        "protocol": "multiclass", "dataset": "acdc", "split": "test", "network": "unet", "n_images": 4,
-        "n_volumes": 2, "classes": ["bg", "lv", "rv"], "per_image": level, "per_volume": level, "pooled": level}))
+    level = {
+        "bg": {"dice": 0.99, "iou": 0.98, "n_cases": 4},
+        "lv": {"dice": 0.9, "iou": 0.82, "n_cases": 4},
+        "rv": {"dice": 0.8, "iou": 0.7, "n_cases": 3},
+        "mean": {"dice": 0.85, "iou": 0.76},
+    }
+    (mc / "eval" / "test" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "protocol": "multiclass",
+                "dataset": "acdc",
+                "split": "test",
+                "network": "unet",
+                "n_images": 4,
+                "n_volumes": 2,
+                "classes": ["bg", "lv", "rv"],
+                "per_image": level,
+                "per_volume": level,
+                "pooled": level,
+            }
+        )
+    )
     head, rows = table(parse(write_report(mc)), "metrics-table")
     assert head[:3] == ["class", "per-image dice", "per-image iou"] and len(head) == 7
     assert row_by_label(rows, "mean (foreground)")[1:3] == ["0.8500", "0.7600"]
@@ -454,8 +559,9 @@ def test_octa_and_multiclass_reports(tmp_path):
 def test_unknown_protocol_and_malformed_blocks(tmp_path):
     run = tmp_path / "odd"
     (run / "eval" / "test").mkdir(parents=True)
-    (run / "eval" / "test" / "metrics.json").write_text(json.dumps(
-        {"protocol": "brand_new", "dataset": "x", "split": "test", "scores": {"dice": 0.5}}))
+    (run / "eval" / "test" / "metrics.json").write_text(
+        json.dumps({"protocol": "brand_new", "dataset": "x", "split": "test", "scores": {"dice": 0.5}})
+    )
     (run / "config.yaml").write_text("model: [unclosed\n")
     (run / "train_summary.json").write_text("[1, 2]")
     root = parse(write_report(run))
@@ -552,20 +658,35 @@ def test_write_comparison(vessel_run, volume_run, tmp_path):
 
 
 def chromium():
-    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
-              shutil.which("google-chrome")):
+    for c in (
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        shutil.which("google-chrome"),
+    ):
         if c and os.access(c, os.X_OK):
             return c
-    pytest.skip("no Chromium found (/usr/bin/chromium or chromium on PATH): the browser checks of the "
-                "report are skipped; apt-get install chromium to run them")
+    pytest.skip(
+        "no Chromium found (/usr/bin/chromium or chromium on PATH): the browser checks of the "
+        "report are skipped; apt-get install chromium to run them"
+    )
 
 
 def run_chromium(tmp_path, *args):
     exe = chromium()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-             "--virtual-time-budget=5000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--virtual-time-budget=5000",
+    ]
     proc = subprocess.run([exe, *flags, *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
@@ -592,11 +713,13 @@ def test_report_in_browser(vessel_run, tmp_path):
 
     # real clicks on a header: the page's own handler, first ascending then descending
     clicked = page.with_name("report_click.html")
-    clicks = ("<script>var th=document.querySelector('#per-image th[data-key=fov_tp]');th.click();"
-              "document.body.setAttribute('data-after-one',Array.prototype.map.call("
-              "document.querySelectorAll('#per-image tbody tr'),"
-              "function(r){return r.cells[0].textContent;}).join('|'));"
-              "th.click();</script></body>")
+    clicks = (
+        "<script>var th=document.querySelector('#per-image th[data-key=fov_tp]');th.click();"
+        "document.body.setAttribute('data-after-one',Array.prototype.map.call("
+        "document.querySelectorAll('#per-image tbody tr'),"
+        "function(r){return r.cells[0].textContent;}).join('|'));"
+        "th.click();</script></body>"
+    )
     clicked.write_text(page.read_text(encoding="utf-8").replace("</body>", clicks))
     root = DOM(run_chromium(tmp_path, "--dump-dom", clicked.resolve().as_uri())).root
     assert root.first("body").attrs.get("data-after-one") == "03 test|01_test|02_test"

@@ -91,9 +91,7 @@ def test_training_curves_partial_columns(tmp_path):
     _open_png(out)
 
 
-@pytest.mark.parametrize(
-    "content", ["", "epoch,step\n0,1\n1,2\n", "epoch,step,val/dice\n0,1,\n"]
-)
+@pytest.mark.parametrize("content", ["", "epoch,step\n0,1\n1,2\n", "epoch,step,val/dice\n0,1,\n"])
 def test_training_curves_nothing_to_plot(tmp_path, content):
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text(content)
@@ -124,15 +122,12 @@ def _snake_coords(h, w, k=9, amp=1.5):
 def test_kernel_positions_half_resolution(tmp_path):
     image, target, _, _ = _vessel_image()
     coords = _snake_coords(32, 40)  # half of the 64x80 image
-    out = save_kernel_positions(tmp_path / "k" / "kernels.png", image, coords, target=target,
-                                title="DSConv layer 3")
+    out = save_kernel_positions(tmp_path / "k" / "kernels.png", image, coords, target=target, title="DSConv layer 3")
     w, h = _open_png(out)
     assert w > 0 and h > 0
-    out2 = save_kernel_positions(tmp_path / "k" / "grid.png", image, _snake_coords(64, 80),
-                                 n_centers=10)
+    out2 = save_kernel_positions(tmp_path / "k" / "grid.png", image, _snake_coords(64, 80), n_centers=10)
     _open_png(out2)
-    out3 = save_kernel_positions(tmp_path / "k" / "chosen.png", image, coords,
-                                 centers=[(5, 5), (20, 30)])
+    out3 = save_kernel_positions(tmp_path / "k" / "chosen.png", image, coords, centers=[(5, 5), (20, 30)])
     _open_png(out3)
     _only(tmp_path / "k", ["kernels.png", "grid.png", "chosen.png"])
 

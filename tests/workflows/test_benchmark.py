@@ -77,9 +77,25 @@ def test_bad_shapes_and_requests_are_refused():
         with pytest.raises(ConfigError, match="no CUDA device"):
             benchmark_model(model, (1, 1, 32, 32), device="cuda", onnx=False)
     with pytest.raises(ConfigError, match="rows/0/runtime"):
-        validate({"tool": "medseg benchmark", "machine": {"matmul_flops_per_s": 1.0, "device": "cpu"},
-                  "rows": [{"network": "x", "runtime": "tensorrt", "input": [1, 1, 8, 8], "parameters": 1,
-                            "gflops": 0.0, "latency_ms": 1.0, "throughput": 1.0, "floor_ms": 0.0, "floor_ratio": None}]})
+        validate(
+            {
+                "tool": "medseg benchmark",
+                "machine": {"matmul_flops_per_s": 1.0, "device": "cpu"},
+                "rows": [
+                    {
+                        "network": "x",
+                        "runtime": "tensorrt",
+                        "input": [1, 1, 8, 8],
+                        "parameters": 1,
+                        "gflops": 0.0,
+                        "latency_ms": 1.0,
+                        "throughput": 1.0,
+                        "floor_ms": 0.0,
+                        "floor_ratio": None,
+                    }
+                ],
+            }
+        )
 
 
 def test_network_setup_takes_the_recipe_size_rounded_to_the_divisor():
@@ -93,8 +109,28 @@ def test_network_setup_takes_the_recipe_size_rounded_to_the_divisor():
 
 def test_command_writes_a_valid_file_and_its_readme_section(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["benchmark", "--network", "dscnet", "--size", "32", "32", "--repeats", "1", "--warmup", "0",
-                 "--no-onnx", "-o", str(out), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--network",
+                "dscnet",
+                "--size",
+                "32",
+                "32",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--no-onnx",
+                "-o",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     validate(doc)
     (row,) = doc["rows"]
@@ -117,7 +153,8 @@ def test_readme_benchmark_table_is_generated_from_the_committed_results(tmp_path
     shutil.copyfile(ROOT / "README.md", readme)
     assert update_readme(readme, RESULTS) is False, (
         "README's benchmark table differs from benchmarks/results/benchmark-cpu-2core.json: run "
-        "medseg benchmark -o benchmarks/results/benchmark-cpu-2core.json --readme README.md")
+        "medseg benchmark -o benchmarks/results/benchmark-cpu-2core.json --readme README.md"
+    )
 
 
 def test_readme_has_each_section_and_generated_table_once():

@@ -36,8 +36,15 @@ def test_perfect_8bit_predictions_score_dice_one_and_unmatched_files_warn(tmp_pa
     for cid, m in masks.items():
         Image.fromarray(m * 255).save(pred / f"{cid}.png")  # binary masks written 0/255
     Image.fromarray(masks["c0"] * 255).save(pred / "stranger.png")
-    m = evaluate_predictions(pred, "folder", tmp_path / "data", split="train",
-                             dataset_args={"test_fraction": 0.0}, figures=False, show_progress=False)
+    m = evaluate_predictions(
+        pred,
+        "folder",
+        tmp_path / "data",
+        split="train",
+        dataset_args={"test_fraction": 0.0},
+        figures=False,
+        show_progress=False,
+    )
     assert m["protocol"] == "vessel" and m["n_images"] == 3 and m["predictions"] == str(pred)
     assert m["fov"]["per_image_mean"]["dice"] == pytest.approx(1.0)
     assert "stranger.png" in capsys.readouterr().err
@@ -94,14 +101,46 @@ def test_cli_evaluate_predictions_prints_the_protocol_and_errors_are_one_line(tm
     pred.mkdir()
     for cid, m in masks.items():
         Image.fromarray(m * 255).save(pred / f"{cid}.png")
-    argv = ["evaluate", "--predictions", str(pred), "--dataset", "folder", "--data-root", str(tmp_path / "data"),
-            "--split", "train", "--set", "test_fraction=0", "-o", str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        "evaluate",
+        "--predictions",
+        str(pred),
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--split",
+        "train",
+        "--set",
+        "test_fraction=0",
+        "-o",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "vessel protocol" in out and "dice 1.0000" in out
     assert (tmp_path / "out" / "metrics.json").is_file()
     assert main(["evaluate", "--predictions", str(pred), "--data-root", str(tmp_path)]) == 2
     assert "needs --dataset" in capsys.readouterr().err
-    assert main(["evaluate", "--predictions", str(pred), "--dataset", "folder", "--data-root", str(tmp_path / "data"),
-                 "--split", "train", "--set", "test_fraction=0", "--protocol", "polyps"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--predictions",
+                str(pred),
+                "--dataset",
+                "folder",
+                "--data-root",
+                str(tmp_path / "data"),
+                "--split",
+                "train",
+                "--set",
+                "test_fraction=0",
+                "--protocol",
+                "polyps",
+            ]
+        )
+        == 2
+    )
     assert "did you mean 'polyp'" in capsys.readouterr().err

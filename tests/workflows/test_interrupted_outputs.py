@@ -79,8 +79,12 @@ def test_predict_killed_mid_folder_then_rerun_equals_an_uninterrupted_predict(ru
     args = ["predict", "-m", str(ckpt), "-i", str(images), "--threads", "1", "--no-progress"]
     assert main([*args, "-o", str(ref)]) == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", *args, "-o", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medseg.cli", *args, "-o", str(out)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert _kill_on_first(proc, out, ".*.png"), "predict finished before a write was seen: make the folder larger"
     _whole(out)
     assert len(list(out.glob("[!.]*"))) < len(list(ref.iterdir())), "killed half-way"
@@ -99,8 +103,12 @@ def test_evaluate_killed_mid_figures_then_rerun_equals_an_uninterrupted_evaluate
     shutil.rmtree(copy / "eval")
     (copy / "report.html").unlink(missing_ok=True)
 
-    proc = subprocess.Popen([sys.executable, "-m", "medseg.cli", "evaluate", "--run", str(copy), "--threads", "1",
-                             "--no-progress"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medseg.cli", "evaluate", "--run", str(copy), "--threads", "1", "--no-progress"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert _kill_on_first(proc, copy / "eval" / "test" / "figures", ".*.png"), "evaluate ended before its figures"
     _whole(copy)
     assert not (copy / "eval" / "test" / "metrics.json").exists(), "metrics are written last"
@@ -112,6 +120,9 @@ def test_evaluate_killed_mid_figures_then_rerun_equals_an_uninterrupted_evaluate
     for doc in (a, b):
         doc.pop("timing_s"), doc.pop("output"), doc.pop("checkpoint")
     assert a == b
-    assert (run / "eval" / "test" / "per_image.csv").read_text() == (copy / "eval" / "test" / "per_image.csv").read_text()
-    assert sorted(p.name for p in (copy / "eval" / "test" / "figures").iterdir()) == \
-        sorted(p.name for p in (run / "eval" / "test" / "figures").iterdir())
+    assert (run / "eval" / "test" / "per_image.csv").read_text() == (
+        copy / "eval" / "test" / "per_image.csv"
+    ).read_text()
+    assert sorted(p.name for p in (copy / "eval" / "test" / "figures").iterdir()) == sorted(
+        p.name for p in (run / "eval" / "test" / "figures").iterdir()
+    )

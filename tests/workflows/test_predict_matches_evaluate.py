@@ -33,8 +33,13 @@ def _tiny_run(tmp_path: Path, recipe: dict) -> Path:
     base = {
         "seed": 0,
         "model": {"name": "unet", "args": {"base_channels": 8, "depth": 3}},
-        "train": {"max_steps": 80, "max_epochs": 100, "batch_size": 4, "val_every_n_epochs": 1000,
-                  "progress_bar": False},
+        "train": {
+            "max_steps": 80,
+            "max_epochs": 100,
+            "batch_size": 4,
+            "val_every_n_epochs": 1000,
+            "progress_bar": False,
+        },
         "optim": {"lr": 3e-3},
         "loss": {"name": "bce_dice"},
         "eval": {"figures": False},
@@ -60,8 +65,9 @@ def _evaluate_probabilities(run: Path) -> tuple[dict[str, np.ndarray], object]:
 
 @pytest.mark.skipif(not DRIVE.is_dir(), reason=f"DRIVE is not at {DRIVE} (see ../shared/data/README.md)")
 def test_drive_predict_reproduces_evaluate(tmp_path):
-    run = _tiny_run(tmp_path, {"data": {"dataset": "drive", "root": str(DRIVE), "patch_size": 64,
-                                        "samples_per_epoch": 64}})
+    run = _tiny_run(
+        tmp_path, {"data": {"dataset": "drive", "root": str(DRIVE), "patch_size": 64, "samples_per_epoch": 64}}
+    )
     metrics = evaluate(run, figures=False, show_progress=False, report=False)
     assert metrics["protocol"] == "vessel" and metrics["n_images"] == 20
     reference, cases = _evaluate_probabilities(run)
@@ -76,14 +82,18 @@ def test_drive_predict_reproduces_evaluate(tmp_path):
     again = evaluate_predictions(with_fov, "drive", DRIVE, figures=False, show_progress=False, report=False)
     for region in ("fov", "whole_image"):
         for key in ("dice", "auc_roc", "sensitivity"):
-            assert again[region]["per_image_mean"][key] == pytest.approx(metrics[region]["per_image_mean"][key], abs=1e-3)
+            assert again[region]["per_image_mean"][key] == pytest.approx(
+                metrics[region]["per_image_mean"][key], abs=1e-3
+            )
 
     # with the FOV computed from each image: the Dice a user gets without the masks is within 0.01
     estimated = tmp_path / "estimated"
     predict_folder(ckpt, DRIVE / "test" / "images", estimated, show_progress=False)
     est = evaluate_predictions(estimated, "drive", DRIVE, figures=False, show_progress=False, report=False)
     assert est["fov"]["per_image_mean"]["dice"] == pytest.approx(metrics["fov"]["per_image_mean"]["dice"], abs=0.01)
-    assert est["fov"]["per_image_mean"]["auc_roc"] == pytest.approx(metrics["fov"]["per_image_mean"]["auc_roc"], abs=0.01)
+    assert est["fov"]["per_image_mean"]["auc_roc"] == pytest.approx(
+        metrics["fov"]["per_image_mean"]["auc_roc"], abs=0.01
+    )
 
 
 @pytest.mark.skipif(not KVASIR.is_dir(), reason=f"Kvasir-SEG is not at {KVASIR} (see ../shared/data/README.md)")
@@ -91,11 +101,19 @@ def test_kvasir_predict_reproduces_evaluate_at_the_ground_truths_size(tmp_path):
     ids = sorted(p.stem for p in (KVASIR / "images").glob("*.jpg"))
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ids[:24], "test": ids[24:34]}))
-    run = _tiny_run(tmp_path, {
-        "model": {"name": "unet", "args": {"in_channels": 3, "base_channels": 8, "depth": 3}},
-        "data": {"dataset": "kvasir_seg", "root": str(KVASIR), "args": {"size": 64, "split_file": str(split)},
-                 "patch_size": 64, "samples_per_epoch": 32},
-    })
+    run = _tiny_run(
+        tmp_path,
+        {
+            "model": {"name": "unet", "args": {"in_channels": 3, "base_channels": 8, "depth": 3}},
+            "data": {
+                "dataset": "kvasir_seg",
+                "root": str(KVASIR),
+                "args": {"size": 64, "split_file": str(split)},
+                "patch_size": 64,
+                "samples_per_epoch": 32,
+            },
+        },
+    )
     metrics = evaluate(run, figures=False, show_progress=False, report=False)
     assert metrics["protocol"] == "polyp" and metrics["n_images"] == 10
     assert "fov" not in metrics and "mdice" in metrics["mean"]
@@ -110,7 +128,14 @@ def test_kvasir_predict_reproduces_evaluate_at_the_ground_truths_size(tmp_path):
         written = np.asarray(Image.open(out / f"{case.id}_prob.png")) / 65535.0
         assert written.shape == reference[case.id].shape == case.meta["reference_shape"]  # original frame size
         assert np.abs(written - reference[case.id]).max() <= 1e-4, case.id
-    again = evaluate_predictions(out, "kvasir_seg", KVASIR, dataset_args={"size": 64, "split_file": str(split)},
-                                 figures=False, show_progress=False, report=False)
+    again = evaluate_predictions(
+        out,
+        "kvasir_seg",
+        KVASIR,
+        dataset_args={"size": 64, "split_file": str(split)},
+        figures=False,
+        show_progress=False,
+        report=False,
+    )
     for key in ("mdice", "miou", "s_alpha", "mae", "dice_at_05"):
         assert again["mean"][key] == pytest.approx(metrics["mean"][key], abs=2e-3), key

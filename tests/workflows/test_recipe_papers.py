@@ -69,10 +69,12 @@ def test_recipe_names_its_protocol(path):
     dataset = cfg.data.dataset
     assert dataset in DATASET_PROTOCOL, f"{path.name}: add dataset {dataset!r} to DATASET_PROTOCOL"
     assert protocol == DATASET_PROTOCOL[dataset], (
-        f"{path.name}: dataset {dataset} is scored by the {DATASET_PROTOCOL[dataset]} protocol, not {protocol}")
+        f"{path.name}: dataset {dataset} is scored by the {DATASET_PROTOCOL[dataset]} protocol, not {protocol}"
+    )
     if protocol == "octa" and dataset in OCTA_TOLERANCE:
         assert cfg.eval.centerline_tolerance == OCTA_TOLERANCE[dataset], (
-            f"{path.name}: {dataset} needs eval.centerline_tolerance {OCTA_TOLERANCE[dataset]}")
+            f"{path.name}: {dataset} needs eval.centerline_tolerance {OCTA_TOLERANCE[dataset]}"
+        )
     if protocol == "volume":
         assert "nsd_tolerance_mm" in raw_eval, f"{path.name}: eval.nsd_tolerance_mm must be written out"
         assert cfg.eval.nsd_tolerance_mm == 1.0
@@ -90,7 +92,9 @@ def test_recipe_paper_block(path):
     for k in ("source", "table", "protocol", "notes"):
         assert isinstance(paper[k], str) and paper[k].strip(), f"{path.name}: paper.{k} must be a non-empty string"
     # null: the sources do not say how the paper picked its checkpoint
-    assert paper["selected_on_test"] in (True, False, None), f"{path.name}: paper.selected_on_test must be a bool or null"
+    assert paper["selected_on_test"] in (True, False, None), (
+        f"{path.name}: paper.selected_on_test must be a bool or null"
+    )
     values = paper.get("values")
     if values is None:
         return  # no published number: notes say why
@@ -98,9 +102,11 @@ def test_recipe_paper_block(path):
     protocol = cfg.eval.protocol
     for key, value in values.items():
         assert _allowed_key(protocol, str(key)), (
-            f"{path.name}: paper.values key {key!r} is not a headline key of the {protocol} protocol")
+            f"{path.name}: paper.values key {key!r} is not a headline key of the {protocol} protocol"
+        )
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (
-            f"{path.name}: paper.values.{key} must be a number, got {value!r}")
+            f"{path.name}: paper.values.{key} must be a number, got {value!r}"
+        )
         if _is_distance(str(key)) or _is_count(str(key)):
             assert value >= 0, f"{path.name}: paper.values.{key} must be >= 0"
         else:

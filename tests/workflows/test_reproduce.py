@@ -48,16 +48,33 @@ def configs(tmp_path) -> Path:
     (c / "kvasir").mkdir()
     (c / "synthetic" / "a_cpu.yaml").write_text(RECIPE.format(seed=1))
     (c / "synthetic" / "b_cpu.yaml").write_text(RECIPE.format(seed=2))
-    (c / "kvasir" / "x.yaml").write_text(RECIPE.format(seed=3).replace("dataset: synthetic_vessels,", "dataset: kvasir_seg,")
-                                        .replace("args: {n_images: 6, size: 32, seed: 3}, ", ""))
+    (c / "kvasir" / "x.yaml").write_text(
+        RECIPE.format(seed=3)
+        .replace("dataset: synthetic_vessels,", "dataset: kvasir_seg,")
+        .replace("args: {n_images: 6, size: 32, seed: 3}, ", "")
+    )
     return c
 
 
 def _run(configs: Path, out: Path, recipes: str, *extra: str) -> int:
     empty = out.parent / "data"
     empty.mkdir(exist_ok=True)
-    return main(["reproduce", "--configs", str(configs), "--recipes", recipes, "--data-root", str(empty),
-                 "--out", str(out), "--threads", "1", *extra])
+    return main(
+        [
+            "reproduce",
+            "--configs",
+            str(configs),
+            "--recipes",
+            recipes,
+            "--data-root",
+            str(empty),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -70,7 +87,9 @@ def test_a_list_trains_evaluates_and_skips_an_absent_dataset(configs, tmp_path, 
     validate(doc)
     a, x = doc["recipes"]
     assert (a["status"], x["status"]) == ("trained", "skipped")
-    assert a["steps"] == 4 and a["parameters"] > 0 and a["protocol"] == "vessel" and a["paper"]["values"] == {"dice": 0.8}
+    assert (
+        a["steps"] == 4 and a["parameters"] > 0 and a["protocol"] == "vessel" and a["paper"]["values"] == {"dice": 0.8}
+    )
     assert set(a["ours"]) >= {"dice", "auc_roc", "cldice"} and 0 <= a["ours"]["dice"] <= 1
     assert doc["hardware"]["matmul_flops_per_s"] > 0 and doc["hardware"]["threads"] == 1
     md = (out / "reproduction.md").read_text()
@@ -86,7 +105,9 @@ def test_a_list_trains_evaluates_and_skips_an_absent_dataset(configs, tmp_path, 
     recipe.write_text(recipe.read_text().replace("max_epochs: 2,", "max_epochs: 3,"))
     capsys.readouterr()
     assert _run(configs, out, "synthetic/a_cpu") == 2
-    assert "was trained with another version of synthetic/a_cpu (differs in train.max_epochs)" in capsys.readouterr().err
+    assert (
+        "was trained with another version of synthetic/a_cpu (differs in train.max_epochs)" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
@@ -96,8 +117,21 @@ def test_a_half_finished_list_resumes_keeping_finished_runs(configs, tmp_path, c
     a_ckpt = out / "synthetic-a_cpu" / "checkpoints" / "best.ckpt"
     stamp = a_ckpt.stat().st_mtime_ns
     # b was interrupted: two of its four steps trained, never evaluated
-    assert main(["train", "--config", str(configs / "synthetic" / "b_cpu.yaml"), "--out", str(out / "synthetic-b_cpu"),
-                 "--max-steps", "2", "--no-eval"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(configs / "synthetic" / "b_cpu.yaml"),
+                "--out",
+                str(out / "synthetic-b_cpu"),
+                "--max-steps",
+                "2",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     clock = read_checkpoint(out / "synthetic-b_cpu" / "checkpoints" / "last.ckpt")["callbacks"]["TrainClock"]
     assert clock["seconds"] > 0, "the checkpoint carries the training time so far"
@@ -105,7 +139,10 @@ def test_a_half_finished_list_resumes_keeping_finished_runs(configs, tmp_path, c
     assert "unfinished run of synthetic/b_cpu; pass --resume" in capsys.readouterr().err
     assert _run(configs, out, "synthetic/a_cpu,synthetic/b_cpu", "--resume") == 0
     doc = json.loads((out / "reproduction.json").read_text())
-    assert [(r["recipe"], r["status"]) for r in doc["recipes"]] == [("synthetic/a_cpu", "kept"), ("synthetic/b_cpu", "trained")]
+    assert [(r["recipe"], r["status"]) for r in doc["recipes"]] == [
+        ("synthetic/a_cpu", "kept"),
+        ("synthetic/b_cpu", "trained"),
+    ]
     kept, resumed = doc["recipes"]
     assert resumed["train_seconds"] > clock["seconds"], "the time before the interruption is counted"
     assert resumed["steps"] == 4 and resumed["resumed"] is True and kept["resumed"] is False
@@ -117,9 +154,18 @@ def test_a_half_finished_list_resumes_keeping_finished_runs(configs, tmp_path, c
 
 
 def test_the_schema_refuses_a_broken_results_file():
-    doc = {"medseg_version": "0", "hardware": {"processor": "x", "usable_cores": 2, "threads": 2,
-                                                "matmul_flops_per_s": 1e9, "torch": "2", "device": "cpu"},
-           "recipes": [{"recipe": "r", "status": "skipped", "reason": "absent"}]}
+    doc = {
+        "medseg_version": "0",
+        "hardware": {
+            "processor": "x",
+            "usable_cores": 2,
+            "threads": 2,
+            "matmul_flops_per_s": 1e9,
+            "torch": "2",
+            "device": "cpu",
+        },
+        "recipes": [{"recipe": "r", "status": "skipped", "reason": "absent"}],
+    }
     validate(doc)
     assert "skipped: absent" in markdown_table(doc)
     doc["recipes"].append({"recipe": "q", "status": "trained"})
@@ -165,17 +211,40 @@ def _doc(*rows: dict) -> dict:
 
 
 def test_comparison_tables_put_networks_of_one_dataset_side_by_side():
-    doc = _doc({"recipe": "kvasir/unet_cpu", "network": "unet", "parameters": 100, "dataset": "kvasir_seg",
-                "protocol": "polyp", "ours": {"mdice": 0.5, "miou": 0.4}},
-               {"recipe": "kvasir/pranet_cpu", "network": "pranet", "parameters": 2000, "dataset": "kvasir_seg",
-                "protocol": "polyp", "ours": {"mdice": 0.7, "miou": 0.6}, "train_seconds": 1500.0},
-               {"recipe": "hippocampus/unet_cpu", "network": "unet", "parameters": 30, "dataset": "msd",
-                "protocol": "volume", "ours": {"dice": 0.8, "hd95": 2.0}},
-               {"recipe": "rossa/x", "status": "skipped", "reason": "absent"})
+    doc = _doc(
+        {
+            "recipe": "kvasir/unet_cpu",
+            "network": "unet",
+            "parameters": 100,
+            "dataset": "kvasir_seg",
+            "protocol": "polyp",
+            "ours": {"mdice": 0.5, "miou": 0.4},
+        },
+        {
+            "recipe": "kvasir/pranet_cpu",
+            "network": "pranet",
+            "parameters": 2000,
+            "dataset": "kvasir_seg",
+            "protocol": "polyp",
+            "ours": {"mdice": 0.7, "miou": 0.6},
+            "train_seconds": 1500.0,
+        },
+        {
+            "recipe": "hippocampus/unet_cpu",
+            "network": "unet",
+            "parameters": 30,
+            "dataset": "msd",
+            "protocol": "volume",
+            "ours": {"dice": 0.8, "hd95": 2.0},
+        },
+        {"recipe": "rossa/x", "status": "skipped", "reason": "absent"},
+    )
     validate(doc)
     text = comparison_tables(doc)
-    pranet, unet = text.index("| pranet | kvasir/pranet_cpu | 0.7000 | 0.6000 | 2,000 | 25.0 |"), \
-        text.index("| unet | kvasir/unet_cpu | 0.5000 | 0.4000 | 100 | 2.0 |")
+    pranet, unet = (
+        text.index("| pranet | kvasir/pranet_cpu | 0.7000 | 0.6000 | 2,000 | 25.0 |"),
+        text.index("| unet | kvasir/unet_cpu | 0.5000 | 0.4000 | 100 | 2.0 |"),
+    )
     assert pranet < unet, "best Dice first"
     assert "| unet | hippocampus/unet_cpu | 0.8000 | - | 30 | 2.0 |" in text, "the volume protocol has no IoU"
     assert "rossa" not in text
@@ -184,8 +253,9 @@ def test_comparison_tables_put_networks_of_one_dataset_side_by_side():
 
 
 def test_update_readme_rewrites_only_its_section(tmp_path):
-    doc = _doc({"recipe": "a", "network": "unet", "parameters": 1, "dataset": "d", "protocol": "vessel",
-                "ours": {"dice": 0.5}})
+    doc = _doc(
+        {"recipe": "a", "network": "unet", "parameters": 1, "dataset": "d", "protocol": "vessel", "ours": {"dice": 0.5}}
+    )
     results = tmp_path / "cpu.json"
     results.write_text(json.dumps(doc))
     readme = tmp_path / "README.md"
@@ -208,5 +278,5 @@ def test_the_readme_results_section_is_generated_from_the_committed_file():
     begin, end = (m.format(name=results.name, command=README_COMMAND) for m in (README_BEGIN, README_END))
     assert begin in text and end in text, "README.md has no section generated from cpu-2core.json"
     assert text.split(begin, 1)[1].split(end, 1)[0] == "\n" + readme_section(doc), (
-        "README.md is out of date: run medseg reproduce --readme README.md --results "
-        "benchmarks/results/cpu-2core.json")
+        "README.md is out of date: run medseg reproduce --readme README.md --results benchmarks/results/cpu-2core.json"
+    )

@@ -30,21 +30,39 @@ def _write_msd(root: Path, n: int = 6, shape=(24, 24, 8)) -> Path:
             nii.header.set_qform(affine, code=1)
             nii.header.set_sform(affine, code=1)
             nib.save(nii, root / folder / f"vol_{i:03d}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "synthetic", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "blob"},
-        "training": [{"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"}
-                     for i in range(n)],
-    }))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "synthetic",
+                "modality": {"0": "MRI"},
+                "labels": {"0": "background", "1": "blob"},
+                "training": [
+                    {"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"}
+                    for i in range(n)
+                ],
+            }
+        )
+    )
     return root
 
 
 def _train_argv(root: Path, run: Path, *overrides: str) -> list[str]:
     """``medseg train`` of a tiny 2.5-D U-Net on the synthetic volumes, plus ``overrides``."""
     keys = [
-        "data.dataset=msd", f"data.root={root}", "data.args={classes: binary, context: 1, test_fraction: 0.34}",
-        "data.patch_size=16", "data.samples_per_epoch=32", "data.val_fraction=0.25", "data.augment={}",
-        "train.batch_size=8", "train.progress_bar=false", "model.name=unet",
-        "model.args={base_channels: 8, depth: 2}", "eval.roi_size=16", "optim.lr=0.01", *overrides,
+        "data.dataset=msd",
+        f"data.root={root}",
+        "data.args={classes: binary, context: 1, test_fraction: 0.34}",
+        "data.patch_size=16",
+        "data.samples_per_epoch=32",
+        "data.val_fraction=0.25",
+        "data.augment={}",
+        "train.batch_size=8",
+        "train.progress_bar=false",
+        "model.name=unet",
+        "model.args={base_channels: 8, depth: 2}",
+        "eval.roi_size=16",
+        "optim.lr=0.01",
+        *overrides,
     ]
     return ["train", "--out", str(run), "--max-epochs", "4", *[a for k in keys for a in ("--set", k)]]
 
@@ -105,11 +123,35 @@ def test_volume_protocol_scores_volumes_in_mm_and_predictions_score_the_same(tmp
     for vid in test_ids:
         (src / f"{vid}.nii.gz").symlink_to(root / "imagesTr" / f"{vid}.nii.gz")
     pred = tmp_path / "pred"
-    assert main(["predict", "-m", str(run / "checkpoints" / "best.ckpt"), "-i", str(src), "-o", str(pred),
-                 "--no-progress"]) == 0
-    assert main(["evaluate", "--predictions", str(pred), "--dataset", "msd", "--data-root", str(root),
-                 "--set", "classes=binary", "--set", "context=1", "--set", "test_fraction=0.34",
-                 "--eval-set", "nsd_tolerance_mm=2.0", "--no-progress"]) == 0
+    assert (
+        main(
+            ["predict", "-m", str(run / "checkpoints" / "best.ckpt"), "-i", str(src), "-o", str(pred), "--no-progress"]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--predictions",
+                str(pred),
+                "--dataset",
+                "msd",
+                "--data-root",
+                str(root),
+                "--set",
+                "classes=binary",
+                "--set",
+                "context=1",
+                "--set",
+                "test_fraction=0.34",
+                "--eval-set",
+                "nsd_tolerance_mm=2.0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     again = json.loads((pred / "eval-test" / "metrics.json").read_text())
     for key in ("dice", "hd95", "hd95_pooled", "nsd"):
         assert again["mean"]["blob"][key] == pytest.approx(blob[key], abs=1e-6), key

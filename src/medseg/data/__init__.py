@@ -35,8 +35,8 @@ from medseg.data.base import (
     zscore_in_fov,
 )
 from medseg.data.datasets.drive import DriveDataset
-from medseg.data.io import read_image, read_label, read_mask
 from medseg.data.datasets.synthetic import SyntheticVessels, generate_vessel_case
+from medseg.data.io import read_image, read_label, read_mask
 
 _LAZY = {"PatchDataset", "AugmentConfig", "full_image_sample"}
 

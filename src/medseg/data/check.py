@@ -42,8 +42,8 @@ from medseg.data.files import FileDataset
 from medseg.data.io import EXIF_ORIENTATIONS, exif_orientation, is_image_file, probe
 from medseg.data.records import Inventory, Problem, Record, problems_message
 from medseg.errors import ConfigError, DataError
-from medseg.progress import progress
 from medseg.log import get_logger
+from medseg.progress import progress
 
 log = get_logger(__name__)
 
@@ -142,24 +142,50 @@ class CheckReport:
     @classmethod
     def from_dict(cls, d: dict) -> "CheckReport":
         return cls(
-            d["dataset"], d["root"], d["options"], d["split_source"],
+            d["dataset"],
+            d["root"],
+            d["options"],
+            d["split_source"],
             [SplitSummary(**s) for s in d["splits"]],
             [Problem(p["path"], p["message"], p["severity"], p.get("split")) for p in d["problems"]],
         )
 
     def table(self) -> str:
         """The summary table ``medseg data check`` prints (one row per split)."""
-        head = ("split", "images", "cases", "patients", "size (WxH)", "C", "image file", "mask file",
-                "labels", "foreground % mean [min-max]", "FOV", "empty")
+        head = (
+            "split",
+            "images",
+            "cases",
+            "patients",
+            "size (WxH)",
+            "C",
+            "image file",
+            "mask file",
+            "labels",
+            "foreground % mean [min-max]",
+            "FOV",
+            "empty",
+        )
         rows = [head]
         for s in self.splits:
             fg = s.foreground
-            fg_text = (f"{100 * fg['mean']:.1f} [{100 * fg['min']:.1f}-{100 * fg['max']:.1f}]" if fg else "-")
-            rows.append((
-                s.split, f"{s.read_ok}/{s.records}", str(s.cases), str(s.patients), _top(s.sizes),
-                _top(s.channels), _top(s.image_modes), _top(s.mask_modes),
-                "{" + ",".join(map(str, s.label_values)) + "}", fg_text, _top(s.fov), str(s.empty_masks),
-            ))
+            fg_text = f"{100 * fg['mean']:.1f} [{100 * fg['min']:.1f}-{100 * fg['max']:.1f}]" if fg else "-"
+            rows.append(
+                (
+                    s.split,
+                    f"{s.read_ok}/{s.records}",
+                    str(s.cases),
+                    str(s.patients),
+                    _top(s.sizes),
+                    _top(s.channels),
+                    _top(s.image_modes),
+                    _top(s.mask_modes),
+                    "{" + ",".join(map(str, s.label_values)) + "}",
+                    fg_text,
+                    _top(s.fov),
+                    str(s.empty_masks),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -220,7 +246,9 @@ def _mode_text(path: Path | None) -> str | None:
 
 
 def check_dataset(
-    name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None,
+    name: str,
+    root: str | os.PathLike | None = None,
+    split_file: str | os.PathLike | None = None,
     **options: Any,
 ) -> CheckReport:
     """Check a dataset folder the way its loader reads it; never raises for bad files.
@@ -278,9 +306,16 @@ def _exif_problems(r: Record, split: str) -> list[Problem]:
         o = exif_orientation(path)
         if o != 1:
             match = "its mask must match the" if what == "image" else "it must match its image's"
-            out.append(Problem(path, f"{what} has EXIF Orientation {o} ({EXIF_ORIENTATIONS[o]}); medseg reads its "
-                                     f"pixels as stored and does not apply the orientation, so {match} stored "
-                                     "pixel grid, not the rotated view a photo viewer shows", "warning", split))
+            out.append(
+                Problem(
+                    path,
+                    f"{what} has EXIF Orientation {o} ({EXIF_ORIENTATIONS[o]}); medseg reads its "
+                    f"pixels as stored and does not apply the orientation, so {match} stored "
+                    "pixel grid, not the rotated view a photo viewer shows",
+                    "warning",
+                    split,
+                )
+            )
     return out
 
 
@@ -302,21 +337,34 @@ def _mask_warnings(seen: dict[str, list], root: Path) -> list[Problem]:
     encodings = {k.split(" ", 1)[1]: v for k, v in seen.items() if k.startswith("encoding ")}
     if len(encodings) > 1:
         detail = "; ".join(f"{len(v)} {k} (e.g. {v[0].name})" for k, v in sorted(encodings.items()))
-        out.append(Problem(root, f"binary masks mix value encodings: {detail}. Each mask is binarised on its own "
-                                 "(0/1 masks: value > 0; others: value > max/2), so all load as {0, 1}; check that "
-                                 "none is a different kind of label", "warning"))
+        out.append(
+            Problem(
+                root,
+                f"binary masks mix value encodings: {detail}. Each mask is binarised on its own "
+                "(0/1 masks: value > 0; others: value > max/2), so all load as {0, 1}; check that "
+                "none is a different kind of label",
+                "warning",
+            )
+        )
     jpeg = seen.get("jpeg", [])
     if jpeg:
         worst = max(jpeg, key=lambda t: t[1])
         where = worst[0] if len(jpeg) == 1 else f"{len(jpeg)} masks (e.g. {worst[0]})"
-        out.append(Problem(where, f"mask{'s are JPEG files' if len(jpeg) > 1 else ' is a JPEG file'} (lossy "
-                                  f"compression): up to {worst[1]:.1%} of the pixels lay between the two levels and "
-                                  "were thresholded at half the maximum; PNG keeps masks exact", "warning"))
+        out.append(
+            Problem(
+                where,
+                f"mask{'s are JPEG files' if len(jpeg) > 1 else ' is a JPEG file'} (lossy "
+                f"compression): up to {worst[1]:.1%} of the pixels lay between the two levels and "
+                "were thresholded at half the maximum; PNG keeps masks exact",
+                "warning",
+            )
+        )
     return out
 
 
-def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts: dict,
-                 seen: dict[str, list] | None = None) -> tuple[SplitSummary, list[Problem]]:
+def _check_split(
+    cls: type[FileDataset], records: list[Record], split: str, opts: dict, seen: dict[str, list] | None = None
+) -> tuple[SplitSummary, list[Problem]]:
     s = SplitSummary(split=split, records=len(records))
     problems: list[Problem] = []
     sizes: Counter = Counter()
@@ -353,10 +401,17 @@ def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts
             h, w = c.shape
             sizes[f"{w}x{h}"] += 1
             if not volumetric and min(h, w) < SMALL_SIDE:
-                problems.append(Problem(r.image, f"image is only {w}x{h} pixels (under {SMALL_SIDE} on a side): it "
-                                                 "loads, and training pads it with zeros to the patch size, but it "
-                                                 "holds almost nothing to learn from; a placeholder, thumbnail or "
-                                                 "failed export?", "warning", split))
+                problems.append(
+                    Problem(
+                        r.image,
+                        f"image is only {w}x{h} pixels (under {SMALL_SIDE} on a side): it "
+                        "loads, and training pads it with zeros to the patch size, but it "
+                        "holds almost nothing to learn from; a placeholder, thumbnail or "
+                        "failed export?",
+                        "warning",
+                        split,
+                    )
+                )
             _note_mask(r, c, mask_mode, seen)
             ch = int(c.image.shape[0])
             channels[str(ch)] += 1
@@ -379,10 +434,18 @@ def _check_split(cls: type[FileDataset], records: list[Record], split: str, opts
                 s.full_masks += 1
                 problems.append(Problem(r.mask or r.image, "mask is all foreground", "warning", split))
     if len(channel_example) > 1:
-        detail = "; ".join(f"{channels[str(k)]} with {k} channel{'s' if k > 1 else ''} (e.g. {v})"
-                           for k, v in sorted(channel_example.items()))
-        problems.append(Problem("", f"split {split!r} mixes grey and colour images: {detail}; convert them to "
-                                    "one kind or add a channel step (gray or rgb) to the preprocessing", split=split))
+        detail = "; ".join(
+            f"{channels[str(k)]} with {k} channel{'s' if k > 1 else ''} (e.g. {v})"
+            for k, v in sorted(channel_example.items())
+        )
+        problems.append(
+            Problem(
+                "",
+                f"split {split!r} mixes grey and colour images: {detail}; convert them to "
+                "one kind or add a channel step (gray or rgb) to the preprocessing",
+                split=split,
+            )
+        )
     s.patients = len(patients)
     s.sizes, s.channels = dict(sizes), dict(channels)
     s.image_modes, s.mask_modes, s.fov = dict(image_modes), dict(mask_modes), dict(fov_kind)
@@ -409,8 +472,11 @@ def fingerprint(name: str, inv: Inventory, split_file: str | os.PathLike | None,
     """
     cls = dataset_class(name)
     h = hashlib.sha256()
-    h.update(json.dumps([REPORT_VERSION, name, str(inv.root.resolve()), _jsonable(cls.parse_options(options))],
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            [REPORT_VERSION, name, str(inv.root.resolve()), _jsonable(cls.parse_options(options))], sort_keys=True
+        ).encode()
+    )
     if split_file is not None:
         h.update(Path(split_file).read_bytes())
     for r in inv.records:
@@ -426,8 +492,9 @@ def fingerprint(name: str, inv: Inventory, split_file: str | os.PathLike | None,
     return h.hexdigest()
 
 
-def check_cached(name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None,
-                 **options: Any) -> tuple[CheckReport, bool]:
+def check_cached(
+    name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None, **options: Any
+) -> tuple[CheckReport, bool]:
     """:func:`check_dataset`, reusing a stored report when no listed file changed.
 
     Returns:
@@ -453,8 +520,10 @@ def check_cached(name: str, root: str | os.PathLike | None = None, split_file: s
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(report.to_dict(), indent=1))
     except OSError as exc:
-        log.warning(f"note: data-check cache {path.parent} cannot be written ({exc.strerror or exc}); "
-                    "the check is not cached and will run again next time (set MEDSEG_CACHE to a writable folder)")
+        log.warning(
+            f"note: data-check cache {path.parent} cannot be written ({exc.strerror or exc}); "
+            "the check is not cached and will run again next time (set MEDSEG_CACHE to a writable folder)"
+        )
     return report, False
 
 
@@ -467,9 +536,19 @@ def require_clean(report: CheckReport) -> None:
     """
     if not report.ok:
         msg = problems_message(f"dataset {report.dataset} at {report.root}", report.errors)
-        raise DataError(msg + f"\nrun `medseg data check --dataset {report.dataset} --data-root {report.root}` "
-                              "for the full report")
+        raise DataError(
+            msg + f"\nrun `medseg data check --dataset {report.dataset} --data-root {report.root}` for the full report"
+        )
 
 
-__all__ = ["SMALL_SIDE", "SplitSummary", "CheckReport", "check_dataset", "check_cached", "require_clean", "dataset_class",
-           "fingerprint", "cache_dir"]
+__all__ = [
+    "SMALL_SIDE",
+    "SplitSummary",
+    "CheckReport",
+    "check_dataset",
+    "check_cached",
+    "require_clean",
+    "dataset_class",
+    "fingerprint",
+    "cache_dir",
+]

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medseg.data.base import Case, CaseDataset, resolve_root
-from medseg.data.transforms.preprocess import Pipeline
 from medseg.data.records import Inventory, Record, apply_split_file, problems_message, split_integrity
+from medseg.data.transforms.preprocess import Pipeline
 from medseg.errors import ConfigError, DataError, did_you_mean
 
 
@@ -197,8 +197,9 @@ class FileDataset(CaseDataset):
         return True
 
     @classmethod
-    def inventory(cls, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None,
-                  **options: Any) -> Inventory:
+    def inventory(
+        cls, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None, **options: Any
+    ) -> Inventory:
         """Walk the folder: records of every split plus pairing and split-integrity problems.
 
         Raises:

@@ -122,8 +122,7 @@ class Inventory:
     def errors(self, split: str | None = None) -> list[Problem]:
         """Problems of severity "error"; with ``split``, those of that split or of no split."""
         return [
-            p for p in self.problems
-            if p.severity == "error" and (split is None or p.split is None or p.split == split)
+            p for p in self.problems if p.severity == "error" and (split is None or p.split is None or p.split == split)
         ]
 
     def raise_errors(self, split: str | None = None, what: str | None = None) -> None:
@@ -226,11 +225,17 @@ def pair_files(
                 found[what] = by_key[k]
             elif what in folders:
                 d = folders[what]
-                problems.append(Problem(img, f"image has no {what} in {d}: expected {d / k}.<ext> (same name stem "
-                                             "as the image)", split=split))
+                problems.append(
+                    Problem(
+                        img,
+                        f"image has no {what} in {d}: expected {d / k}.<ext> (same name stem as the image)",
+                        split=split,
+                    )
+                )
             else:
-                problems.append(Problem(img, f"image has no {what} (looked for id {k!r} among the {what} files)",
-                                        split=split))
+                problems.append(
+                    Problem(img, f"image has no {what} (looked for id {k!r} among the {what} files)", split=split)
+                )
         if len(found) == len(by_set):
             items.append((k, img, found))
     for what, by_key in by_set.items():
@@ -258,9 +263,7 @@ def pair_by_stem(
     return [(k, img, labs[what]) for k, img, labs in items], problems
 
 
-def seeded_split(
-    groups: Sequence[str], fractions: dict[str, float], seed: int = 0
-) -> dict[str, str]:
+def seeded_split(groups: Sequence[str], fractions: dict[str, float], seed: int = 0) -> dict[str, str]:
     """Assign each distinct group (patient) to a split, by a seeded shuffle.
 
     Args:
@@ -333,7 +336,7 @@ def read_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
     except Exception as exc:  # yaml.YAMLError
         raise DataError(f"split file {p} cannot be parsed: {exc}") from None
     if not isinstance(data, dict) or not data:
-        raise DataError(f"split file {p} must map split names to lists of ids, e.g. {{\"train\": [...]}}")
+        raise DataError(f'split file {p} must map split names to lists of ids, e.g. {{"train": [...]}}')
     out: dict = {}
     where: dict[str, str] = {}
     for split, ids in data.items():
@@ -368,7 +371,9 @@ def apply_split_file(inv: Inventory, path: str | os.PathLike) -> Inventory:
         for i in ids:
             r = by_id.get(i)
             if r is None:
-                problems.append(Problem(Path(path), f"split {split!r} lists id {i!r}, which {inv.root} does not have", split=split))
+                problems.append(
+                    Problem(Path(path), f"split {split!r} lists id {i!r}, which {inv.root} does not have", split=split)
+                )
                 continue
             records.append(
                 Record(r.id, split, r.image, r.mask, r.fov, r.centerline, patients.get(i, r.patient), dict(r.extra))

@@ -85,11 +85,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         check_plain(checkpoint, f"checkpoint {path}")
-        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
-               if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = [
+            k
+            for k, v in checkpoint.get("state_dict", {}).items()
+            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+        ]
         if bad:  # never put NaN weights over a good checkpoint
-            raise CheckpointError(f"checkpoint {path} not written: the weights hold NaN or infinite values "
-                                  f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the previous file is kept")
+            raise CheckpointError(
+                f"checkpoint {path} not written: the weights hold NaN or infinite values "
+                f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the previous file is kept"
+            )
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -153,8 +158,11 @@ def checkpoint_differences(a: str | os.PathLike, b: str | os.PathLike) -> list[s
     sa, sb = read_checkpoint(a), read_checkpoint(b)
     diffs = [k for k in ("global_step", "epoch") if sa.get(k) != sb.get(k)]
     wa, wb = sa["state_dict"], sb["state_dict"]
-    diffs += [f"state_dict/{k}" for k in sorted(set(wa) | set(wb))
-              if k not in wa or k not in wb or not torch.equal(wa[k], wb[k])]
+    diffs += [
+        f"state_dict/{k}"
+        for k in sorted(set(wa) | set(wb))
+        if k not in wa or k not in wb or not torch.equal(wa[k], wb[k])
+    ]
     oa, ob = sa.get("optimizer_states", []), sb.get("optimizer_states", [])
     if len(oa) != len(ob):
         diffs.append("optimizer_states")
@@ -169,8 +177,11 @@ def checkpoint_differences(a: str | os.PathLike, b: str | os.PathLike) -> list[s
         diffs.append("lr_schedulers")
 
     def scores(ckpt: dict) -> list[float]:
-        return sorted(float(v["best_model_score"]) for v in ckpt.get("callbacks", {}).values()
-                      if isinstance(v, dict) and v.get("best_model_score") is not None)
+        return sorted(
+            float(v["best_model_score"])
+            for v in ckpt.get("callbacks", {}).values()
+            if isinstance(v, dict) and v.get("best_model_score") is not None
+        )
 
     if scores(sa) != scores(sb):
         diffs.append("callbacks/best_model_score")
@@ -194,7 +205,7 @@ def load_model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Conf
     model = build_network(cfg, hp.get("in_channels"), hp.get("num_classes"), for_checkpoint=True)
     from medseg.models.weights import load_strict
 
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     load_strict(model, state, f"checkpoint {path}", f"network {cfg.model.name!r} its config describes")
     model.eval()
     return model, cfg

@@ -129,7 +129,9 @@ class SegDataModule(L.LightningDataModule):
             self.train_ids, self.val_ids = list(full.ids), list(self.val_cases.ids)
             shared = sorted(set(full.groups) & set(self.val_cases.groups))
             if shared:
-                raise DataError(f"patients in both the train and {cfg.data.val_split!r} splits: {', '.join(shared[:10])}")
+                raise DataError(
+                    f"patients in both the train and {cfg.data.val_split!r} splits: {', '.join(shared[:10])}"
+                )
         else:
             self.train_ids, self.val_ids = split_train_val(
                 list(full.ids), cfg.data.val_fraction, cfg.seed, groups=full.groups
@@ -146,8 +148,9 @@ class SegDataModule(L.LightningDataModule):
             foreground_prob=cfg.data.foreground_prob,
         )
 
-    def patch_dataset(self, augment: dict | None = None, patch_size: int | None = None,
-                      samples_per_epoch: int | None = None) -> PatchDataset:
+    def patch_dataset(
+        self, augment: dict | None = None, patch_size: int | None = None, samples_per_epoch: int | None = None
+    ) -> PatchDataset:
         """Training patches with the recipe's settings, or the given overrides (a stage's)."""
         return PatchDataset(
             self.train_cases,

@@ -25,11 +25,11 @@ from medseg.config import Config, build_config
 from medseg.engine.schedules import build_optimizer, build_scheduler
 from medseg.errors import ConfigError
 from medseg.inference import predict_probabilities
+from medseg.log import get_logger
 from medseg.losses.more import MultiOutputLoss
 from medseg.metrics.vessel import confusion_counts, pixel_metrics
 from medseg.models import MODELS, create_model
 from medseg.models.contract import single_output
-from medseg.log import get_logger
 
 log = get_logger(__name__)
 
@@ -183,8 +183,13 @@ class SegmentationModule(L.LightningModule):
             checkpointing for a network without support; a loss that does not suit the outputs.
     """
 
-    def __init__(self, config: dict[str, Any], in_channels: int, num_classes: int = 2,
-                 init_state: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        in_channels: int,
+        num_classes: int = 2,
+        init_state: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["init_state"])
         self.cfg = build_config(config, source="checkpoint config")
@@ -221,8 +226,11 @@ class SegmentationModule(L.LightningModule):
             for n, p in self.model.named_parameters():
                 p.requires_grad_(_matches(n, self.trainable))
             self.frozen_modules = [
-                m for n, m in self.model.named_modules()
-                if n and not _matches(n, self.trainable) and not any(_matches(c, self.trainable) for c, _ in m.named_modules(prefix=n))
+                m
+                for n, m in self.model.named_modules()
+                if n
+                and not _matches(n, self.trainable)
+                and not any(_matches(c, self.trainable) for c, _ in m.named_modules(prefix=n))
             ]
         self._val_dice: list[float] = []
         self._offsets_frozen = False
@@ -275,15 +283,21 @@ class SegmentationModule(L.LightningModule):
         soft = self.num_classes == 2
         for key in ("mask", "centerline"):
             if key in batch:
-                out[key] = (F.interpolate(batch[key], size=size, mode="bilinear", align_corners=True) if soft
-                            else F.interpolate(batch[key], size=size, mode="nearest"))
+                out[key] = (
+                    F.interpolate(batch[key], size=size, mode="bilinear", align_corners=True)
+                    if soft
+                    else F.interpolate(batch[key], size=size, mode="nearest")
+                )
         out["fov"] = F.interpolate(batch["fov"], size=size, mode="nearest")
         return out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # skip mode keeps the buffers (BatchNorm statistics) the forward pass of a bad batch would spoil
-        saved = ({k: b.detach().clone() for k, b in self.model.named_buffers()}
-                 if self.cfg.train.nonfinite_loss == "skip" else None)
+        saved = (
+            {k: b.detach().clone() for k, b in self.model.named_buffers()}
+            if self.cfg.train.nonfinite_loss == "skip"
+            else None
+        )
         scales = self.cfg.train.multiscale or [1.0]
         total = 0.0
         for scale in scales:

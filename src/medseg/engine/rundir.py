@@ -244,4 +244,3 @@ class RunDir:
     def stage_checkpoints(self) -> list[Path]:
         """Every ``stage*/checkpoints/*.ckpt`` (reads the disk; hidden temporaries included)."""
         return list(self.root.glob("stage*/checkpoints/*.ckpt"))
-

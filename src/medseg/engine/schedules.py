@@ -67,7 +67,9 @@ def _adam(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim
 @register_optimizer("sgd")
 def _sgd(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     """SGD with ``momentum`` and ``nesterov`` (CPFNet, H-DenseUNet)."""
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -38,7 +38,7 @@ log = get_logger(__name__)
 
 
 def resolve_precision(precision: str) -> str:
-    """"auto" -> "bf16-mixed" on a GPU with bf16, "16-mixed" on other GPUs, "32-true" on the CPU."""
+    """ "auto" -> "bf16-mixed" on a GPU with bf16, "16-mixed" on other GPUs, "32-true" on the CPU."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available():
@@ -197,9 +197,16 @@ def build_trainer(cfg: Config, run_dir: Path, callbacks: list[Callback] | None =
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         logger=loggers,
-        callbacks=[best, last, LearningRateMonitor(logging_interval="step"), StopAtStep(cfg.train.max_steps),
-                   ExplainInterrupt(run_dir), TrainClock(), *([ProgressBar()] if cfg.train.progress_bar else []),
-                   *(callbacks or [])],
+        callbacks=[
+            best,
+            last,
+            LearningRateMonitor(logging_interval="step"),
+            StopAtStep(cfg.train.max_steps),
+            ExplainInterrupt(run_dir),
+            TrainClock(),
+            *([ProgressBar()] if cfg.train.progress_bar else []),
+            *(callbacks or []),
+        ],
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -217,7 +224,9 @@ def check_training_data(cfg: Config):
     from medseg.data.check import check_cached, require_clean
 
     if cfg.data.root is not None and Path(cfg.data.root).is_file():
-        raise ConfigError(f"data.root {cfg.data.root} is a file, not a dataset folder (medseg data list shows the layouts)")
+        raise ConfigError(
+            f"data.root {cfg.data.root} is a file, not a dataset folder (medseg data list shows the layouts)"
+        )
     from medseg.data.files import FileDataset
 
     list_datasets()  # imports every dataset module
@@ -228,8 +237,10 @@ def check_training_data(cfg: Config):
     split_file = args.pop("split_file", None)
     report, cached = check_cached(cfg.data.dataset, cfg.data.root, split_file, **args)
     warn = len(report.warnings)
-    log.info(f"data check of {cfg.data.dataset} ({'cached' if cached else 'ran'}): "
-             f"{counted(len(report.errors), 'error')}, {counted(warn, 'warning')}")
+    log.info(
+        f"data check of {cfg.data.dataset} ({'cached' if cached else 'ran'}): "
+        f"{counted(len(report.errors), 'error')}, {counted(warn, 'warning')}"
+    )
     require_clean(report)
     return report
 
@@ -278,8 +289,10 @@ def _announce_encoder(cfg: Config) -> str | None:
     if path:
         msg = f"encoder initialised from {path} (model.args.encoder_weights)"
     else:
-        msg = (f"{cfg.model.name}: no model.args.encoder_weights given: the encoder trains from scratch "
-               "(the original starts from ImageNet weights; name the file with --set model.args.encoder_weights=PATH)")
+        msg = (
+            f"{cfg.model.name}: no model.args.encoder_weights given: the encoder trains from scratch "
+            "(the original starts from ImageNet weights; name the file with --set model.args.encoder_weights=PATH)"
+        )
     log.info(msg)
     return msg
 
@@ -617,7 +630,7 @@ def _best_weights(stage_dir: Path) -> dict[str, torch.Tensor]:
     from medseg.engine.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(RunDir(stage_dir).best)
-    return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
 def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Callback] | None) -> dict[str, Any]:
@@ -628,7 +641,9 @@ def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Call
     if not resume:
         _check_run_dir(run_dir, resume=False)
         if rd.stage_checkpoints():
-            raise ConfigError(f"run directory {run_dir} already holds stage checkpoints; pass --resume or choose another --out")
+            raise ConfigError(
+                f"run directory {run_dir} already holds stage checkpoints; pass --resume or choose another --out"
+            )
     _check_network_name(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_report = check_training_data(cfg)
@@ -646,24 +661,38 @@ def _train_stages(cfg: Config, run_dir: Path, resume: bool, callbacks: list[Call
             ckpt_path = sdir.last if resume and sdir.last.is_file() else None
             if resume:
                 _remove_stale_checkpoint_temporaries(sdir.root)
-            log.info(f"stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
-                  f"{scfg.train.max_epochs} epochs, lr {scfg.optim.lr}, loss {scfg.loss.name} on {dict(scfg.loss.outputs)}")
+            log.info(
+                f"stage {i + 1}/{len(stage_cfgs)} ({name}): trainable {scfg.train.trainable or 'all'}, "
+                f"{scfg.train.max_epochs} epochs, lr {scfg.optim.lr}, loss {scfg.loss.name} on {dict(scfg.loss.outputs)}"
+            )
             L.seed_everything(cfg.seed + i, workers=True, verbose=False)
             dm = SegDataModule(scfg, train_cases=base.full_cases)
-            stages.append(_fit(scfg, sdir.root, dm, ckpt_path, callbacks, data_report, init_state,
-                               extra={"stage": i + 1, "stage_name": name}))
+            stages.append(
+                _fit(
+                    scfg,
+                    sdir.root,
+                    dm,
+                    ckpt_path,
+                    callbacks,
+                    data_report,
+                    init_state,
+                    extra={"stage": i + 1, "stage_name": name},
+                )
+            )
         init_state = _best_weights(sdir.root)
     final = rd.stage(len(stage_cfgs), names[-1])
     for which in RunDir.CHECKPOINTS:
         with atomic_path(rd.checkpoint(which)) as tmp:
             shutil.copyfile(final.checkpoint(which), tmp)
     summary = dict(stages[-1])
-    summary.update({
-        "stages": stages,
-        "train_seconds": round(sum(s.get("train_seconds", 0.0) for s in stages), 2),
-        "best_checkpoint": str(rd.best),
-        "resumed": resume,
-    })
+    summary.update(
+        {
+            "stages": stages,
+            "train_seconds": round(sum(s.get("train_seconds", 0.0) for s in stages), 2),
+            "best_checkpoint": str(rd.best),
+            "resumed": resume,
+        }
+    )
     write_text_atomic(rd.summary, json.dumps(summary, indent=2))
     return summary
 

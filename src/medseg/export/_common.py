@@ -72,9 +72,7 @@ def quiet_deprecations() -> Iterator[None]:
 def main_output(y: object, where: str) -> torch.Tensor:
     """``y`` if it is a tensor; else ExportError (``forward`` must return the main output)."""
     if not isinstance(y, torch.Tensor):
-        raise ExportError(
-            f"{where}: forward must return one tensor (the main output), got {type(y).__name__}"
-        )
+        raise ExportError(f"{where}: forward must return one tensor (the main output), got {type(y).__name__}")
     return y
 
 

@@ -161,9 +161,13 @@ def latency_ms(run, x: np.ndarray | torch.Tensor, warmup: int = 2, repeats: int 
     return median_ms(lambda: run(x), warmup, repeats)
 
 
-def calibration_images(cfg, side: int, folder: str | os.PathLike | None = None,
-                       data_root: str | os.PathLike | None = None, count: int = CALIBRATION_IMAGES
-                       ) -> list[np.ndarray]:
+def calibration_images(
+    cfg,
+    side: int,
+    folder: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    count: int = CALIBRATION_IMAGES,
+) -> list[np.ndarray]:
     """Up to ``count`` prepared (1, C, side, side) float32 inputs for int8 calibration: the images
     of ``folder`` (any the dataset's preprocessing takes, prepared as ``medseg predict`` does),
     else the recipe's training split under ``data_root``; each centre-cropped or zero-padded to
@@ -205,9 +209,9 @@ def _fit_side(image: np.ndarray, side: int) -> np.ndarray:
     """(C, H, W) centre-cropped and zero-padded to (C, side, side)."""
     c, h, w = image.shape
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    crop = image[:, top:top + side, left:left + side]
+    crop = image[:, top : top + side, left : left + side]
     out = np.zeros((c, side, side), np.float32)
-    out[:, :crop.shape[1], :crop.shape[2]] = crop
+    out[:, : crop.shape[1], : crop.shape[2]] = crop
     return out
 
 
@@ -280,10 +284,17 @@ def quantise_int8(src: Path, dst: Path, arrays: list[np.ndarray]) -> None:
     import onnx
 
     name = _session(src).get_inputs()[0].name
-    quantize_static(str(pre), str(dst), _Reader(name, arrays), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=grid_path_nodes(onnx.load(str(pre), load_external_data=False)))
+    quantize_static(
+        str(pre),
+        str(dst),
+        _Reader(name, arrays),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=grid_path_nodes(onnx.load(str(pre), load_external_data=False)),
+    )
     pre.unlink(missing_ok=True)
 
 
@@ -355,8 +366,14 @@ def export_checkpoint(
     with eval_mode(model), torch.no_grad():
         pt_ms = latency_ms(model, x)
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    report: dict[str, Any] = {"path": str(out), "format": fmt, "precision": precision, "size_divisor": divisor,
-                              "input_size": [side, side], "pytorch_latency_ms": round(pt_ms, 3)}
+    report: dict[str, Any] = {
+        "path": str(out),
+        "format": fmt,
+        "precision": precision,
+        "size_divisor": divisor,
+        "input_size": [side, side],
+        "pytorch_latency_ms": round(pt_ms, 3),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.stem}.export-", dir=out.parent))
     try:
@@ -372,8 +389,7 @@ def export_checkpoint(
             with torch.no_grad():
                 rel = errors(loaded(x), model(x))[1]
                 ms = latency_ms(loaded, x)
-            report.update(spatial=meta["medseg.spatial"], rel_error=rel, latency_ms=round(ms, 3),
-                          method=result.method)
+            report.update(spatial=meta["medseg.spatial"], rel_error=rel, latency_ms=round(ms, 3), method=result.method)
         else:
             fp32 = work / f"fp32{ONNX_SUFFIX}"
             spatial = "dynamic"
@@ -458,15 +474,19 @@ class ExportedNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
-            raise ExportError(f"{self.path} takes only {self.fixed_size[0]}x{self.fixed_size[1]} inputs "
-                              f"(exported with a fixed size), got {tuple(x.shape)}")
+            raise ExportError(
+                f"{self.path} takes only {self.fixed_size[0]}x{self.fixed_size[1]} inputs "
+                f"(exported with a fixed size), got {tuple(x.shape)}"
+            )
         try:
             return self._runner(x.detach().to("cpu", torch.float32).contiguous())
         except ExportError:
             raise
         except Exception as exc:  # noqa: BLE001 - the runtime's own error
-            raise ExportError(f"{self.path} cannot run input {tuple(x.shape)} (H and W must be multiples of "
-                              f"{self.size_divisor}): {type(exc).__name__}: {exc}") from exc
+            raise ExportError(
+                f"{self.path} cannot run input {tuple(x.shape)} (H and W must be multiples of "
+                f"{self.size_divisor}): {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -517,6 +537,7 @@ def load_exported(path: str | os.PathLike):
         def runner(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return module(x).float()
+
     net = ExportedNetwork(path, meta, runner).eval()
     if net.fixed_size is not None:
         overrides = ["eval.inference=sliding", f"eval.roi_size={net.fixed_size[0]}"]
@@ -527,5 +548,17 @@ def load_exported(path: str | os.PathLike):
     return net, build_config(cfg_dict, overrides, source=f"medseg.config in {path}")
 
 
-__all__ = ["ExportedNetwork", "RTOL", "calibration_images", "export_checkpoint", "grid_path_nodes", "is_exported",
-           "latency_ms", "load_exported", "metadata", "needed_divisor", "quantise_int8", "read_metadata"]
+__all__ = [
+    "ExportedNetwork",
+    "RTOL",
+    "calibration_images",
+    "export_checkpoint",
+    "grid_path_nodes",
+    "is_exported",
+    "latency_ms",
+    "load_exported",
+    "metadata",
+    "needed_divisor",
+    "quantise_int8",
+    "read_metadata",
+]

@@ -180,9 +180,7 @@ def _session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - unreadable or invalid model
-        raise ExportError(
-            f"onnxruntime cannot load {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ExportError(f"onnxruntime cannot load {str(path)!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def check_onnx(

@@ -63,9 +63,7 @@ def _check(fn, model: nn.Module, inputs: list[torch.Tensor], what: str) -> float
             try:
                 got = fn(xb)
             except Exception as exc:  # noqa: BLE001 - the export does not run on this input
-                raise ExportError(
-                    f"{what} fails on input {tuple(xb.shape)}: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise ExportError(f"{what} fails on input {tuple(xb.shape)}: {type(exc).__name__}: {exc}") from exc
             if not isinstance(got, torch.Tensor) or got.shape != ref.shape:
                 shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
                 raise ExportError(f"{what}: output {shape} vs eager {tuple(ref.shape)}")
@@ -131,8 +129,7 @@ def export_torchscript(
                     compiled = torch.jit.trace(model, (example,), check_trace=False)
             except Exception as exc2:  # noqa: BLE001
                 raise ExportError(
-                    f"TorchScript export of {name} failed: script: {script_error}; trace: "
-                    f"{type(exc2).__name__}: {exc2}"
+                    f"TorchScript export of {name} failed: script: {script_error}; trace: {type(exc2).__name__}: {exc2}"
                 ) from exc2
             method = "trace"
         why = f" (script failed: {script_error})" if script_error else ""
@@ -181,9 +178,7 @@ def export_program(
         try:
             program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
         except Exception as exc:  # noqa: BLE001 - any export failure
-            raise ExportError(
-                f"torch.export of {name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ExportError(f"torch.export of {name} failed: {type(exc).__name__}: {exc}") from exc
         inputs = _check_inputs(example) if dynamic_batch else [example]
         _check(program.module(), model, inputs, f"torch.export program of {name}")
         if path is not None:

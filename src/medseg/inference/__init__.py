@@ -105,7 +105,6 @@ MIN_FORWARD_SIDE = 32
 
 
 @torch.no_grad()
-
 def whole_image_probabilities(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Probabilities from one forward pass of the whole image.
 
@@ -141,7 +140,7 @@ METHODS = ("auto", "whole", "sliding")
 
 
 def inference_method(model: nn.Module, requested: str = "auto") -> str:
-    """"whole" or "sliding" for ``model``.
+    """ "whole" or "sliding" for ``model``.
 
     Args:
         requested: "whole", "sliding", or "auto": "sliding" when the network has a normalisation
@@ -173,7 +172,10 @@ TTA_TRANSFORMS: dict[str, tuple[_T, _T]] = {
     "rot180": (lambda x: x.rot90(2, (-2, -1)), lambda y: y.rot90(-2, (-2, -1))),
     "rot270": (lambda x: x.rot90(3, (-2, -1)), lambda y: y.rot90(-3, (-2, -1))),
     "transpose": (lambda x: x.transpose(-2, -1), lambda y: y.transpose(-2, -1)),
-    "antitranspose": (lambda x: x.rot90(2, (-2, -1)).transpose(-2, -1), lambda y: y.rot90(2, (-2, -1)).transpose(-2, -1)),
+    "antitranspose": (
+        lambda x: x.rot90(2, (-2, -1)).transpose(-2, -1),
+        lambda y: y.rot90(2, (-2, -1)).transpose(-2, -1),
+    ),
 }
 
 #: Named sets for ``--tta``: "flips" (identity, hflip, vflip), "rotations" (the four rotations),
@@ -210,15 +212,16 @@ def parse_tta(spec: str | Sequence[str] | None | bool) -> tuple[str, ...]:
         for name in expanded:
             if name not in TTA_TRANSFORMS:
                 valid = list(TTA_SETS) + list(TTA_TRANSFORMS)
-                raise ConfigError(f"unknown test-time augmentation {name!r}{did_you_mean(name, valid)} "
-                                  f"(valid: {', '.join(valid)})")
+                raise ConfigError(
+                    f"unknown test-time augmentation {name!r}{did_you_mean(name, valid)} (valid: {', '.join(valid)})"
+                )
             if name not in names:
                 names.append(name)
     return tuple(names)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """"auto"/None -> CUDA when available, else CPU; "cpu", "cuda", "cuda:1" as given.
+    """ "auto"/None -> CUDA when available, else CPU; "cpu", "cuda", "cuda:1" as given.
 
     Raises:
         ConfigError: "cuda" asked for on a machine without a usable GPU, or an unknown name.
@@ -285,7 +288,12 @@ class Predictor:
                 check_roi(m, roi_size)
             else:  # NHWC convolutions: 1.45x faster for a DRIVE U-Net on 2 CPU cores, same outputs to 1e-6
                 m.to(memory_format=torch.channels_last)
-        self.roi_size, self.overlap, self.mode, self.sw_batch_size = int(roi_size), float(overlap), mode, int(sw_batch_size)
+        self.roi_size, self.overlap, self.mode, self.sw_batch_size = (
+            int(roi_size),
+            float(overlap),
+            mode,
+            int(sw_batch_size),
+        )
         self.tta = parse_tta(tta)
         if int(batch_size) < 0:
             raise ConfigError(f"batch size must be >= 1 (or 0: auto), got {batch_size}")
@@ -355,8 +363,14 @@ class Predictor:
         if "whole" in methods:
             info["whole_image"] = "one forward pass, zero-padded to the size divisor and cropped"
         if "sliding" in methods:
-            info.update({"sliding_window": "MONAI sliding_window_inference", "roi_size": self.roi_size,
-                         "overlap": self.overlap, "blend": self.mode})
+            info.update(
+                {
+                    "sliding_window": "MONAI sliding_window_inference",
+                    "roi_size": self.roi_size,
+                    "overlap": self.overlap,
+                    "blend": self.mode,
+                }
+            )
         return info
 
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.datasets.volumes import slice_stacks
 from medseg.data.io.nifti import canonical_modality
 from medseg.data.io.volume import read_volume
 from medseg.data.io.writeback import write_nifti_like
 from medseg.data.transforms.intensity import normalize_intensity, resolve_intensity
-from medseg.data.datasets.volumes import slice_stacks
 from medseg.errors import ConfigError
 
 
@@ -70,8 +70,10 @@ def _labels_from_output(out: np.ndarray, n: int, hw: tuple[int, int], threshold:
 
     if out.ndim == 3:
         if out.dtype.kind not in "biu":
-            raise ValueError(f"predict_fn returned a {out.dtype} array of shape {out.shape}; a (N, H, W) output must "
-                             "be an integer label map (return (N, K, H, W) probabilities otherwise)")
+            raise ValueError(
+                f"predict_fn returned a {out.dtype} array of shape {out.shape}; a (N, H, W) output must "
+                "be an integer label map (return (N, K, H, W) probabilities otherwise)"
+            )
         labels = out.astype(np.int64)
         if labels.shape[0] != n:
             raise ValueError(f"predict_fn returned {labels.shape[0]} label maps for {n} slices")
@@ -89,7 +91,9 @@ def _labels_from_output(out: np.ndarray, n: int, hw: tuple[int, int], threshold:
         else:
             labels = prob.argmax(axis=1)
     else:
-        raise ValueError(f"predict_fn returned shape {out.shape}; expected (N, K, H, W) class scores or (N, H, W) labels")
+        raise ValueError(
+            f"predict_fn returned shape {out.shape}; expected (N, K, H, W) class scores or (N, H, W) labels"
+        )
     if labels.shape[1:] != hw:
         raise ValueError(f"predict_fn returned maps of size {labels.shape[1:]} for slices of size {hw}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):

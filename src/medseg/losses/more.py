@@ -68,14 +68,23 @@ class CEDiceLoss(nn.Module):
 
     input_kind = "logits"
 
-    def __init__(self, dice_weight: float = 1.0, class_weights: list[float] | None = None, include_background: bool = True) -> None:
+    def __init__(
+        self, dice_weight: float = 1.0, class_weights: list[float] | None = None, include_background: bool = True
+    ) -> None:
         super().__init__()
         from monai.losses import DiceCELoss  # here: MONAI takes seconds to import
 
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = DiceCELoss(
-            include_background=include_background, to_onehot_y=True, softmax=True, batch=True,
-            weight=weight, lambda_dice=float(dice_weight), lambda_ce=1.0, smooth_nr=1e-5, smooth_dr=1e-5,
+            include_background=include_background,
+            to_onehot_y=True,
+            softmax=True,
+            batch=True,
+            weight=weight,
+            lambda_dice=float(dice_weight),
+            lambda_ce=1.0,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
         )
         self.dice_weight = float(dice_weight)
 
@@ -223,7 +232,9 @@ class MultiOutputLoss(nn.Module):
             )
         return batch["centerline"]
 
-    def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return (total loss, {output name: its unweighted loss}).
 
         Raises:
@@ -252,4 +263,11 @@ class MultiOutputLoss(nn.Module):
 
 
 __all__ = [
-    "MultiOutputLoss","structure_loss", "StructureLoss", "CEDiceLoss", "MSELoss", "MSEDiceLoss", "boundary_target"]
+    "MultiOutputLoss",
+    "structure_loss",
+    "StructureLoss",
+    "CEDiceLoss",
+    "MSELoss",
+    "MSEDiceLoss",
+    "boundary_target",
+]

@@ -32,7 +32,9 @@ def class_counts(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.n
     for name, a in (("prediction", pred), ("reference", target)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
             raise ValueError(f"{name} labels {a.min()}..{a.max()} outside 0..{num_classes - 1}")
-    confusion = np.bincount(target * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    confusion = np.bincount(target * num_classes + pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
     tp = np.diag(confusion)
     fp = confusion.sum(axis=0) - tp
     fn = confusion.sum(axis=1) - tp
@@ -98,7 +100,13 @@ def evaluate_multiclass(
         per_image.append(c)
         groups[group] = groups.get(group, 0) + c
         dice, _ = dice_iou(c)
-        rows.append({"id": case_id, "group": group, **{f"dice_{n}": (None if np.isnan(v) else float(v)) for n, v in zip(names, dice)}})
+        rows.append(
+            {
+                "id": case_id,
+                "group": group,
+                **{f"dice_{n}": (None if np.isnan(v) else float(v)) for n, v in zip(names, dice)},
+            }
+        )
     pooled = [sum(per_image)] if per_image else []
     summary = {
         "n_images": len(per_image),

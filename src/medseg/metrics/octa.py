@@ -57,8 +57,7 @@ def _as_target(target: Any, shape: tuple[int, ...], case_id: Any = None) -> np.n
     if arr.dtype != bool:
         if arr.dtype.kind not in "biuf" or (arr.size and not np.all((arr == 0) | (arr == 1))):
             raise ValueError(
-                f"{case_label(case_id)}target must be a bool or 0/1 array (binarise 0/255 labels "
-                "with > 127 first)"
+                f"{case_label(case_id)}target must be a bool or 0/1 array (binarise 0/255 labels with > 127 first)"
             )
         arr = arr != 0
     if arr.shape != shape:
@@ -71,9 +70,7 @@ def _as_target(target: Any, shape: tuple[int, ...], case_id: Any = None) -> np.n
 
 def _check_tolerance(tolerance: Any) -> int:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 1:
-        raise ValueError(
-            f"tolerance must be an int >= 1 (kernel size in pixels), got {tolerance!r}"
-        )
+        raise ValueError(f"tolerance must be an int >= 1 (kernel size in pixels), got {tolerance!r}")
     return int(tolerance)
 
 
@@ -144,9 +141,7 @@ def _kappa(tp: int, fp: int, fn: int, tn: int) -> float:
     from sklearn.metrics import cohen_kappa_score
 
     # the 2x2 table as four weighted samples: sklearn's confusion matrix is then the table
-    k = cohen_kappa_score(
-        [1, 0, 1, 0], [1, 1, 0, 0], labels=[0, 1], sample_weight=[tp, fp, fn, tn]
-    )
+    k = cohen_kappa_score([1, 0, 1, 0], [1, 1, 0, 0], labels=[0, 1], sample_weight=[tp, fp, fn, tn])
     return float(k)
 
 
@@ -228,9 +223,7 @@ def _octa_case(prob: Any, target: Any, tolerance: Any, case_id: Any) -> dict[str
 # protocol
 
 
-def evaluate_octa(
-    cases: Iterable[Any], tolerance: int = 1
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_octa(cases: Iterable[Any], tolerance: int = 1) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate OCTA probability maps with OCTA-Net's protocol: per image, then mean and std.
 
     Args:

@@ -297,8 +297,7 @@ def evaluate_polyp(cases: Iterable[Any]) -> tuple[dict[str, Any], list[dict[str,
             "(toolbox meanDic/meanIoU), NOT Dice at 0.5; max_dice = max of that curve",
             "e_phi": "E-measure curve over the same thresholds, dataset mean, then mean/max; "
             "adaptive: threshold min(2 mean(P), 1), mean over images",
-            "wfbeta": "weighted F-measure, beta^2 = 1 (PraNet original_WFb.m); 0 when the GT "
-            "is empty",
+            "wfbeta": "weighted F-measure, beta^2 = 1 (PraNet original_WFb.m); 0 when the GT is empty",
             "s_alpha": "S-measure, alpha = 0.5",
             "mae": "mean |P - G| on the normalised map, mean over images",
             "dice_at_05": "per-image Dice/IoU of the raw (resized, un-normalised) probability "

@@ -44,9 +44,7 @@ def _pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     p = _as_mask(pred, "pred")
     t = _as_mask(target, "target")
     if p.shape != t.shape:
-        raise ValueError(
-            f"shape mismatch: pred has shape {tuple(p.shape)} but target has shape {tuple(t.shape)}"
-        )
+        raise ValueError(f"shape mismatch: pred has shape {tuple(p.shape)} but target has shape {tuple(t.shape)}")
     return p, t
 
 
@@ -225,8 +223,5 @@ def euler_characteristic(mask: Any, connectivity: int = 8) -> int:
         raise ValueError(f"mask must be 2-D (H, W) or 3-D (I, J, K), got shape {tuple(arr.shape)}")
     allowed = _EULER_CONNECTIVITY[arr.ndim]
     if connectivity not in allowed:
-        raise ValueError(
-            f"connectivity must be one of {sorted(allowed)} for a {arr.ndim}-D mask, got "
-            f"{connectivity!r}"
-        )
+        raise ValueError(f"connectivity must be one of {sorted(allowed)} for a {arr.ndim}-D mask, got {connectivity!r}")
     return int(euler_number(arr, connectivity=allowed[connectivity]))

@@ -57,14 +57,11 @@ REGIONS = ("fov", "whole_image")
 # input checks
 
 
-def _check_same_shape(
-    a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, where: str = ""
-) -> None:
+def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, where: str = "") -> None:
     if a.shape != b.shape:
         at = f" ({where})" if where else ""
         raise ValueError(
-            f"shape mismatch{at}: {name_a} has shape {tuple(a.shape)} but {name_b} has shape "
-            f"{tuple(b.shape)}"
+            f"shape mismatch{at}: {name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}"
         )
 
 
@@ -99,10 +96,7 @@ def _region_mask(region: Any, shape: tuple[int, ...], other: str) -> np.ndarray 
         return None
     reg = _as_bool(region, "region")
     if reg.shape != shape:
-        raise ValueError(
-            f"shape mismatch: region has shape {tuple(reg.shape)} but {other} has shape "
-            f"{tuple(shape)}"
-        )
+        raise ValueError(f"shape mismatch: region has shape {tuple(reg.shape)} but {other} has shape {tuple(shape)}")
     return reg
 
 
@@ -343,10 +337,7 @@ def _unpack_case(case: Any, index: int) -> tuple[str, Any, Any, Any]:
             return str(case[0]), case[1], case[2], case[3]
         if len(case) == 3:
             return str(case[0]), case[1], case[2], None
-        raise ValueError(
-            f"case #{index}: expected (case_id, prob, target, fov), got a sequence of length "
-            f"{len(case)}"
-        )
+        raise ValueError(f"case #{index}: expected (case_id, prob, target, fov), got a sequence of length {len(case)}")
     if hasattr(case, "prob") and hasattr(case, "target"):
         cid = getattr(case, "case_id", getattr(case, "id", str(index)))
         return str(cid), case.prob, case.target, getattr(case, "fov", None)
@@ -453,10 +444,14 @@ def _pooled_aucs(scores: dict[str, list[np.ndarray]]) -> dict[str, tuple[float, 
     }
 
 
-
-def _summarise(per_image: dict[str, list[dict[str, Any]]], pooled_cm: dict[str, dict[str, int]],
-               pooled_cl: dict[str, dict[str, int]], pooled_auc: dict[str, tuple[float, float]],
-               threshold: float, n: int) -> dict[str, Any]:
+def _summarise(
+    per_image: dict[str, list[dict[str, Any]]],
+    pooled_cm: dict[str, dict[str, int]],
+    pooled_cl: dict[str, dict[str, int]],
+    pooled_auc: dict[str, tuple[float, float]],
+    threshold: float,
+    n: int,
+) -> dict[str, Any]:
     """The per-image means and pooled values of every region (see :func:`evaluate_vessels`)."""
     summary: dict[str, Any] = {"threshold": threshold, "n_images": n}
     for region in REGIONS:
@@ -494,8 +489,7 @@ def _conventions(threshold: float, connectivity: int, fov_missing: list[str]) ->
         "trapezoidal PR area; None when the region holds a single class",
         "cldice_skeleton": "hard skeletons by skimage.morphology.skeletonize (2-D Zhang-Suen "
         "thinning, method='zhang'); Shit et al. CVPR 2021",
-        "betti_connectivity": f"{connectivity}-connected foreground, {background}-connected "
-        "background (holes)",
+        "betti_connectivity": f"{connectivity}-connected foreground, {background}-connected background (holes)",
         "betti_region": "whole image (or whole FOV-masked image), no patch sampling",
         "euler_error": "|chi(P) - chi(G)|, chi = beta0 - beta1 (= skimage.measure.euler_number "
         f"with {connectivity}-connected foreground), whole image, mean over images",
@@ -584,8 +578,9 @@ def evaluate_vessels(
     rows: list[dict[str, Any]] = []
     per_image: dict[str, list[dict[str, Any]]] = {r: [] for r in REGIONS}
     pooled_cm = {r: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for r in REGIONS}
-    pooled_cl = {r: {"skel_pred": 0, "skel_pred_in_target": 0, "skel_target": 0,
-                     "skel_target_in_pred": 0} for r in REGIONS}
+    pooled_cl = {
+        r: {"skel_pred": 0, "skel_pred_in_target": 0, "skel_target": 0, "skel_target_in_pred": 0} for r in REGIONS
+    }
     scores: dict[str, list[np.ndarray]] = {"p": [], "y": [], "fov": []}
     fov_missing: list[str] = []
 

@@ -65,27 +65,19 @@ def _labels(a: Any, name: str, n_classes: int, case_id: Any) -> np.ndarray:
     if arr.dtype == bool:
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iuf":
-        raise ValueError(
-            f"{_label(case_id)}{name} must be an integer label map, got dtype {arr.dtype}"
-        )
+        raise ValueError(f"{_label(case_id)}{name} must be an integer label map, got dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"{_label(case_id)}{name} must be 2-D (H, W) or 3-D (I, J, K), got shape "
-            f"{tuple(arr.shape)}"
-        )
+        raise ValueError(f"{_label(case_id)}{name} must be 2-D (H, W) or 3-D (I, J, K), got shape {tuple(arr.shape)}")
     if arr.size == 0:
         raise ValueError(f"{_label(case_id)}{name} is empty (shape {tuple(arr.shape)})")
     if arr.dtype.kind == "f":
         if not bool(np.all(np.isfinite(arr))) or not bool(np.all(arr == np.round(arr))):
-            raise ValueError(
-                f"{_label(case_id)}{name} must hold integer labels, got non-integer floats"
-            )
+            raise ValueError(f"{_label(case_id)}{name} must hold integer labels, got non-integer floats")
         arr = arr.astype(np.int64)
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n_classes:
         raise ValueError(
-            f"{_label(case_id)}{name} holds labels {lo}..{hi} outside 0..{n_classes - 1} "
-            f"({n_classes} class names)"
+            f"{_label(case_id)}{name} holds labels {lo}..{hi} outside 0..{n_classes - 1} ({n_classes} class names)"
         )
     return arr
 
@@ -94,9 +86,7 @@ def _spacing(spacing: Any, ndim: int, case_id: Any) -> tuple[float, ...]:
     try:
         sp = tuple(float(s) for s in np.ravel(np.asarray(spacing, dtype=np.float64)))
     except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{_label(case_id)}spacing must be {ndim} numbers (mm), got {spacing!r}"
-        ) from exc
+        raise ValueError(f"{_label(case_id)}spacing must be {ndim} numbers (mm), got {spacing!r}") from exc
     if len(sp) != ndim:
         raise ValueError(
             f"{_label(case_id)}spacing has {len(sp)} values but the label maps have {ndim} axes "
@@ -111,8 +101,7 @@ def _class_names(class_names: Any) -> list[str]:
     names = [str(n) for n in class_names]
     if len(names) < 2:
         raise ValueError(
-            f"class_names must list the background (index 0) and at least one foreground class, "
-            f"got {names}"
+            f"class_names must list the background (index 0) and at least one foreground class, got {names}"
         )
     if len(set(names)) != len(names):
         raise ValueError(f"class_names must be unique, got {names}")
@@ -124,9 +113,7 @@ def _class_names(class_names: Any) -> list[str]:
 def _tolerance(nsd_tolerance_mm: Any) -> float:
     tol = float(nsd_tolerance_mm)
     if not math.isfinite(tol) or tol < 0:
-        raise ValueError(
-            f"nsd_tolerance_mm must be a finite number >= 0 (mm), got {nsd_tolerance_mm!r}"
-        )
+        raise ValueError(f"nsd_tolerance_mm must be a finite number >= 0 (mm), got {nsd_tolerance_mm!r}")
     return tol
 
 
@@ -153,9 +140,7 @@ def _crop(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.pad(a[sl], pads), np.pad(b[sl], pads)
 
 
-def _distances(
-    a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], tol: float
-) -> tuple[float, float, float]:
+def _distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], tol: float) -> tuple[float, float, float]:
     """(hd95, hd95_pooled, nsd) of two non-empty binary masks, via MONAI."""
     import warnings
 
@@ -170,19 +155,13 @@ def _distances(
     sp = list(spacing)
     with warnings.catch_warnings():
         # MONAI 1.5-1.6 passes its own deprecated ``always_return_as_numpy`` internally
-        warnings.filterwarnings(
-            "ignore", message=".*always_return_as_numpy.*", category=FutureWarning
-        )
-        hd95 = compute_hausdorff_distance(
-            ya, yb, include_background=True, percentile=95, spacing=sp
-        )
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        hd95 = compute_hausdorff_distance(ya, yb, include_background=True, percentile=95, spacing=sp)
         _, (d_pg, d_gp), _ = get_edge_surface_distance(ta, tb, spacing=sp, symmetric=True)
         nsd = compute_surface_dice(
             ya, yb, class_thresholds=[tol], include_background=True, spacing=sp, use_subvoxels=True
         )
-    pooled = np.concatenate(
-        [np.asarray(d_pg, np.float64).ravel(), np.asarray(d_gp, np.float64).ravel()]
-    )
+    pooled = np.concatenate([np.asarray(d_pg, np.float64).ravel(), np.asarray(d_gp, np.float64).ravel()])
     return float(hd95[0, 0]), float(np.percentile(pooled, 95)), float(nsd[0, 0])
 
 
@@ -247,8 +226,7 @@ def volume_case_metrics(
     t = _labels(target, "target", len(names), case_id)
     if p.shape != t.shape:
         raise ValueError(
-            f"{_label(case_id)}shape mismatch: pred has shape {tuple(p.shape)} but target has "
-            f"shape {tuple(t.shape)}"
+            f"{_label(case_id)}shape mismatch: pred has shape {tuple(p.shape)} but target has shape {tuple(t.shape)}"
         )
     sp = _spacing(spacing, p.ndim, case_id)
 

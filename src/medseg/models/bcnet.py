@@ -386,9 +386,7 @@ class BCNet(NetworkContract):
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
-            raise ValueError(
-                f"BCNet takes in_channels 1 (grey, repeated to RGB) or 3 (RGB), got {in_channels}"
-            )
+            raise ValueError(f"BCNet takes in_channels 1 (grey, repeated to RGB) or 3 (RGB), got {in_channels}")
         if num_classes != 1:
             raise ValueError(
                 f"BCNet is a binary (polyp vs background) network: num_classes must be 1, got {num_classes}"

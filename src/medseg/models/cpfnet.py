@@ -373,8 +373,7 @@ class CPFNet(NetworkContract):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(
-                "CPFNet takes in_channels 1 (grey, repeated to RGB) or 3 (RGB / 3 stacked slices), "
-                f"got {in_channels}"
+                f"CPFNet takes in_channels 1 (grey, repeated to RGB) or 3 (RGB / 3 stacked slices), got {in_channels}"
             )
         if out_planes is not None:
             if num_classes not in (2, out_planes):
@@ -431,7 +430,7 @@ class CPFNet(NetworkContract):
 def original_key_to_medseg(key: str) -> str:
     """Map one key of the authors' CPFNet state dict to ours: ``backbone.`` -> ``encoder.``, any
     other key unchanged (``module.`` prefixes are stripped earlier by ``read_state_dict``)."""
-    return "encoder." + key[len("backbone."):] if key.startswith("backbone.") else key
+    return "encoder." + key[len("backbone.") :] if key.startswith("backbone.") else key
 
 
 def load_original(

@@ -143,9 +143,7 @@ class DenseUNet(NetworkContract):
     ) -> None:
         super().__init__()
         if len(block_config) != 4:
-            raise ValueError(
-                f"DenseUNet needs a DenseNet with 4 dense blocks, got block_config={block_config}"
-            )
+            raise ValueError(f"DenseUNet needs a DenseNet with 4 dense blocks, got block_config={block_config}")
         if in_channels < 1:
             raise ValueError(f"DenseUNet in_channels must be >= 1, got {in_channels}")
         if num_classes < 1:
@@ -164,9 +162,13 @@ class DenseUNet(NetworkContract):
         is_161 = (growth_rate, tuple(block_config), num_init_features, bn_size) == (
             48, (6, 12, 36, 24), 96, 4,
         )  # fmt: skip
-        self._encoder_name = "torchvision DenseNet-161" if is_161 else (
-            f"DenseNet (growth {growth_rate}, blocks {tuple(block_config)}, "
-            f"{num_init_features} initial features, bn_size {bn_size})"
+        self._encoder_name = (
+            "torchvision DenseNet-161"
+            if is_161
+            else (
+                f"DenseNet (growth {growth_rate}, blocks {tuple(block_config)}, "
+                f"{num_init_features} initial features, bn_size {bn_size})"
+            )
         )
         c0, c1, c2, c3, c4 = self.encoder.out_channels  # 96, 384, 768, 2112, 2208
         self.line0 = nn.Conv2d(c3, c4, 1)
@@ -251,8 +253,7 @@ class DenseConvBlock(nn.Module):
     def __init__(self, in_channels: int, num_layers: int, growth_rate: int, dropout: float) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            DenseConvLayer(in_channels + i * growth_rate, growth_rate, dropout)
-            for i in range(num_layers)
+            DenseConvLayer(in_channels + i * growth_rate, growth_rate, dropout) for i in range(num_layers)
         )
         self.in_channels = in_channels
         self.num_layers = num_layers
@@ -422,9 +423,7 @@ class DenseBlockUNet(NetworkContract):
             prev = DenseConvBlock(up.out_channels + skip, n, growth_rate, dropout)
             self.up_blocks.append(prev)
             c = prev.out_channels
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, num_classes, 1)
-        )
+        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, num_classes, 1))
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

@@ -203,14 +203,11 @@ def load_original(path_or_state_dict: Any, padding_mode: str | None = None) -> D
     missing = [k for k in needed if k not in state]
     if missing:
         raise CheckpointError(
-            f"{where}: not a DSCNet state dict; missing keys needed to infer its shape: "
-            f"{', '.join(missing)}"
+            f"{where}: not a DSCNet state dict; missing keys needed to infer its shape: {', '.join(missing)}"
         )
     first = state["conv00.conv.weight"]
     if first.dim() != 4 or state["out_conv.weight"].dim() != 4:
-        raise CheckpointError(
-            f"{where}: conv00.conv.weight / out_conv.weight are not 4-D conv weights"
-        )
+        raise CheckpointError(f"{where}: conv00.conv.weight / out_conv.weight are not 4-D conv weights")
     variant = "original" if has_bn else "pro"
     if padding_mode is None:
         padding_mode = "zeros" if has_bn else "border"
@@ -226,7 +223,9 @@ def load_original(path_or_state_dict: Any, padding_mode: str | None = None) -> D
     except ValueError as exc:
         raise CheckpointError(f"{where}: shapes do not describe a valid DSCNet: {exc}") from exc
     load_strict(
-        model, state, where,
+        model,
+        state,
+        where,
         f"authors' DSCNet ({variant} variant, inferred n_basic_layer={model.n_basic_layer}, "
         f"kernel_size={model.kernel_size})",
     )

@@ -407,9 +407,7 @@ class OCTANetFine(NetworkContract):
     ) -> None:
         super().__init__()
         if in_channels != 3:
-            raise ValueError(
-                f"OCTA-Net fine stage takes 3 input channels (image, thick, thin), got {in_channels}"
-            )
+            raise ValueError(f"OCTA-Net fine stage takes 3 input channels (image, thick, thin), got {in_channels}")
         self.in_channels, self.out_channels = 3, 1
         self.pn_size = int(pn_size)
         self.backbone = FusionCoefficients(channels, pn_size, kernel_size, avg, std)
@@ -552,7 +550,7 @@ def original_key_to_ours(key: str) -> str:
     ``Up_conv5_thick.conv.3.fc1.weight``, ...) is unchanged."""
     for old, new in _ENCODER_PREFIXES.items():
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 

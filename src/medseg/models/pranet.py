@@ -243,13 +243,9 @@ class PraNet(NetworkContract):
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
-            raise ValueError(
-                f"PraNet takes in_channels 3 (RGB) or 1 (grey, repeated to RGB), got {in_channels}"
-            )
+            raise ValueError(f"PraNet takes in_channels 3 (RGB) or 1 (grey, repeated to RGB), got {in_channels}")
         if out_channels != 1:
-            raise ValueError(
-                f"PraNet predicts one foreground map: out_channels must be 1, got {out_channels}"
-            )
+            raise ValueError(f"PraNet predicts one foreground map: out_channels must be 1, got {out_channels}")
         if channel < 1:
             raise ValueError(f"channel must be positive, got {channel}")
         self.in_channels = in_channels
@@ -282,7 +278,10 @@ class PraNet(NetworkContract):
                 f"channels (shape {tuple(x.shape)})"
             )
         check_input_size(
-            x, self.size_divisor, "PraNet", "encoder stride 32 and the original's fixed x8/x16/x32 resizes",
+            x,
+            self.size_divisor,
+            "PraNet",
+            "encoder stride 32 and the original's fixed x8/x16/x32 resizes",
             "The original trains at 352x352 (resized).",
         )
         if self.in_channels == 1:
@@ -337,7 +336,7 @@ class PraNet(NetworkContract):
 
 
 def _original_to_ours(key: str) -> str:
-    return "encoder." + key[len("resnet."):] if key.startswith("resnet.") else key
+    return "encoder." + key[len("resnet.") :] if key.startswith("resnet.") else key
 
 
 def load_original(path_or_state_dict: Any) -> PraNet:

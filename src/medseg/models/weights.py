@@ -186,7 +186,7 @@ def read_state_dict(source: Any, strip_prefixes: tuple[str, ...] = ("module.",))
             raise CheckpointError(f"{where}: entry {key!r} is not a tensor ({type(value).__name__})")
         for prefix in strip_prefixes:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         state[key] = value
     return state
@@ -225,6 +225,7 @@ def load_strict(
         for k, v in expected.items()
         if k in mapped and mapped[k].shape != v.shape
     )
+
     def listed(items: list[str], sep: str = ", ", n: int = 5) -> str:
         return sep.join(items[:n]) + (f"{sep}... ({len(items) - n} more)" if len(items) > n else "")
 
@@ -236,8 +237,11 @@ def load_strict(
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): {listed(mismatched, '; ')}")
     if problems:
-        hint = ("no key matches: it is probably the file of another network; " if expected and mapped
-                and not set(mapped) & set(expected) else "")
+        hint = (
+            "no key matches: it is probably the file of another network; "
+            if expected and mapped and not set(mapped) & set(expected)
+            else ""
+        )
         raise CheckpointError(f"{where} does not fit the {what}: {hint}" + " | ".join(problems))
     module.load_state_dict(mapped, strict=True)
     return module

@@ -161,13 +161,9 @@ class DSConv2d(nn.Module):
         if morph not in (0, 1):
             raise ValueError(f"DSConv2d morph must be 0 (along x) or 1 (along y), got {morph!r}")
         if offset_norm not in _OFFSET_NORMS:
-            raise ValueError(
-                f"DSConv2d offset_norm must be one of {_OFFSET_NORMS}, got {offset_norm!r}"
-            )
+            raise ValueError(f"DSConv2d offset_norm must be one of {_OFFSET_NORMS}, got {offset_norm!r}")
         if padding_mode not in _PADDING_MODES:
-            raise ValueError(
-                f"DSConv2d padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}"
-            )
+            raise ValueError(f"DSConv2d padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
         if out_channels < 4 or out_channels % (out_channels // 4) != 0:
             raise ValueError(
                 f"DSConv2d out_channels={out_channels} cannot be split into out_channels // 4 "
@@ -202,9 +198,7 @@ class DSConv2d(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"DSConv2d expects (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"DSConv2d expects (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
 
     def snake_offsets(self, x: torch.Tensor) -> torch.Tensor | None:
         """Cumulative offsets of the K points, in pixels, perpendicular to the kernel line.
@@ -318,8 +312,13 @@ class DSConv2d(nn.Module):
         (its strided (K, 1) / (1, K) conv over the (N, C, K*H, W) / (N, C, H, K*W) layout) up to
         float rounding.
         """
-        if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-                or not self.use_snake_conv or x.numel() < SNAKE_MIN_ELEMENTS):
+        if (
+            torch.jit.is_scripting()
+            or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()
+            or not self.use_snake_conv
+            or x.numel() < SNAKE_MIN_ELEMENTS
+        ):
             out = self._sampled_conv(x)
         else:
             out = self._snake_conv(x)
@@ -353,6 +352,7 @@ class DSConv2d(nn.Module):
         conv = self._axis_conv()
         weight = conv.weight.reshape(self.out_channels, self.in_channels, self.kernel_size)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            out = snake_conv(src, shift.to(src.dtype), weight.to(src.dtype), conv.bias.to(src.dtype), self.morph,
-                             self.padding_mode)
+            out = snake_conv(
+                src, shift.to(src.dtype), weight.to(src.dtype), conv.bias.to(src.dtype), self.morph, self.padding_mode
+            )
         return out.to(x.dtype)

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 __all__ = ["TENT_MAX_TERMS", "line_taps", "snake_conv"]
 
 
-def line_taps(shift: torch.Tensor, size: tuple[int, int], morph: int, padding_mode: str
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def line_taps(
+    shift: torch.Tensor, size: tuple[int, int], morph: int, padding_mode: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The two pixels each kernel point interpolates between, along the axis it moves on.
 
     Args:
@@ -82,8 +83,8 @@ class _Padding:
         h, w = self.size
         r = self.reach
         if self.morph == 0:
-            return tensor[:, :, r + d:r + d + h, j:j + w]
-        return tensor[:, :, j:j + h, r + d:r + d + w]
+            return tensor[:, :, r + d : r + d + h, j : j + w]
+        return tensor[:, :, j : j + h, r + d : r + d + w]
 
     def unpad(self, grad_padded: torch.Tensor) -> torch.Tensor:
         """The input's gradient: the centre, with (border) each pad's gradient folded onto the edge
@@ -114,7 +115,7 @@ class _Point:
 
     def index(self, which: int, j: int) -> torch.Tensor:
         """(N, C, H, W) expanded int64 index of pixel ``which`` (0 or 1) of point ``j``."""
-        i = self.taps[which][:, j:j + 1]
+        i = self.taps[which][:, j : j + 1]
         return i.expand(i.shape[0], self.channels, *i.shape[2:])
 
     def __call__(self, j: int) -> torch.Tensor:
@@ -122,8 +123,8 @@ class _Point:
         window = self.padding.view(self.padding.padded, 0, j)
         torch.gather(window, self.dim, self.index(0, j), out=self.g0)
         torch.gather(window, self.dim, self.index(1, j), out=self.g1)
-        torch.mul(self.g0, self.taps[2][:, j:j + 1], out=self.sample)
-        return self.sample.addcmul_(self.g1, self.taps[3][:, j:j + 1])
+        torch.mul(self.g0, self.taps[2][:, j : j + 1], out=self.sample)
+        return self.sample.addcmul_(self.g1, self.taps[3][:, j : j + 1])
 
 
 def _axis_products(samples, weight: torch.Tensor, bias: torch.Tensor, shape) -> torch.Tensor:
@@ -187,8 +188,8 @@ class _SnakeConv(_AxisConvFunction):
                 grad_shift[:, j] = slope0[:, j] * at0 + slope1[:, j] * at1
             if need_x:
                 window = point.padding.view(grad_padded, 0, j)
-                window.scatter_add_(point.dim, point.index(0, j), torch.mul(gs, weight0[:, j:j + 1], out=scratch))
-                window.scatter_add_(point.dim, point.index(1, j), torch.mul(gs, weight1[:, j:j + 1], out=scratch))
+                window.scatter_add_(point.dim, point.index(0, j), torch.mul(gs, weight0[:, j : j + 1], out=scratch))
+                window.scatter_add_(point.dim, point.index(1, j), torch.mul(gs, weight1[:, j : j + 1], out=scratch))
         grad_x = point.padding.unpad(grad_padded) if need_x else None
         grad_bias = g.sum((0, 2)) if need_b else None
         return grad_x, grad_shift, grad_weight, grad_bias, None, None
@@ -223,14 +224,14 @@ class _TentPlan(_Padding):
         displacement ``d`` of its span."""
         lo, hi = self.spans[j]
         d = torch.arange(lo, hi + 1, dtype=shift.dtype, device=shift.device).view(-1, 1, 1, 1, 1)
-        return (1 - (shift[:, j:j + 1].unsqueeze(0) - d).abs()).clamp_(min=0)
+        return (1 - (shift[:, j : j + 1].unsqueeze(0) - d).abs()).clamp_(min=0)
 
     def slopes(self, shift: torch.Tensor, j: int) -> torch.Tensor:
         """(D, N, 1, H, W) d(weight)/d(shift): +1 for ``d = floor(shift) + 1``, -1 for
         ``d = floor(shift)`` (grid_sample's one-sided slope at integer positions)."""
         lo, hi = self.spans[j]
         d = torch.arange(lo, hi + 1, dtype=shift.dtype, device=shift.device).view(-1, 1, 1, 1, 1)
-        floor = torch.floor(shift[:, j:j + 1]).unsqueeze(0)
+        floor = torch.floor(shift[:, j : j + 1]).unsqueeze(0)
         return (floor == d - 1).to(shift.dtype) - (floor == d).to(shift.dtype)
 
     def combine(self, tensor: torch.Tensor, j: int, weights: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -254,8 +255,9 @@ class _TentSnakeConv(_AxisConvFunction):
     @staticmethod
     def forward(ctx, x, shift, weight, bias, morph: int, padding_mode: str, spans):  # noqa: D102
         plan, sample = _TentPlan(x, shift, spans, morph, padding_mode), torch.empty_like(x)
-        out = _axis_products(lambda j: plan.combine(plan.padded, j, plan.weights(shift, j), sample), weight, bias,
-                             x.shape)
+        out = _axis_products(
+            lambda j: plan.combine(plan.padded, j, plan.weights(shift, j), sample), weight, bias, x.shape
+        )
         ctx.save_for_backward(x, shift, weight)
         ctx.morph, ctx.padding_mode, ctx.spans = morph, padding_mode, spans
         return out
@@ -292,8 +294,9 @@ class _TentSnakeConv(_AxisConvFunction):
         return grad_x, grad_shift, grad_weight, grad_bias, None, None, None
 
 
-def snake_conv(x: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, morph: int,
-               padding_mode: str) -> torch.Tensor:
+def snake_conv(
+    x: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, morph: int, padding_mode: str
+) -> torch.Tensor:
     """DSConv's sampling and axis convolution in one pass, without the K-fold sampled map.
 
     Args:

@@ -105,9 +105,7 @@ def save_kernel_positions(
     h, w = img.shape[:2]
     c = _to_numpy(coords).astype(np.float64)
     if c.ndim == 5:
-        raise ValueError(
-            f"coords must be (K, H, W, 2), got a batch of shape {tuple(c.shape)}; pass coords[0]"
-        )
+        raise ValueError(f"coords must be (K, H, W, 2), got a batch of shape {tuple(c.shape)}; pass coords[0]")
     if c.ndim != 4 or c.shape[-1] != 2:
         raise ValueError(f"coords must have shape (K, H, W, 2), got {tuple(c.shape)}")
     k, hc, wc, _ = c.shape
@@ -129,8 +127,7 @@ def save_kernel_positions(
             t = t[np.ix_(rr, cc)]
         else:
             raise ValueError(
-                f"shape mismatch: target has shape {tuple(t.shape)} but the image is {(h, w)} "
-                f"and coords are {(hc, wc)}"
+                f"shape mismatch: target has shape {tuple(t.shape)} but the image is {(h, w)} and coords are {(hc, wc)}"
             )
 
     if centers is None:
@@ -162,8 +159,13 @@ def save_kernel_positions(
         ax.plot(xs, ys, "-", color=colour, lw=1.4, path_effects=outline)
         ax.plot(xs, ys, "o", color=colour, ms=2.5)
         ax.plot(
-            [(cl + 0.5) * sx - 0.5], [(r + 0.5) * sy - 0.5], "s",
-            color=colour, ms=5, markeredgecolor="white", markeredgewidth=0.8,
+            [(cl + 0.5) * sx - 0.5],
+            [(r + 0.5) * sy - 0.5],
+            "s",
+            color=colour,
+            ms=5,
+            markeredgecolor="white",
+            markeredgewidth=0.8,
         )
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)

@@ -113,9 +113,7 @@ def grey(img: np.ndarray) -> np.ndarray:
 def _binary(a: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     arr = np.asarray(a)
     if arr.shape != tuple(shape):
-        raise ValueError(
-            f"shape mismatch: {name} has shape {tuple(arr.shape)} but the image is {shape}"
-        )
+        raise ValueError(f"shape mismatch: {name} has shape {tuple(arr.shape)} but the image is {shape}")
     return arr != 0 if arr.dtype != bool else arr
 
 

@@ -408,12 +408,12 @@ def _page(title: str, subtitle: str, toc: Sequence[tuple[str, str]], body: str) 
     nav = "".join(f'<a href="#{_e(anchor)}">{_e(text)}</a>' for anchor, text in toc)
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<meta name=\"generator\" content=\"medseg {_e(__version__)}\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta name="generator" content="medseg {_e(__version__)}">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<header class=\"top\"><h1>{_e(title)}</h1><p class=\"sub\">{_e(subtitle)}</p></header>\n"
-        + (f"<nav class=\"toc\">{nav}</nav>\n" if toc else "")
+        f'<header class="top"><h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p></header>\n'
+        + (f'<nav class="toc">{nav}</nav>\n' if toc else "")
         + f"<main>\n{body}\n<footer>written by medseg {_e(__version__)} on {_e(stamp)}; a static page: "
         "no server, no network.</footer>\n</main>\n"
         f"<script>{_JS}</script>\n</body>\n</html>\n"
@@ -421,7 +421,7 @@ def _page(title: str, subtitle: str, toc: Sequence[tuple[str, str]], body: str) 
 
 
 def _kv_table(items: Iterable[tuple[str, Any]], cls: str = "kv") -> str:
-    rows = "".join(f"<tr><th scope=\"row\">{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    rows = "".join(f'<tr><th scope="row">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in items)
     return f'<table class="{cls}"><tbody>{rows}</tbody></table>'
 
 
@@ -429,8 +429,14 @@ def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
-def _table(headers: Sequence[str], rows: Sequence[str], table_id: str | None = None, cls: str = "data",
-           num_from: int = 1, header_cls: Sequence[str] | None = None) -> str:
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[str],
+    table_id: str | None = None,
+    cls: str = "data",
+    num_from: int = 1,
+    header_cls: Sequence[str] | None = None,
+) -> str:
     """A table; ``rows`` are ready ``<tr>`` strings; headers from index ``num_from`` right-aligned."""
     ths = []
     for i, h in enumerate(headers):
@@ -457,17 +463,18 @@ def _ordered_keys(blocks: Iterable[Any]) -> list[str]:
 
 
 def _vessel_table(m: dict[str, Any]) -> str:
-    cols = [("FOV per-image mean", ("fov", "per_image_mean")), ("FOV pooled", ("fov", "pooled")),
-            ("whole image per-image mean", ("whole_image", "per_image_mean")),
-            ("whole image pooled", ("whole_image", "pooled"))]
+    cols = [
+        ("FOV per-image mean", ("fov", "per_image_mean")),
+        ("FOV pooled", ("fov", "pooled")),
+        ("whole image per-image mean", ("whole_image", "per_image_mean")),
+        ("whole image pooled", ("whole_image", "pooled")),
+    ]
     blocks = [_get(m, *path) for _, path in cols]
     keys = _ordered_keys(blocks)
     rows = []
     for k in keys:
-        cells = "".join(
-            _num_td(_get(b, k), cls="num headline" if i == 0 else "num") for i, b in enumerate(blocks)
-        )
-        rows.append(f"<tr><th scope=\"row\">{_e(_label(k))}</th>{cells}</tr>")
+        cells = "".join(_num_td(_get(b, k), cls="num headline" if i == 0 else "num") for i, b in enumerate(blocks))
+        rows.append(f'<tr><th scope="row">{_e(_label(k))}</th>{cells}</tr>')
     headers = ["metric"] + [c for c, _ in cols]
     return _table(headers, rows, "metrics-table", header_cls=["", "headline", "", "", ""])
 
@@ -481,7 +488,7 @@ def _pm(mean: Any, std: Any) -> str:
 def _octa_table(m: dict[str, Any]) -> str:
     mean, std = m.get("mean") or {}, m.get("std") or {}
     rows = [
-        f"<tr><th scope=\"row\">{_e(_label(k))}</th>{_num_td(mean.get(k), _pm(mean.get(k), _get(std, k)))}</tr>"
+        f'<tr><th scope="row">{_e(_label(k))}</th>{_num_td(mean.get(k), _pm(mean.get(k), _get(std, k)))}</tr>'
         for k in _ordered_keys([mean, std])
     ]
     return _table(["metric", "mean ± std"], rows, "metrics-table")
@@ -489,7 +496,7 @@ def _octa_table(m: dict[str, Any]) -> str:
 
 def _polyp_table(m: dict[str, Any]) -> str:
     mean = m.get("mean") or {}
-    rows = [f"<tr><th scope=\"row\">{_e(_label(k))}</th>{_num_td(v)}</tr>" for k, v in mean.items()]
+    rows = [f'<tr><th scope="row">{_e(_label(k))}</th>{_num_td(v)}</tr>' for k, v in mean.items()]
     return _table(["metric", "mean"], rows, "metrics-table")
 
 
@@ -520,7 +527,7 @@ def _volume_table(m: dict[str, Any]) -> str:
             cells += f"<td>{_e(text or '-')}</td>"
         label = "foreground mean" if n == "foreground_mean" else n
         cls = ' class="headline"' if n == "foreground_mean" else ""
-        rows.append(f"<tr{cls}><th scope=\"row\">{_e(label)}</th>{cells}</tr>")
+        rows.append(f'<tr{cls}><th scope="row">{_e(label)}</th>{cells}</tr>')
     return _table(headers, rows, "metrics-table")
 
 
@@ -536,7 +543,7 @@ def _multiclass_table(m: dict[str, Any]) -> str:
     for n in names:
         cells = "".join(_num_td(_get(b, n, "dice")) + _num_td(_get(b, n, "iou")) for _, b in levels)
         label = "mean (foreground)" if n == "mean" else n
-        rows.append(f"<tr><th scope=\"row\">{_e(label)}</th>{cells}</tr>")
+        rows.append(f'<tr><th scope="row">{_e(label)}</th>{cells}</tr>')
     return _table(headers, rows, "metrics-table")
 
 
@@ -550,8 +557,20 @@ def _flatten_numbers(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-_SKIP_GENERIC = {"conventions", "inference", "n_images", "n_cases", "n_volumes", "split", "dataset", "network",
-                 "protocol", "checkpoint", "predictions", "classes"}
+_SKIP_GENERIC = {
+    "conventions",
+    "inference",
+    "n_images",
+    "n_cases",
+    "n_volumes",
+    "split",
+    "dataset",
+    "network",
+    "protocol",
+    "checkpoint",
+    "predictions",
+    "classes",
+}
 
 
 def _generic_table(m: dict[str, Any]) -> str:
@@ -560,12 +579,17 @@ def _generic_table(m: dict[str, Any]) -> str:
         if key in _SKIP_GENERIC:
             continue
         for k, v in _flatten_numbers(value, f"{key}." if isinstance(value, dict) else key):
-            rows.append(f"<tr><th scope=\"row\">{_e(k)}</th>{_num_td(v)}</tr>")
+            rows.append(f'<tr><th scope="row">{_e(k)}</th>{_num_td(v)}</tr>')
     return _table(["metric", "value"], rows, "metrics-table")
 
 
-_TABLES = {"vessel": _vessel_table, "octa": _octa_table, "polyp": _polyp_table, "volume": _volume_table,
-           "multiclass": _multiclass_table}
+_TABLES = {
+    "vessel": _vessel_table,
+    "octa": _octa_table,
+    "polyp": _polyp_table,
+    "volume": _volume_table,
+    "multiclass": _multiclass_table,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,29 +630,39 @@ def _metrics_section(m: dict[str, Any], name: str, head: dict[str, float | None]
         keys = [k for k in main_keys if k in head] + [k for k in head if k not in main_keys]
         cards = [(k, head[k]) for k in keys if not _is_missing(head[k])][:6]
         if cards:
-            parts.append('<div class="cards">' + "".join(
-                f'<div class="card"><div class="k">{_e(_label(k))}</div><div class="v">{_e(_fmt(v))}</div></div>'
-                for k, v in cards) + "</div>")
+            parts.append(
+                '<div class="cards">'
+                + "".join(
+                    f'<div class="card"><div class="k">{_e(_label(k))}</div><div class="v">{_e(_fmt(v))}</div></div>'
+                    for k, v in cards
+                )
+                + "</div>"
+            )
     elif head_err:
         parts.append(_note(f"no headline numbers: {head_err}"))
     try:
         parts.append(_TABLES.get(name, _generic_table)(m))
     except Exception as exc:  # noqa: BLE001 - a malformed block must not lose the rest of the page
-        parts.append(_note(f"the {name} metrics table could not be drawn ({exc.__class__.__name__}: {exc}); "
-                           "all numbers as found:"))
+        parts.append(
+            _note(
+                f"the {name} metrics table could not be drawn ({exc.__class__.__name__}: {exc}); all numbers as found:"
+            )
+        )
         parts.append(_generic_table(m))
     if name == "vessel":
         parts.append(_note("headline column: FOV per-image mean (the numbers the comparison table uses)"))
     conv = m.get("conventions")
     if isinstance(conv, dict) and conv:
-        parts.append("<details><summary>Conventions</summary>"
-                     + _kv_table((k, _text(v)) for k, v in conv.items()) + "</details>")
+        parts.append(
+            "<details><summary>Conventions</summary>" + _kv_table((k, _text(v)) for k, v in conv.items()) + "</details>"
+        )
     else:
         parts.append(_note("metrics.json states no conventions"))
     inf = m.get("inference")
     if isinstance(inf, dict) and inf:
-        parts.append("<details><summary>Inference</summary>"
-                     + _kv_table((k, _text(v)) for k, v in inf.items()) + "</details>")
+        parts.append(
+            "<details><summary>Inference</summary>" + _kv_table((k, _text(v)) for k, v in inf.items()) + "</details>"
+        )
     parts.append("</section>")
     return "".join(parts)
 
@@ -663,14 +697,23 @@ def _paper_section(paper: Any, head: dict[str, float | None], name: str) -> str:
             dcls = "num" if better is None else ("num pos" if better else "num neg")
             dtext = "-" if diff is None else f"{diff:+.4f}"
             ours_td = _num_td(ours) if key in head else '<td class="num" data-v="">not measured</td>'
-            rows.append(f"<tr><th scope=\"row\">{_e(_label(key))}</th>{ours_td}{_num_td(pv)}"
-                        f"{_num_td(diff, dtext, dcls)}</tr>")
+            rows.append(
+                f'<tr><th scope="row">{_e(_label(key))}</th>{ours_td}{_num_td(pv)}{_num_td(diff, dtext, dcls)}</tr>'
+            )
         parts.append(_table(["metric", "ours", "paper", "difference"], rows, "paper-table"))
-        parts.append(_note("difference = ours - paper (fractions 0..1, distances in mm); green where ours is "
-                           "better, red where worse (lower is better for distances and errors)"))
+        parts.append(
+            _note(
+                "difference = ours - paper (fractions 0..1, distances in mm); green where ours is "
+                "better, red where worse (lower is better for distances and errors)"
+            )
+        )
         if percent_like:
-            parts.append(_note(f"paper values of {', '.join(percent_like)} look like percentages; "
-                               "the recipe should give fractions 0..1"))
+            parts.append(
+                _note(
+                    f"paper values of {', '.join(percent_like)} look like percentages; "
+                    "the recipe should give fractions 0..1"
+                )
+            )
     else:
         parts.append(_note("the paper: block gives no values"))
     if paper.get("notes"):
@@ -702,8 +745,10 @@ def _per_case_section(
     if not fields:
         parts.append(_note(f"{path.name} is empty"))
         return "".join(parts) + "</section>", [], title
-    numeric = [all(_is_missing(r.get(f)) or _number(r.get(f)) is not None for r in rows) and i > 0
-               for i, f in enumerate(fields)]
+    numeric = [
+        all(_is_missing(r.get(f)) or _number(r.get(f)) is not None for r in rows) and i > 0
+        for i, f in enumerate(fields)
+    ]
     body, ids = [], []
     for r in rows:
         cells = []
@@ -726,10 +771,13 @@ def _per_case_section(
     for i, f in enumerate(fields):
         c = ' class="num"' if numeric[i] else ""
         heads.append(f'<th scope="col"{c} data-key="{_e(f)}">{_e(f)}</th>')
-    parts.append(f"<p>{len(rows)} rows from <code>{_e(path.name)}</code>; click a column header to sort "
-                 "(again to reverse).</p>")
-    parts.append(f'<div class="scroll"><table id="per-image" class="data sortable"><thead><tr>{"".join(heads)}'
-                 f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+    parts.append(
+        f"<p>{len(rows)} rows from <code>{_e(path.name)}</code>; click a column header to sort (again to reverse).</p>"
+    )
+    parts.append(
+        f'<div class="scroll"><table id="per-image" class="data sortable"><thead><tr>{"".join(heads)}'
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
     parts.append("</section>")
     return "".join(parts), ids, title
 
@@ -738,8 +786,9 @@ def _figure_files(fig_dir: Path) -> list[Path]:
     if not fig_dir.is_dir():
         return []
     exts = {".png", ".jpg", ".jpeg", ".svg", ".gif", ".webp"}
-    return sorted(p for p in fig_dir.iterdir()
-                  if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+    return sorted(
+        p for p in fig_dir.iterdir() if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
+    )
 
 
 def _strip(name: str, suffix: str) -> str | None:
@@ -826,8 +875,12 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
     sections: list[str] = []
     toc: list[tuple[str, str]] = [("summary", "Summary"), ("metrics", "Metrics")]
 
-    info: list[tuple[str, Any]] = [("network", network or "-"), ("dataset", dataset), ("split", split_name),
-                                   ("protocol", name)]
+    info: list[tuple[str, Any]] = [
+        ("network", network or "-"),
+        ("dataset", dataset),
+        ("split", split_name),
+        ("protocol", name),
+    ]
     if n is not None:
         info.append((f"{unit}", n))
     for key in ("threshold", "tolerance", "nsd_tolerance_mm"):
@@ -843,8 +896,11 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
     if eval_protocol := _get(cfg, "eval", "protocol"):
         info.append(("recipe eval.protocol", _text(eval_protocol)))
     info.append(("evaluation folder", str(eval_dir)))
-    parts = ['<section id="summary"><h2>Summary</h2><div class="row"><div><h3>Evaluation</h3>',
-             _kv_table((k, v) for k, v in info), "</div>"]
+    parts = [
+        '<section id="summary"><h2>Summary</h2><div class="row"><div><h3>Evaluation</h3>',
+        _kv_table((k, v) for k, v in info),
+        "</div>",
+    ]
     if summary:
         rows = []
         for k, v in summary.items():
@@ -859,8 +915,14 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
     elif is_run:
         parts.append("<div>" + _note("no training summary (train_summary.json not found)") + "</div>")
     else:
-        parts.append("<div>" + _note("an evaluation of predictions made outside a medseg run: no recipe, no "
-                                     "training summary, no training curves") + "</div>")
+        parts.append(
+            "<div>"
+            + _note(
+                "an evaluation of predictions made outside a medseg run: no recipe, no "
+                "training summary, no training curves"
+            )
+            + "</div>"
+        )
     parts.append("</div></section>")
     sections.append("".join(parts))
 
@@ -877,47 +939,73 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
     toc.append(("panels", "Panels"))
     order = [i for i in ids if i in panels] + [i for i in panels if i not in ids]
     if order:
-        grid = "".join(_img(panels[i], page_dir, f"panel of {i}", f"{i}: image | ground truth | probability | "
-                            "TP (green) / FP (red) / FN (blue)", anchor=f"panel-{urllib.parse.quote(i)}")
-                       for i in order)
+        grid = "".join(
+            _img(
+                panels[i],
+                page_dir,
+                f"panel of {i}",
+                f"{i}: image | ground truth | probability | TP (green) / FP (red) / FN (blue)",
+                anchor=f"panel-{urllib.parse.quote(i)}",
+            )
+            for i in order
+        )
         sections.append(f'<section id="panels"><h2>Panels</h2><div class="grid">{grid}</div></section>')
     else:
-        sections.append('<section id="panels"><h2>Panels</h2>'
-                        + _note("no panels (figures/ holds no <id>_panel.png)") + "</section>")
+        sections.append(
+            '<section id="panels"><h2>Panels</h2>'
+            + _note("no panels (figures/ holds no <id>_panel.png)")
+            + "</section>"
+        )
 
     toc.append(("curves", "Training curves"))
     if curves:
-        grid = "".join(_img(p, page_dir, "training curves", str(p.relative_to(run_dir)) if p.is_relative_to(run_dir)
-                            else p.name) for p in curves)
+        grid = "".join(
+            _img(p, page_dir, "training curves", str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else p.name)
+            for p in curves
+        )
         sections.append(f'<section id="curves"><h2>Training curves</h2><div class="grid wide">{grid}</div></section>')
     else:
-        sections.append('<section id="curves"><h2>Training curves</h2>'
-                        + _note("no training curves (figures/curves.png not found)") + "</section>")
+        sections.append(
+            '<section id="curves"><h2>Training curves</h2>'
+            + _note("no training curves (figures/curves.png not found)")
+            + "</section>"
+        )
 
     if kernels:
         toc.append(("kernels", "DSConv kernels"))
-        grid = "".join(_img(p, page_dir, p.stem.replace("_", " "),
-                            ("zoomed window: " if p.stem.endswith("_zoom") else "")
-                            + f"sampled DSConv kernel positions, {p.name}") for p in kernels)
+        grid = "".join(
+            _img(
+                p,
+                page_dir,
+                p.stem.replace("_", " "),
+                ("zoomed window: " if p.stem.endswith("_zoom") else "") + f"sampled DSConv kernel positions, {p.name}",
+            )
+            for p in kernels
+        )
         sections.append(f'<section id="kernels"><h2>DSConv kernels</h2><div class="grid narrow">{grid}</div></section>')
 
     if others:
         toc.append(("other-figures", "Other figures"))
         grid = "".join(_img(p, page_dir, p.stem, p.name) for p in others)
-        sections.append('<section id="other-figures"><h2>Other figures</h2>'
-                        f'<div class="grid narrow">{grid}</div></section>')
+        sections.append(
+            f'<section id="other-figures"><h2>Other figures</h2><div class="grid narrow">{grid}</div></section>'
+        )
 
     toc.append(("recipe", "Recipe"))
     if cfg_text is not None:
-        sections.append('<section id="recipe"><h2>Recipe</h2><details><summary>config.yaml (resolved recipe)</summary>'
-                        f"<pre>{_e(cfg_text)}</pre></details></section>")
+        sections.append(
+            '<section id="recipe"><h2>Recipe</h2><details><summary>config.yaml (resolved recipe)</summary>'
+            f"<pre>{_e(cfg_text)}</pre></details></section>"
+        )
     else:
-        sections.append('<section id="recipe"><h2>Recipe</h2>' + _note("no recipe (config.yaml not found)")
-                        + "</section>")
+        sections.append(
+            '<section id="recipe"><h2>Recipe</h2>' + _note("no recipe (config.yaml not found)") + "</section>"
+        )
 
     if notes:
-        sections.append('<section id="notes"><h2>Notes</h2><ul>' + "".join(f"<li>{_e(t)}</li>" for t in notes)
-                        + "</ul></section>")
+        sections.append(
+            '<section id="notes"><h2>Notes</h2><ul>' + "".join(f"<li>{_e(t)}</li>" for t in notes) + "</ul></section>"
+        )
 
     html_text = _page(title, subtitle, toc, "\n".join(sections))
     return write_text_atomic(out_path, html_text)
@@ -1017,8 +1105,11 @@ def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
         return "(no runs)"
     cols = _columns(rows)
     cells = [[_cell_text(c, r.get(c)) for c in cols] for r in rows]
-    numeric = [all(_is_missing(r.get(c)) or _number(r.get(c)) is not None for r in rows)
-               and c not in ("run", "network", "dataset", "protocol") for c in cols]
+    numeric = [
+        all(_is_missing(r.get(c)) or _number(r.get(c)) is not None for r in rows)
+        and c not in ("run", "network", "dataset", "protocol")
+        for c in cols
+    ]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
 
     def line(values: Sequence[str]) -> str:
@@ -1069,22 +1160,33 @@ def write_comparison(rows: Sequence[dict[str, Any]], out_prefix: str | os.PathLi
                 cells.append(_num_td(v, _cell_text(c, v)))
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     heads = "".join(
-        f'<th scope="col"{"" if c in text_cols else NUM_CLASS} data-key="{_e(c)}">{_e(_label(c))}</th>'
-        for c in cols
+        f'<th scope="col"{"" if c in text_cols else NUM_CLASS} data-key="{_e(c)}">{_e(_label(c))}</th>' for c in cols
     )
     protocols = sorted({str(r.get("protocol")) for r in rows if r.get("protocol")})
-    descs = "".join(f"<li><strong>{_e(p)}</strong>: {_e(_description(p) or 'unknown protocol')}</li>"
-                    for p in protocols)
+    descs = "".join(
+        f"<li><strong>{_e(p)}</strong>: {_e(_description(p) or 'unknown protocol')}</li>" for p in protocols
+    )
     body = (
         '<section id="comparison-section"><h2>Runs</h2>'
-        + (f'<div class="scroll"><table id="comparison" class="data sortable"><thead><tr>{heads}</tr></thead>'
-           f'<tbody>{"".join(body_rows)}</tbody></table></div>' if cols else _note("no runs"))
+        + (
+            f'<div class="scroll"><table id="comparison" class="data sortable"><thead><tr>{heads}</tr></thead>'
+            f"<tbody>{''.join(body_rows)}</tbody></table></div>"
+            if cols
+            else _note("no runs")
+        )
         + "<p>Click a column header to sort (again to reverse). Headline numbers as "
         "<code>medseg.workflows.protocols.headline</code> gives them; distances in mm.</p>"
         + (f"<h3>Protocols</h3><ul>{descs}</ul>" if descs else "")
-        + f"<p>CSV: <a href=\"{_e(urllib.parse.quote(csv_path.name))}\">{_e(csv_path.name)}</a></p></section>"
+        + f'<p>CSV: <a href="{_e(urllib.parse.quote(csv_path.name))}">{_e(csv_path.name)}</a></p></section>'
     )
     n = len(rows)
-    write_text_atomic(html_path, _page("medseg comparison", f"{n} run{'s' if n != 1 else ''}"
-                                       + (f" · {', '.join(protocols)}" if protocols else ""), [], body))
+    write_text_atomic(
+        html_path,
+        _page(
+            "medseg comparison",
+            f"{n} run{'s' if n != 1 else ''}" + (f" · {', '.join(protocols)}" if protocols else ""),
+            [],
+            body,
+        ),
+    )
     return csv_path, html_path

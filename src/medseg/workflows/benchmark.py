@@ -62,8 +62,17 @@ SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["network", "runtime", "input", "parameters", "gflops", "latency_ms", "throughput",
-                             "floor_ms", "floor_ratio"],
+                "required": [
+                    "network",
+                    "runtime",
+                    "input",
+                    "parameters",
+                    "gflops",
+                    "latency_ms",
+                    "throughput",
+                    "floor_ms",
+                    "floor_ratio",
+                ],
                 "properties": {
                     "network": {"type": "string"},
                     "recipe": {"type": ["string", "null"]},
@@ -114,8 +123,9 @@ def recipe_for(network: str, configs: str | os.PathLike | None = None) -> Path |
     return found[0] if found else None
 
 
-def network_setup(network: str, size: Sequence[int] | None = None, configs: str | os.PathLike | None = None
-                  ) -> tuple[nn.Module, tuple[int, int], str | None]:
+def network_setup(
+    network: str, size: Sequence[int] | None = None, configs: str | os.PathLike | None = None
+) -> tuple[nn.Module, tuple[int, int], str | None]:
     """``network`` built with its recipe's ``model.args`` (random weights) and the (H, W) to
     benchmark: ``size``, else the recipe's inference window or patch (``eval.roi_size``, else
     ``data.patch_size``), else :data:`DEFAULT_SIDE`, rounded up to the network's divisor.
@@ -153,14 +163,33 @@ def input_size(model: nn.Module, cfg=None, size: Sequence[int] | None = None) ->
 def _row(base: dict[str, Any], runtime: str, ms: float, flops_per_s: float, **extra: Any) -> dict[str, Any]:
     floor_ms = 1000.0 * base["gflops"] * 1e9 / flops_per_s
     n = base["input"][0]
-    return {**base, "runtime": runtime, "latency_ms": round(ms, 3), "throughput": round(1000.0 * n / ms, 3),
-            "floor_ms": round(floor_ms, 4), "floor_ratio": round(ms / floor_ms, 3) if floor_ms > 0 else None,
-            "peak_mb": None, "file_mb": None, "rel_error": None, "skipped": None, **extra}
+    return {
+        **base,
+        "runtime": runtime,
+        "latency_ms": round(ms, 3),
+        "throughput": round(1000.0 * n / ms, 3),
+        "floor_ms": round(floor_ms, 4),
+        "floor_ratio": round(ms / floor_ms, 3) if floor_ms > 0 else None,
+        "peak_mb": None,
+        "file_mb": None,
+        "rel_error": None,
+        "skipped": None,
+        **extra,
+    }
 
 
-def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[str, Any], flops_per_s: float,
-               warmup: int, repeats: int, int8: bool, calibration: list[np.ndarray] | None,
-               providers: list[str]) -> list[dict[str, Any]]:
+def _onnx_rows(
+    model: nn.Module,
+    x: torch.Tensor,
+    ref: torch.Tensor,
+    base: dict[str, Any],
+    flops_per_s: float,
+    warmup: int,
+    repeats: int,
+    int8: bool,
+    calibration: list[np.ndarray] | None,
+    providers: list[str],
+) -> list[dict[str, Any]]:
     import onnxruntime as ort
 
     from medseg.export._common import errors
@@ -175,8 +204,10 @@ def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[
         files = [("onnx-fp32", fp32)]
         if int8:
             int8_path = Path(work) / "int8.onnx"
-            arrays = calibration or [torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(10 + i)
-                                                 ).numpy() for i in range(CALIBRATION_INPUTS)]
+            arrays = calibration or [
+                torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(10 + i)).numpy()
+                for i in range(CALIBRATION_INPUTS)
+            ]
             quantise_int8(fp32, int8_path, arrays)
             files.append(("onnx-int8", int8_path))
         options = ort.SessionOptions()
@@ -187,15 +218,32 @@ def _onnx_rows(model: nn.Module, x: torch.Tensor, ref: torch.Tensor, base: dict[
             name = session.get_inputs()[0].name
             out = torch.from_numpy(session.run(None, {name: feed})[0]).float()
             ms = median_ms(lambda s=session, n=name: s.run(None, {n: feed}), warmup, repeats)
-            rows.append(_row(base, runtime, ms, flops_per_s, file_mb=round(path.stat().st_size / 2**20, 3),
-                             rel_error=float(errors(out, ref.cpu().float())[1])))
+            rows.append(
+                _row(
+                    base,
+                    runtime,
+                    ms,
+                    flops_per_s,
+                    file_mb=round(path.stat().st_size / 2**20, 3),
+                    rel_error=float(errors(out, ref.cpu().float())[1]),
+                )
+            )
     return rows
 
 
-def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = "cpu", warmup: int = 2,
-                    repeats: int = 10, onnx: bool = True, int8: bool = True, flops_per_s: float | None = None,
-                    calibration: list[np.ndarray] | None = None, network: str | None = None,
-                    recipe: str | None = None) -> list[dict[str, Any]]:
+def benchmark_model(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device: str = "cpu",
+    warmup: int = 2,
+    repeats: int = 10,
+    onnx: bool = True,
+    int8: bool = True,
+    flops_per_s: float | None = None,
+    calibration: list[np.ndarray] | None = None,
+    network: str | None = None,
+    recipe: str | None = None,
+) -> list[dict[str, Any]]:
     """Benchmark rows (one per runtime: eager, then ONNX fp32 and int8) of ``model`` at
     ``input_shape`` (N, C, H, W) of standard-normal float32 input; the fields are the module
     docstring's.
@@ -231,8 +279,14 @@ def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = 
     flops_per_s = flops_per_s or matmul_flops()
     model = model.to(dev).eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    base = {"network": network or type(model).__name__, "recipe": recipe, "device": dev.type, "input": list(shape),
-            "parameters": count_parameters(model), "gflops": round(count_flops(model, x) / 1e9, 4)}
+    base = {
+        "network": network or type(model).__name__,
+        "recipe": recipe,
+        "device": dev.type,
+        "input": list(shape),
+        "parameters": count_parameters(model),
+        "gflops": round(count_flops(model, x) / 1e9, 4),
+    }
     with torch.no_grad():
         ref = model(x)
         ms = median_ms(lambda: model(x), warmup, repeats, dev)
@@ -249,10 +303,20 @@ def benchmark_model(model: nn.Module, input_shape: Sequence[int], device: str = 
     return rows
 
 
-def benchmark(networks: Sequence[str] = (), checkpoint: str | os.PathLike | None = None,
-              size: Sequence[int] | None = None, batch: int = 1, device: str = "cpu", warmup: int = 2,
-              repeats: int = 10, onnx: bool = True, int8: bool = True, data_root: str | os.PathLike | None = None,
-              configs: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def benchmark(
+    networks: Sequence[str] = (),
+    checkpoint: str | os.PathLike | None = None,
+    size: Sequence[int] | None = None,
+    batch: int = 1,
+    device: str = "cpu",
+    warmup: int = 2,
+    repeats: int = 10,
+    onnx: bool = True,
+    int8: bool = True,
+    data_root: str | os.PathLike | None = None,
+    configs: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """The benchmark document of ``networks`` (each at its recipe's input size, random weights)
     or of one ``checkpoint`` (its own network and recipe; int8 calibrated on the training split
     under ``data_root`` when given): ``{"tool", "machine", "rows"}``, valid against :data:`SCHEMA`.
@@ -279,17 +343,30 @@ def benchmark(networks: Sequence[str] = (), checkpoint: str | os.PathLike | None
 
         model, cfg = load_model_from_checkpoint(checkpoint)
         hw = input_size(model, cfg, size)
-        calib = calibration_images(cfg, hw[0], data_root=data_root) if (int8 and data_root is not None
-                                                                        and hw[0] == hw[1]) else None
+        calib = (
+            calibration_images(cfg, hw[0], data_root=data_root)
+            if (int8 and data_root is not None and hw[0] == hw[1])
+            else None
+        )
         jobs.append((model, hw, str(checkpoint), cfg.model.name, calib))
     for name in networks:
         model, hw, recipe = network_setup(name, size, configs)
         jobs.append((model, hw, recipe, name, None))
     for model, (h, w), recipe, name, calib in jobs:
         log(f"medseg benchmark: {name} at {batch}x{input_channels(model)}x{h}x{w}")
-        rows += benchmark_model(model, (batch, input_channels(model), h, w), device=device, warmup=warmup,
-                                repeats=repeats, onnx=onnx, int8=int8, flops_per_s=machine["matmul_flops_per_s"],
-                                calibration=calib, network=name, recipe=recipe)
+        rows += benchmark_model(
+            model,
+            (batch, input_channels(model), h, w),
+            device=device,
+            warmup=warmup,
+            repeats=repeats,
+            onnx=onnx,
+            int8=int8,
+            flops_per_s=machine["matmul_flops_per_s"],
+            calibration=calib,
+            network=name,
+            recipe=recipe,
+        )
     doc = {"tool": "medseg benchmark", "machine": machine, "rows": rows}
     validate(doc)
     return doc
@@ -316,13 +393,16 @@ def markdown_table(doc: dict[str, Any]) -> str:
     """A Markdown table of a benchmark document: one line per network and runtime, with the
     machine's matmul rate in the heading line."""
     m = doc["machine"]
-    lines = [f"Measured on {m.get('processor', '?')}, {m.get('threads', '?')} threads, matmul "
-             f"{m['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (float32), torch {m.get('torch', '?')}"
-             + (f", {m['gpu']}" if m.get("gpu") else "") + ". Floor: GFLOP / matmul rate; ratio: latency / floor.",
-             "",
-             "| network | input (N, C, H, W) | runtime | device | parameters | GFLOP | file MB | latency ms | "
-             "images/s | floor ms | ratio | peak MB | rel. error |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Measured on {m.get('processor', '?')}, {m.get('threads', '?')} threads, matmul "
+        f"{m['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (float32), torch {m.get('torch', '?')}"
+        + (f", {m['gpu']}" if m.get("gpu") else "")
+        + ". Floor: GFLOP / matmul rate; ratio: latency / floor.",
+        "",
+        "| network | input (N, C, H, W) | runtime | device | parameters | GFLOP | file MB | latency ms | "
+        "images/s | floor ms | ratio | peak MB | rel. error |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def fmt(v: Any, spec: str) -> str:
         return "" if v is None else format(v, spec)
@@ -332,7 +412,8 @@ def markdown_table(doc: dict[str, Any]) -> str:
             f"| {r['network']} | {'x'.join(map(str, r['input']))} | {r['runtime']} | {r.get('device', '')} | "
             f"{r['parameters']:,} | {r['gflops']:.2f} | {fmt(r.get('file_mb'), '.1f')} | {r['latency_ms']:.1f} | "
             f"{r['throughput']:.2f} | {r['floor_ms']:.2f} | {fmt(r.get('floor_ratio'), '.1f')} | "
-            f"{fmt(r.get('peak_mb'), '.0f')} | {fmt(r.get('rel_error'), '.1e')} |")
+            f"{fmt(r.get('peak_mb'), '.0f')} | {fmt(r.get('rel_error'), '.1e')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -357,5 +438,18 @@ def update_readme(readme: str | os.PathLike, results: str | os.PathLike) -> bool
     return rewrite_section(readme, Path(results).name, README_COMMAND, markdown_table(doc))
 
 
-__all__ = ["CALIBRATION_INPUTS", "DEFAULT_SIDE", "RUNTIMES", "SCHEMA", "benchmark", "benchmark_model",
-           "count_flops", "input_size", "markdown_table", "network_setup", "recipe_for", "update_readme", "validate"]
+__all__ = [
+    "CALIBRATION_INPUTS",
+    "DEFAULT_SIDE",
+    "RUNTIMES",
+    "SCHEMA",
+    "benchmark",
+    "benchmark_model",
+    "count_flops",
+    "input_size",
+    "markdown_table",
+    "network_setup",
+    "recipe_for",
+    "update_readme",
+    "validate",
+]

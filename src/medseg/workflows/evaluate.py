@@ -44,8 +44,8 @@ from medseg.engine.module import roi_size
 from medseg.engine.rundir import EvalDir, RunDir
 from medseg.errors import CheckpointError, ConfigError, DataError
 from medseg.inference import Predictor
-from medseg.progress import progress
 from medseg.log import get_logger
+from medseg.progress import progress
 from medseg.workflows.protocols import get_protocol, protocol_for
 
 log = get_logger(__name__)
@@ -186,15 +186,20 @@ def class_names(cases: CaseDataset, cfg: Config | None = None) -> list[str]:
     if cfg is not None and cfg.eval.class_names:
         names = [str(c) for c in cfg.eval.class_names]
         if len(names) != n:
-            raise ConfigError(f"eval.class_names names {len(names)} classes ({', '.join(names)}); "
-                              f"{cases.name} has {n} including background")
+            raise ConfigError(
+                f"eval.class_names names {len(names)} classes ({', '.join(names)}); "
+                f"{cases.name} has {n} including background"
+            )
         return names
     root = getattr(cases, "root", None)
     if root is not None and (Path(root) / "dataset.json").is_file():
         try:
             labels = json.loads((Path(root) / "dataset.json").read_text(encoding="utf-8")).get("labels", {})
-            names = {int(v): str(k) for k, v in labels.items()} if all(isinstance(v, int) for v in labels.values()) \
+            names = (
+                {int(v): str(k) for k, v in labels.items()}
+                if all(isinstance(v, int) for v in labels.values())
                 else {int(k): str(v) for k, v in labels.items()}
+            )
             if len(names) == n:
                 return [names[k].lower() if k else "background" for k in range(n)]
         except (ValueError, OSError, AttributeError):
@@ -219,8 +224,10 @@ def volume_groups(cases: CaseDataset) -> "OrderedDict[str, list[Any]]":
     groups: "OrderedDict[str, list[Any]]" = OrderedDict()
     for case in cases:
         if "volume" not in case.meta:
-            raise DataError(f"case {case.id} of {cases.name} is not a slice of a volume; the volume protocol needs "
-                            "NIfTI/DICOM volume datasets (msd, dicom)")
+            raise DataError(
+                f"case {case.id} of {cases.name} is not a slice of a volume; the volume protocol needs "
+                "NIfTI/DICOM volume datasets (msd, dicom)"
+            )
         vol = Path(str(case.meta["volume"]))
         vid = nifti_stem(vol) if vol.is_file() else vol.name
         groups.setdefault(vid, []).append(case)
@@ -271,12 +278,15 @@ def score(
                 target = stack_volume(slices, [c.mask for c in slices])
                 pred = predictions[vid]
                 if pred.shape != target.shape:
-                    raise DataError(f"prediction for volume {vid} has shape {pred.shape}, its ground truth {target.shape}")
+                    raise DataError(
+                        f"prediction for volume {vid} has shape {pred.shape}, its ground truth {target.shape}"
+                    )
                 yield vid, pred, target, tuple(float(s) for s in slices[0].meta["spacing"])
 
         items = progress(vol_items(), len(groups), f"{protocol}: metrics", "volume", show_progress)
         return proto.evaluate(items, cfg, names)
     if protocol == "multiclass":
+
         def mc_items() -> Iterator[tuple]:
             for case in cases:
                 yield case.id, case.group, predictions[case.id], case.mask
@@ -300,9 +310,7 @@ def metrics_document(protocol: str, summary: dict[str, Any], **info: Any) -> dic
     return _json_safe({"protocol": protocol, **info, **summary})
 
 
-def write_outputs(
-    out_dir: Path, protocol: str, metrics: dict[str, Any], rows: list[dict[str, Any]]
-) -> None:
+def write_outputs(out_dir: Path, protocol: str, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Write ``metrics.json`` and the per-image / per-case CSV of ``protocol`` atomically."""
     ev = EvalDir(out_dir)
     write_text_atomic(ev.metrics, json.dumps(metrics, indent=2))
@@ -403,15 +411,24 @@ def evaluate(
     summary, rows = score(name, cases, predictions, cfg, show_progress)
     t_metrics = time.perf_counter()
     metrics = metrics_document(
-        name, summary, dataset=cfg.data.dataset, split=split, network=cfg.model.name,
-        checkpoint=str(ckpt_path), ensemble=[str(p) for p in checkpoints[1:]],
+        name,
+        summary,
+        dataset=cfg.data.dataset,
+        split=split,
+        network=cfg.model.name,
+        checkpoint=str(ckpt_path),
+        ensemble=[str(p) for p in checkpoints[1:]],
         inference=predictor.describe(),
     )
     if do_figures:
         _figures(rd, ev, models[0], cfg, cases, probs, name)
     t_fig = time.perf_counter()
-    metrics["timing_s"] = {"load": round(t_load - t0, 3), "inference": round(t_infer - t_load, 3),
-                           "metrics": round(t_metrics - t_infer, 3), "figures": round(t_fig - t_metrics, 3)}
+    metrics["timing_s"] = {
+        "load": round(t_load - t0, 3),
+        "inference": round(t_infer - t_load, 3),
+        "metrics": round(t_metrics - t_infer, 3),
+        "figures": round(t_fig - t_metrics, 3),
+    }
     metrics["output"] = str(out_dir)
     write_outputs(out_dir, name, metrics, rows)
     if report:
@@ -419,8 +436,9 @@ def evaluate(
     return metrics
 
 
-def metrics_of(models: Sequence[nn.Module], cfg: Config, split: str = "test", show_progress: bool = False
-               ) -> dict[str, Any]:
+def metrics_of(
+    models: Sequence[nn.Module], cfg: Config, split: str = "test", show_progress: bool = False
+) -> dict[str, Any]:
     """The headline metrics (:func:`medseg.workflows.protocols.headline`) of ``models`` on a split
     of ``cfg``'s dataset (``cfg.data.root``) with the recipe's protocol and inference, writing
     nothing: what ``medseg export`` compares a checkpoint and its export with.
@@ -434,10 +452,21 @@ def metrics_of(models: Sequence[nn.Module], cfg: Config, split: str = "test", sh
     name = protocol_for(cfg, cases, None)
     predictor = predictor_for(models, cfg)
     probs = {case.id: prob for case, prob in zip(cases, predictor.predict_many(c.image for c in cases))}
-    summary, _ = score(name, cases, predictions_from_probabilities(name, cases, probs, cfg.eval.threshold), cfg,
-                       show_progress)
-    return headline(metrics_document(name, summary, dataset=cfg.data.dataset, split=split, network=cfg.model.name,
-                                     checkpoint="", ensemble=[], inference=predictor.describe()))
+    summary, _ = score(
+        name, cases, predictions_from_probabilities(name, cases, probs, cfg.eval.threshold), cfg, show_progress
+    )
+    return headline(
+        metrics_document(
+            name,
+            summary,
+            dataset=cfg.data.dataset,
+            split=split,
+            network=cfg.model.name,
+            checkpoint="",
+            ensemble=[],
+            inference=predictor.describe(),
+        )
+    )
 
 
 def predictions_from_probabilities(
@@ -454,8 +483,10 @@ def predictions_from_probabilities(
         return (p[0] >= threshold).astype(np.uint8) if p.shape[0] == 1 else p.argmax(0).astype(np.uint8)
 
     if protocol == "volume":
-        return {vid: stack_volume(slices, [labels(probs[c.id]) for c in slices])
-                for vid, slices in volume_groups(cases).items()}
+        return {
+            vid: stack_volume(slices, [labels(probs[c.id]) for c in slices])
+            for vid, slices in volume_groups(cases).items()
+        }
     return {cid: labels(p) for cid, p in probs.items()}
 
 
@@ -505,7 +536,9 @@ def find_predictions(folder: Path, wanted: dict[str, list[str]], volumes: bool) 
     if volumes:
         patterns = ("{}_seg.nii.gz", "{}_seg.nii", "{}.nii.gz", "{}.nii")
     else:
-        patterns = ("{}_prob.png",) + tuple("{}" + s for s in _MAP_SUFFIXES) + tuple("{}_mask" + s for s in _MAP_SUFFIXES)
+        patterns = (
+            ("{}_prob.png",) + tuple("{}" + s for s in _MAP_SUFFIXES) + tuple("{}_mask" + s for s in _MAP_SUFFIXES)
+        )
     found: dict[str, Path] = {}
     missing: list[str] = []
     for cid, keys in wanted.items():
@@ -516,13 +549,19 @@ def find_predictions(folder: Path, wanted: dict[str, list[str]], volumes: bool) 
             found[cid] = hit
     if missing:
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise DataError(f"predictions folder {folder} has no prediction for {len(missing)} case(s): "
-                        f"{'; '.join(missing[:10])}{more}")
+        raise DataError(
+            f"predictions folder {folder} has no prediction for {len(missing)} case(s): {'; '.join(missing[:10])}{more}"
+        )
     used = set(found.values())
     # medseg predict writes <stem>_mask.png beside each <stem>_prob.png: a companion, not a stranger
     companions = {f"{_stem(p.name)[: -len('_prob')]}_mask{p.suffix}" for p in used if _stem(p.name).endswith("_prob")}
-    unmatched = [p for p in files.values() if p not in used and p.name not in companions
-                 and (p.name.lower().endswith((".nii", ".nii.gz")) if volumes else p.suffix.lower() in _MAP_SUFFIXES)]
+    unmatched = [
+        p
+        for p in files.values()
+        if p not in used
+        and p.name not in companions
+        and (p.name.lower().endswith((".nii", ".nii.gz")) if volumes else p.suffix.lower() in _MAP_SUFFIXES)
+    ]
     return found, unmatched
 
 
@@ -600,9 +639,11 @@ def evaluate_predictions(
     if not pred_dir.is_dir():
         raise DataError(f"predictions folder {pred_dir} does not exist")
     args = dict(dataset_args or {})
-    cfg = build_config({"data": {"dataset": dataset, "root": None if data_root is None else str(data_root), "args": args}},
-                       [f"eval.{o}" if not o.startswith("eval.") else o for o in (eval_overrides or [])],
-                       source="medseg evaluate --predictions")
+    cfg = build_config(
+        {"data": {"dataset": dataset, "root": None if data_root is None else str(data_root), "args": args}},
+        [f"eval.{o}" if not o.startswith("eval.") else o for o in (eval_overrides or [])],
+        source="medseg evaluate --predictions",
+    )
     cases = create_dataset(dataset, root=data_root, split=split, **args)
     name = protocol_for(cfg, cases, protocol)
     proto = get_protocol(name)
@@ -614,9 +655,13 @@ def evaluate_predictions(
         wanted = {c.id: _case_keys(c.id, c.path) for c in cases}
     found, unmatched = find_predictions(pred_dir, wanted, volumes)
     if unmatched:
-        names = ", ".join(p.name for p in unmatched[:10]) + (f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else "")
-        log.warning(f"warning: {len(unmatched)} file(s) in {pred_dir} match no case of {dataset}/{split} and are "
-                    f"ignored: {names}")
+        names = ", ".join(p.name for p in unmatched[:10]) + (
+            f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+        )
+        log.warning(
+            f"warning: {len(unmatched)} file(s) in {pred_dir} match no case of {dataset}/{split} and are "
+            f"ignored: {names}"
+        )
     # sizes first, from headers only: nothing is computed before every file fits
     problems = []
     if volumes:
@@ -639,10 +684,15 @@ def evaluate_predictions(
             if got is None:
                 raise DataError(f"prediction {path} cannot be read as an image")
             if got != want:
-                problems.append(f"{path} is {got[0]}x{got[1]} (HxW), the ground truth of case {case.id} is {want[0]}x{want[1]}")
+                problems.append(
+                    f"{path} is {got[0]}x{got[1]} (HxW), the ground truth of case {case.id} is {want[0]}x{want[1]}"
+                )
     if problems:
-        raise DataError("predictions do not fit their ground truth: " + "; ".join(problems[:10])
-                        + (f" and {len(problems) - 10} more" if len(problems) > 10 else ""))
+        raise DataError(
+            "predictions do not fit their ground truth: "
+            + "; ".join(problems[:10])
+            + (f" and {len(problems) - 10} more" if len(problems) > 10 else "")
+        )
     if volumes:
         from medseg.data.io.nifti import read_label_nifti
 
@@ -652,23 +702,32 @@ def evaluate_predictions(
 
         preds = {cid: read_label(p) for cid, p in found.items()}
     else:
-        preds = {cid: read_probability_map(p) for cid, p in
-                 progress(found.items(), len(found), "evaluate: reading predictions", "file", show_progress)}
+        preds = {
+            cid: read_probability_map(p)
+            for cid, p in progress(found.items(), len(found), "evaluate: reading predictions", "file", show_progress)
+        }
     summary, rows = score(name, cases, preds, cfg, show_progress)
     out_dir = Path(out) if out is not None else pred_dir / f"eval-{split}"
     _remove_stale(out_dir)
-    metrics = metrics_document(name, summary, dataset=dataset, split=split, network=None,
-                               predictions=str(pred_dir))
+    metrics = metrics_document(name, summary, dataset=dataset, split=split, network=None, predictions=str(pred_dir))
     if figures and proto.reads == "probability":
         from medseg.viz import save_panels
 
         ev = EvalDir(out_dir)
-        save_panels([
-            dict(path=ev.panel(case.id), image=case.display, target=case.mask,
-                 prob=resize_probability(preds[case.id], case.mask.shape), threshold=cfg.eval.threshold,
-                 fov=case.fov, title=f"{pred_dir.name} - {case.id}")
-            for case in cases
-        ])
+        save_panels(
+            [
+                dict(
+                    path=ev.panel(case.id),
+                    image=case.display,
+                    target=case.mask,
+                    prob=resize_probability(preds[case.id], case.mask.shape),
+                    threshold=cfg.eval.threshold,
+                    fov=case.fov,
+                    title=f"{pred_dir.name} - {case.id}",
+                )
+                for case in cases
+            ]
+        )
     write_outputs(out_dir, name, metrics, rows)
     if report:
         _write_report(out_dir)
@@ -750,19 +809,34 @@ def densest_window(mask: np.ndarray, size: int) -> tuple[int, int]:
     return int(r), int(c)
 
 
-def _figures(rd: RunDir, ev: EvalDir, model: nn.Module, cfg: Config, cases: CaseDataset,
-             probs: dict[str, np.ndarray], protocol: str) -> None:
+def _figures(
+    rd: RunDir,
+    ev: EvalDir,
+    model: nn.Module,
+    cfg: Config,
+    cases: CaseDataset,
+    probs: dict[str, np.ndarray],
+    protocol: str,
+) -> None:
     """The figures of a run's evaluation into ``ev.figures``: a panel per image (probability
     protocols), the run's training curves, and the DSConv kernel positions of the first image."""
     from medseg.viz import plot_training_curves, save_kernel_positions, save_panels
 
     if get_protocol(protocol).reads == "probability":
-        save_panels([
-            dict(path=ev.panel(case.id), image=case.display, target=case.mask,
-                 prob=resize_probability(foreground(probs[case.id]), case.mask.shape),
-                 threshold=cfg.eval.threshold, fov=case.fov, title=f"{cfg.model.name} - {case.id}")
-            for case in cases
-        ])
+        save_panels(
+            [
+                dict(
+                    path=ev.panel(case.id),
+                    image=case.display,
+                    target=case.mask,
+                    prob=resize_probability(foreground(probs[case.id]), case.mask.shape),
+                    threshold=cfg.eval.threshold,
+                    fov=case.fov,
+                    title=f"{cfg.model.name} - {case.id}",
+                )
+                for case in cases
+            ]
+        )
     if rd.metrics_csv.is_file():
         plot_training_curves(rd.metrics_csv, ev.curves)
     if cfg.eval.kernel_figure and len(cases):
@@ -779,8 +853,11 @@ def _figures(rd: RunDir, ev: EvalDir, model: nn.Module, cfg: Config, cases: Case
                 crop = (slice(y0, y0 + ZOOM_SIZE), slice(x0, x0 + ZOOM_SIZE))
                 zoom = coords[:, crop[0], crop[1]] - np.array([y0, x0], dtype=coords.dtype)
                 save_kernel_positions(
-                    ev.kernel_positions(case.id, zoom=True), case.display[crop], zoom,
-                    target=case.mask[crop], title=f"{title} (rows {y0}-{y0 + ZOOM_SIZE - 1}, cols {x0}-{x0 + ZOOM_SIZE - 1})",
+                    ev.kernel_positions(case.id, zoom=True),
+                    case.display[crop],
+                    zoom,
+                    target=case.mask[crop],
+                    title=f"{title} (rows {y0}-{y0 + ZOOM_SIZE - 1}, cols {x0}-{x0 + ZOOM_SIZE - 1})",
                 )
 
 

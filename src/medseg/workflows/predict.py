@@ -51,8 +51,8 @@ from medseg.atomic import atomic_path
 from medseg.config import Config
 from medseg.data.io import is_image_file, read_image, read_mask, select_channels, to_display
 from medseg.errors import DataError
-from medseg.log import counted
 from medseg.inference import Predictor
+from medseg.log import counted
 from medseg.progress import progress
 from medseg.workflows.evaluate import foreground, load_models, predictor_for, resize_probability
 
@@ -83,10 +83,11 @@ def find_fov(fov_dir: Path, stem: str) -> Path:
     Raises:
         DataError: none or several such files (named).
     """
-    hits = sorted(p for p in fov_dir.iterdir() if p.is_file() and is_image_file(p)
-                  and p.stem in (stem, f"{stem}_mask"))
+    hits = sorted(p for p in fov_dir.iterdir() if p.is_file() and is_image_file(p) and p.stem in (stem, f"{stem}_mask"))
     if not hits:
-        raise DataError(f"FOV folder {fov_dir} has no mask for image {stem} (looked for {stem}.<ext> and {stem}_mask.<ext>)")
+        raise DataError(
+            f"FOV folder {fov_dir} has no mask for image {stem} (looked for {stem}.<ext> and {stem}_mask.<ext>)"
+        )
     if len(hits) > 1:
         raise DataError(f"FOV folder {fov_dir} has several masks for image {stem}: {', '.join(p.name for p in hits)}")
     return hits[0]
@@ -167,7 +168,9 @@ def _volume_stem(path: Path) -> str:
     return name
 
 
-def predict_volumes(predictor: Predictor, cfg: Config, sources: list[Path], output_dir: Path, threshold: float) -> list[Path]:
+def predict_volumes(
+    predictor: Predictor, cfg: Config, sources: list[Path], output_dir: Path, threshold: float
+) -> list[Path]:
     """Predict each volume (NIfTI file or DICOM folder) into ``<stem>_seg.nii.gz``.
 
     The slicing and intensity options come from the recipe's ``data.args`` (slice_axis, context,
@@ -180,8 +183,14 @@ def predict_volumes(predictor: Predictor, cfg: Config, sources: list[Path], outp
     for src in sources:
         out = output_dir / f"{_volume_stem(src)}_seg.nii.gz"
         predict_volume(
-            predictor, src, out, slice_axis=int(args.get("slice_axis", 2)), context=int(args.get("context", 0)),
-            intensity=args.get("intensity", "auto"), modality=args.get("modality"), threshold=threshold,
+            predictor,
+            src,
+            out,
+            slice_axis=int(args.get("slice_axis", 2)),
+            context=int(args.get("context", 0)),
+            intensity=args.get("intensity", "auto"),
+            modality=args.get("modality"),
+            threshold=threshold,
             batch_size=predictor.batch_size or 32,
         )
         written.append(out)
@@ -260,8 +269,13 @@ def predict_folder(
     else:
         raise DataError(f"input {input_dir} is neither a folder of images, a NIfTI file nor a DICOM series folder")
     # broken links with an image name are kept: read_image reports them (named) as unreadable
-    files = sorted(p for p in input_dir.iterdir() if (p.is_file() or p.is_symlink()) and not p.is_dir()
-                   and is_image_file(p)) if input_dir.is_dir() else []
+    files = (
+        sorted(
+            p for p in input_dir.iterdir() if (p.is_file() or p.is_symlink()) and not p.is_dir() and is_image_file(p)
+        )
+        if input_dir.is_dir()
+        else []
+    )
     if not files and not volumes:
         raise DataError(
             f"input folder {input_dir} holds no images (looked for png, jpg, tif, gif, bmp) and no volumes "
@@ -270,7 +284,9 @@ def predict_folder(
     stems = [p.stem for p in files] + [_volume_stem(p) for p in volumes]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
-        raise DataError(f"input folder {input_dir} has several inputs with the stem(s) {', '.join(dupes)}; outputs would collide")
+        raise DataError(
+            f"input folder {input_dir} has several inputs with the stem(s) {', '.join(dupes)}; outputs would collide"
+        )
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
     models, cfg = load_models(checkpoints)
     t = cfg.eval.threshold if threshold is None else threshold
@@ -288,9 +304,14 @@ def predict_folder(
             inputs.append((p, raw, field_of_view(raw, cfg, p, fov_path)))
         except DataError as exc:
             h, w = raw.shape[:2]
-            tiny = "" if fov_path is not None or min(h, w) >= 8 else (
-                f" (the image is only {w}x{h} pixels, too small to compute a field of view from; give its FOV "
-                "mask with --fov DIR)")
+            tiny = (
+                ""
+                if fov_path is not None or min(h, w) >= 8
+                else (
+                    f" (the image is only {w}x{h} pixels, too small to compute a field of view from; give its FOV "
+                    "mask with --fov DIR)"
+                )
+            )
             unreadable.append(f"{exc}{tiny}")
     predictor = predictor_for(models, cfg, tta=tta, batch_size=batch_size, device=device, method=inference)
     written: list[Path] = []
@@ -304,7 +325,6 @@ def predict_folder(
     if unreadable:
         raise DataError(
             f"predicted {len(inputs)} of {counted(len(files), 'image')} into {output_dir}; {len(unreadable)} could "
-            "not be read: "
-            + "; ".join(unreadable)
+            "not be read: " + "; ".join(unreadable)
         )
     return written

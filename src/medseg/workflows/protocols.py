@@ -69,11 +69,33 @@ def _pick(block: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float | Non
     return {k: block.get(k) for k in keys}
 
 
-VESSEL_HEADLINE = ("dice", "iou", "sensitivity", "specificity", "accuracy", "auc_roc", "auc_pr", "cldice",
-                   "betti0_error", "betti1_error", "euler_error")
+VESSEL_HEADLINE = (
+    "dice",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "auc_roc",
+    "auc_pr",
+    "cldice",
+    "betti0_error",
+    "betti1_error",
+    "euler_error",
+)
 OCTA_HEADLINE = ("auc_roc", "accuracy", "gmean", "kappa", "fdr", "dice", "iou", "sensitivity", "specificity")
-POLYP_HEADLINE = ("mdice", "miou", "wfbeta", "s_alpha", "e_phi_mean", "e_phi_max", "mae", "max_dice",
-                  "e_phi_adaptive", "dice_at_05", "iou_at_05")
+POLYP_HEADLINE = (
+    "mdice",
+    "miou",
+    "wfbeta",
+    "s_alpha",
+    "e_phi_mean",
+    "e_phi_max",
+    "mae",
+    "max_dice",
+    "e_phi_adaptive",
+    "dice_at_05",
+    "iou_at_05",
+)
 VOLUME_HEADLINE = ("dice", "hd95", "hd95_pooled", "nsd")
 
 
@@ -138,23 +160,55 @@ def _multiclass_eval(items: Any, cfg: Any, names: Any) -> tuple[dict[str, Any], 
 
 
 for _p in (
-    Protocol("vessel", "probability", "per_image.csv", VESSEL_HEADLINE,
-             "retinal vessels: FOV and whole image, per-image mean and pooled (orobix retina-unet; "
-             "Kovacs & Fazekas, MedIA 2022)", _vessel_headline, _vessel_eval),
-    Protocol("octa", "probability", "per_image.csv", OCTA_HEADLINE,
-             "OCTA-Net evaluation/utils.py: per-image Otsu, centerline tolerance, mean and std "
-             "(Ma et al., IEEE TMI 2021)",
-             _octa_headline, _octa_eval),
-    Protocol("polyp", "probability", "per_image.csv", POLYP_HEADLINE,
-             "PraNet toolbox through pysodmetrics: 256-threshold mDice/mIoU, wF, S-alpha, E-phi, MAE "
-             "(PraNet eval/main.m; Fan et al., MICCAI 2020)",
-             _polyp_headline, _polyp_eval, resizes=True),
-    Protocol("volume", "labels", "per_case.csv", VOLUME_HEADLINE,
-             "CT/MRI per volume: Dice, HD95 and NSD in mm with MONAI (Dice as nnU-Net; NSD as Nikolov "
-             "et al., arXiv 1809.04430)", _volume_headline, _volume_eval),
-    Protocol("multiclass", "labels", "per_image.csv", ("dice", "iou"),
-             "multi-class label maps: per-class Dice and IoU per image, per volume and pooled", _multiclass_headline,
-             _multiclass_eval),
+    Protocol(
+        "vessel",
+        "probability",
+        "per_image.csv",
+        VESSEL_HEADLINE,
+        "retinal vessels: FOV and whole image, per-image mean and pooled (orobix retina-unet; "
+        "Kovacs & Fazekas, MedIA 2022)",
+        _vessel_headline,
+        _vessel_eval,
+    ),
+    Protocol(
+        "octa",
+        "probability",
+        "per_image.csv",
+        OCTA_HEADLINE,
+        "OCTA-Net evaluation/utils.py: per-image Otsu, centerline tolerance, mean and std (Ma et al., IEEE TMI 2021)",
+        _octa_headline,
+        _octa_eval,
+    ),
+    Protocol(
+        "polyp",
+        "probability",
+        "per_image.csv",
+        POLYP_HEADLINE,
+        "PraNet toolbox through pysodmetrics: 256-threshold mDice/mIoU, wF, S-alpha, E-phi, MAE "
+        "(PraNet eval/main.m; Fan et al., MICCAI 2020)",
+        _polyp_headline,
+        _polyp_eval,
+        resizes=True,
+    ),
+    Protocol(
+        "volume",
+        "labels",
+        "per_case.csv",
+        VOLUME_HEADLINE,
+        "CT/MRI per volume: Dice, HD95 and NSD in mm with MONAI (Dice as nnU-Net; NSD as Nikolov "
+        "et al., arXiv 1809.04430)",
+        _volume_headline,
+        _volume_eval,
+    ),
+    Protocol(
+        "multiclass",
+        "labels",
+        "per_image.csv",
+        ("dice", "iou"),
+        "multi-class label maps: per-class Dice and IoU per image, per volume and pooled",
+        _multiclass_headline,
+        _multiclass_eval,
+    ),
 ):
     PROTOCOLS.register(_p.name)(_p)
 
@@ -188,8 +242,10 @@ def protocol_for(cfg: Any, cases: Any, requested: str | None = None) -> str:
             name = "multiclass" if multi else "vessel"
     proto = get_protocol(name)
     if multi and proto.reads == "probability":
-        raise ConfigError(f"protocol {name!r} scores one foreground map; {cases.name} has {cases.num_classes} classes "
-                          "(use volume or multiclass)")
+        raise ConfigError(
+            f"protocol {name!r} scores one foreground map; {cases.name} has {cases.num_classes} classes "
+            "(use volume or multiclass)"
+        )
     if name == "volume" and not volumes:
         raise ConfigError(f"protocol 'volume' needs slices of volumes (msd, dicom datasets); {cases.name} has none")
     return name
@@ -207,30 +263,55 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines: list[str]
     if name == "vessel":
         fov, pooled = metrics["fov"]["per_image_mean"], metrics["fov"]["pooled"]
-        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, vessel protocol, threshold {metrics['threshold']}):",
-                 "  FOV, per-image mean: " + ", ".join(
-                     f"{k} {_f(fov.get(k))}" for k in ("dice", "iou", "sensitivity", "specificity", "accuracy", "auc_roc",
-                                                       "cldice", "betti0_error", "betti1_error", "euler_error")),
-                 "  FOV, pooled:         " + ", ".join(f"{k} {_f(pooled.get(k))}" for k in ("dice", "auc_roc", "auc_pr"))]
+        lines = [
+            f"{who} ({counted(metrics['n_images'], 'image')}, vessel protocol, threshold {metrics['threshold']}):",
+            "  FOV, per-image mean: "
+            + ", ".join(
+                f"{k} {_f(fov.get(k))}"
+                for k in (
+                    "dice",
+                    "iou",
+                    "sensitivity",
+                    "specificity",
+                    "accuracy",
+                    "auc_roc",
+                    "cldice",
+                    "betti0_error",
+                    "betti1_error",
+                    "euler_error",
+                )
+            ),
+            "  FOV, pooled:         " + ", ".join(f"{k} {_f(pooled.get(k))}" for k in ("dice", "auc_roc", "auc_pr")),
+        ]
     elif name == "octa":
         mean, std = metrics["mean"], metrics["std"]
-        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, octa protocol: per-image Otsu, tolerance "
-                 f"{metrics.get('tolerance', 1)}x{metrics.get('tolerance', 1)}), mean +- std:",
-                 "  " + ", ".join(f"{k} {_f(mean.get(k))} +- {_f(std.get(k))}" for k in OCTA_HEADLINE)]
+        lines = [
+            f"{who} ({counted(metrics['n_images'], 'image')}, octa protocol: per-image Otsu, tolerance "
+            f"{metrics.get('tolerance', 1)}x{metrics.get('tolerance', 1)}), mean +- std:",
+            "  " + ", ".join(f"{k} {_f(mean.get(k))} +- {_f(std.get(k))}" for k in OCTA_HEADLINE),
+        ]
     elif name == "polyp":
         mean = metrics["mean"]
-        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, polyp protocol: PraNet toolbox via pysodmetrics):",
-                 "  " + ", ".join(f"{k} {_f(mean.get(k))}" for k in POLYP_HEADLINE[:7]),
-                 "  " + ", ".join(f"{k} {_f(mean.get(k))}" for k in POLYP_HEADLINE[7:])]
+        lines = [
+            f"{who} ({counted(metrics['n_images'], 'image')}, polyp protocol: PraNet toolbox via pysodmetrics):",
+            "  " + ", ".join(f"{k} {_f(mean.get(k))}" for k in POLYP_HEADLINE[:7]),
+            "  " + ", ".join(f"{k} {_f(mean.get(k))}" for k in POLYP_HEADLINE[7:]),
+        ]
     elif name == "volume":
         mean, std = metrics["mean"], metrics["std"]
-        lines = [f"{who} ({counted(metrics['n_cases'], 'volume')}, volume protocol: HD95 in mm, NSD at "
-                 f"{metrics.get('nsd_tolerance_mm')} mm), mean +- std over volumes:"]
+        lines = [
+            f"{who} ({counted(metrics['n_cases'], 'volume')}, volume protocol: HD95 in mm, NSD at "
+            f"{metrics.get('nsd_tolerance_mm')} mm), mean +- std over volumes:"
+        ]
         for cls in [*metrics["classes"], "foreground_mean"]:
-            lines.append(f"  {cls}: " + ", ".join(
-                f"{k} {_f(mean[cls].get(k))} +- {_f(std[cls].get(k))}" for k in VOLUME_HEADLINE))
+            lines.append(
+                f"  {cls}: "
+                + ", ".join(f"{k} {_f(mean[cls].get(k))} +- {_f(std[cls].get(k))}" for k in VOLUME_HEADLINE)
+            )
     else:
-        lines = [f"{who} ({counted(metrics['n_images'], 'image')}, {counted(metrics['n_volumes'], 'volume')}), per-class Dice:"]
+        lines = [
+            f"{who} ({counted(metrics['n_images'], 'image')}, {counted(metrics['n_volumes'], 'volume')}), per-class Dice:"
+        ]
         for level in ("per_volume", "per_image"):
             row = metrics[level]
             classes = ", ".join(f"{c} {_f(row[c]['dice'])}" for c in metrics["classes"][1:])

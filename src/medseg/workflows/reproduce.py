@@ -48,9 +48,12 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["processor", "usable_cores", "threads", "matmul_flops_per_s", "torch", "device"],
             "properties": {
-                "processor": {"type": "string"}, "usable_cores": {"type": "integer", "minimum": 1},
-                "threads": {"type": "integer", "minimum": 1}, "matmul_flops_per_s": {"type": "number", "minimum": 0},
-                "torch": {"type": "string"}, "device": {"type": "string"},
+                "processor": {"type": "string"},
+                "usable_cores": {"type": "integer", "minimum": 1},
+                "threads": {"type": "integer", "minimum": 1},
+                "matmul_flops_per_s": {"type": "number", "minimum": 0},
+                "torch": {"type": "string"},
+                "device": {"type": "string"},
             },
         },
     },
@@ -81,9 +84,25 @@ SCHEMA: dict[str, Any] = {
                     "resumed": {"type": "boolean"},
                     "hardware": {"$ref": "#/$defs/hardware"},
                 },
-                "allOf": [{"if": {"properties": {"status": {"enum": ["trained", "kept"]}}},
-                           "then": {"required": ["network", "parameters", "dataset", "split", "protocol", "ours",
-                                                 "paper", "steps", "train_seconds", "run"]}}],
+                "allOf": [
+                    {
+                        "if": {"properties": {"status": {"enum": ["trained", "kept"]}}},
+                        "then": {
+                            "required": [
+                                "network",
+                                "parameters",
+                                "dataset",
+                                "split",
+                                "protocol",
+                                "ours",
+                                "paper",
+                                "steps",
+                                "train_seconds",
+                                "run",
+                            ]
+                        },
+                    }
+                ],
             },
         },
     },
@@ -102,12 +121,14 @@ def recipes_dir() -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise ConfigError(f"no recipes folder: looked in {', '.join(map(str, candidates))}; pass --configs DIR "
-                      f"or set ${CONFIGS_ENV}")
+    raise ConfigError(
+        f"no recipes folder: looked in {', '.join(map(str, candidates))}; pass --configs DIR or set ${CONFIGS_ENV}"
+    )
 
 
-def list_recipes(configs: Path, names: str | Sequence[str] | None = None, all_cpu: bool = False,
-                 all_recipes: bool = False) -> list[str]:
+def list_recipes(
+    configs: Path, names: str | Sequence[str] | None = None, all_cpu: bool = False, all_recipes: bool = False
+) -> list[str]:
     """Recipe names (``<dataset>/<file stem>``) to run.
 
     Args:
@@ -182,8 +203,11 @@ def _stale_keys(cfg, run: Path) -> list[str]:
     if not saved.is_file():
         return []
     old, new = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(cfg.to_dict())
-    return sorted(k for k in old.keys() | new.keys()
-                  if old.get(k) != new.get(k) and not any(k == m or k.startswith(m + ".") for m in _MAY_DIFFER))
+    return sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and not any(k == m or k.startswith(m + ".") for m in _MAY_DIFFER)
+    )
 
 
 def _finished(run: Path, split: str) -> dict | None:
@@ -211,10 +235,18 @@ def _entry(recipe: str, run: Path, cfg, metrics: dict, status: str) -> dict[str,
     record = json.loads(rd.reproduce_record.read_text()) if rd.reproduce_record.is_file() else {}
     timing = metrics.get("timing_s") or {}
     entry = {
-        "recipe": recipe, "status": status, "run": str(run), "network": cfg.model.name,
-        "parameters": summary.get("parameters"), "dataset": cfg.data.dataset, "split": cfg.eval.split,
-        "protocol": metrics.get("protocol", "vessel"), "ours": headline(metrics), "paper": dict(cfg.paper or {}),
-        "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
+        "recipe": recipe,
+        "status": status,
+        "run": str(run),
+        "network": cfg.model.name,
+        "parameters": summary.get("parameters"),
+        "dataset": cfg.data.dataset,
+        "split": cfg.eval.split,
+        "protocol": metrics.get("protocol", "vessel"),
+        "ours": headline(metrics),
+        "paper": dict(cfg.paper or {}),
+        "steps": summary.get("steps"),
+        "train_seconds": summary.get("train_seconds"),
         "eval_seconds": round(sum(v for v in timing.values() if isinstance(v, (int, float))), 3) if timing else None,
         "wall_seconds": record.get("wall_seconds"),
     }
@@ -230,8 +262,13 @@ def _record_run(run: Path, recipe: str, wall: float, resumed: bool) -> None:
     measured now, on the machine that finished the run."""
     from medseg.machine import describe
 
-    record = {"recipe": recipe, "wall_seconds": round(wall, 1), "resumed": resumed, "hardware": describe(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {
+        "recipe": recipe,
+        "wall_seconds": round(wall, 1),
+        "resumed": resumed,
+        "hardware": describe(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     write_text_atomic(RunDir(run).reproduce_record, json.dumps(record, indent=2) + "\n")
 
 
@@ -281,11 +318,19 @@ def reproduce(
         run = out / name.replace("/", "-")
         if absent is None and (stale := _stale_keys(cfg, run)):
             shown = ", ".join(stale[:6]) + (f" and {len(stale) - 6} more" if len(stale) > 6 else "")
-            raise ConfigError(f"{run} was trained with another version of {name} (differs in {shown}); remove "
-                              "that run directory to retrain it, or pass --out for a new list (nothing was trained)")
-        if absent is None and not resume and _finished(run, cfg.eval.split) is None and RunDir(run).checkpoints.is_dir():
-            raise ConfigError(f"{run} holds an unfinished run of {name}; pass --resume to continue it "
-                              "(nothing was trained)")
+            raise ConfigError(
+                f"{run} was trained with another version of {name} (differs in {shown}); remove "
+                "that run directory to retrain it, or pass --out for a new list (nothing was trained)"
+            )
+        if (
+            absent is None
+            and not resume
+            and _finished(run, cfg.eval.split) is None
+            and RunDir(run).checkpoints.is_dir()
+        ):
+            raise ConfigError(
+                f"{run} holds an unfinished run of {name}; pass --resume to continue it (nothing was trained)"
+            )
         plan.append((name, cfg, run, absent))
 
     from medseg.machine import describe
@@ -355,12 +400,15 @@ def markdown_table(doc: dict[str, Any]) -> str:
     selected on the test set), steps, train and evaluation seconds and the float32 matmul GFLOP/s
     of the machine that ran each recipe; skipped and failed recipes with their reason."""
     hw = doc["hardware"]
-    lines = [f"Hardware: {hw['processor']}, {hw['usable_cores']} usable cores, {hw['threads']} threads, float32 "
-             f"matmul {hw['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (measured by this invocation; the GFLOP/s "
-             f"column is each run's own), torch {hw['torch']}, {hw['device']}.", "",
-             "| recipe | network | parameters | data (split) | protocol | ours | paper | steps | train s | eval s "
-             "| GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Hardware: {hw['processor']}, {hw['usable_cores']} usable cores, {hw['threads']} threads, float32 "
+        f"matmul {hw['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (measured by this invocation; the GFLOP/s "
+        f"column is each run's own), torch {hw['torch']}, {hw['device']}.",
+        "",
+        "| recipe | network | parameters | data (split) | protocol | ours | paper | steps | train s | eval s "
+        "| GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in doc["recipes"]:
         if r["status"] in ("skipped", "failed"):
             lines.append(f"| {r['recipe']} | {r['status']}: {r.get('reason', '')} | | | | | | | | | |")
@@ -372,16 +420,23 @@ def markdown_table(doc: dict[str, Any]) -> str:
         theirs = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()) or "none published"
         if paper.get("selected_on_test"):
             theirs += " *"
-        lines.append(f"| {r['recipe']} | {r['network']} | {_fmt(r['parameters'])} | {r['dataset']} ({r['split']}) | "
-                     f"{r['protocol']} | {ours} | {theirs} | {_fmt(r['steps'])} | {_seconds(r['train_seconds'])} | "
-                     f"{_seconds(r.get('eval_seconds'))} | {_gflops(r, doc)} |")
+        lines.append(
+            f"| {r['recipe']} | {r['network']} | {_fmt(r['parameters'])} | {r['dataset']} ({r['split']}) | "
+            f"{r['protocol']} | {ours} | {theirs} | {_fmt(r['steps'])} | {_seconds(r['train_seconds'])} | "
+            f"{_seconds(r.get('eval_seconds'))} | {_gflops(r, doc)} |"
+        )
     lines += ["", "`*`: the paper selected its checkpoint on the test set."]
     return "\n".join(lines) + "\n"
 
 
 #: Which headline key is "Dice" and which "IoU" in each protocol's comparison table.
-_DICE_IOU = {"vessel": ("dice", "iou"), "octa": ("dice", "iou"), "polyp": ("mdice", "miou"),
-             "volume": ("dice", None), "multiclass": ("dice", "iou")}
+_DICE_IOU = {
+    "vessel": ("dice", "iou"),
+    "octa": ("dice", "iou"),
+    "polyp": ("mdice", "miou"),
+    "volume": ("dice", None),
+    "multiclass": ("dice", "iou"),
+}
 
 
 def comparison_tables(doc: dict[str, Any]) -> str:
@@ -400,13 +455,19 @@ def comparison_tables(doc: dict[str, Any]) -> str:
     for dataset, rows in by_data.items():
         dice_key, iou_key = _DICE_IOU.get(rows[0]["protocol"], ("dice", "iou"))
         rows = sorted(rows, key=lambda r: -(r["ours"].get(dice_key) or 0.0))
-        parts += [f"{dataset} ({rows[0]['protocol']} protocol, {rows[0]['split']} split):", "",
-                  "| network | recipe | Dice | IoU | parameters | train min |", "|---|---|---|---|---|---|"]
+        parts += [
+            f"{dataset} ({rows[0]['protocol']} protocol, {rows[0]['split']} split):",
+            "",
+            "| network | recipe | Dice | IoU | parameters | train min |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             iou = _fmt(r["ours"].get(iou_key)) if iou_key else "-"
             minutes = "-" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f}"
-            parts.append(f"| {r['network']} | {r['recipe']} | {_fmt(r['ours'].get(dice_key))} | {iou} | "
-                         f"{_fmt(r['parameters'])} | {minutes} |")
+            parts.append(
+                f"| {r['network']} | {r['recipe']} | {_fmt(r['ours'].get(dice_key))} | {iou} | "
+                f"{_fmt(r['parameters'])} | {minutes} |"
+            )
         parts.append("")
     return "\n".join(parts)
 
@@ -476,8 +537,14 @@ def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
     write_text_atomic(out / "reproduction.md", markdown_table(doc) + "\n" + comparison_tables(doc))
     rows = []
     for r in doc["recipes"]:
-        row = {"run": r["recipe"], "status": r["status"], "network": r.get("network"), "dataset": r.get("dataset"),
-               "protocol": r.get("protocol"), "parameters": r.get("parameters")}
+        row = {
+            "run": r["recipe"],
+            "status": r["status"],
+            "network": r.get("network"),
+            "dataset": r.get("dataset"),
+            "protocol": r.get("protocol"),
+            "parameters": r.get("parameters"),
+        }
         row.update(r.get("ours") or {})
         row.update({f"paper {k}": v for k, v in ((r.get("paper") or {}).get("values") or {}).items()})
         row.update({"steps": r.get("steps"), "train s": r.get("train_seconds")})
@@ -486,5 +553,16 @@ def write_results(doc: dict[str, Any], out: str | os.PathLike) -> None:
     write_comparison([{k: row.get(k) for k in keys} for row in rows], out / "reproduction")
 
 
-__all__ = ["RUN_RECORD", "SCHEMA", "comparison_tables", "list_recipes", "markdown_table", "readme_section",
-           "recipes_dir", "reproduce", "update_readme", "validate", "write_results"]
+__all__ = [
+    "RUN_RECORD",
+    "SCHEMA",
+    "comparison_tables",
+    "list_recipes",
+    "markdown_table",
+    "readme_section",
+    "recipes_dir",
+    "reproduce",
+    "update_readme",
+    "validate",
+    "write_results",
+]

@@ -3,9 +3,8 @@ ImageNet file ``res2net50_v1b_26w_4s-3cf99910.pth`` (shapes, counts, strict weig
 
 from __future__ import annotations
 
-from functools import partial
-
 import math
+from functools import partial
 
 import pytest
 import torch

@@ -8,8 +8,8 @@ from functools import partial
 
 import pytest
 import torch
-from weight_fixtures import random_state
 import torch.nn.functional as F
+from weight_fixtures import random_state
 
 from medseg.errors import CheckpointError
 from medseg.models.encoders.resnest import ResNeStEncoder, SplAtConv2d, resnest50_encoder

@@ -37,9 +37,9 @@ import numpy as np
 
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
-from medseg.data.transforms.fov import fov_from_image
 from medseg.data.io import is_image_file, read_image, read_mask, size_text
 from medseg.data.records import Inventory, Problem, Record, list_files, natural_key
+from medseg.data.transforms.fov import fov_from_image
 from medseg.errors import ConfigError, DataError, did_you_mean
 
 _LAYOUT = "a flat folder of Image_XXY.jpg with Image_XXY_1stHO.png and Image_XXY_2ndHO.png (XX = 01..14, Y = L/R)"
@@ -96,8 +96,14 @@ def retina_case(record: Record, raw: np.ndarray, mask: np.ndarray, fov_mode: str
         fov = np.ones(mask.shape, dtype=bool)
     image = np.moveaxis(raw, -1, 0).astype(np.float32)
     return Case(
-        id=record.id, image=image, mask=mask, fov=fov, display=raw, path=str(record.image),
-        patient=record.patient, meta={"fov": fov_mode},
+        id=record.id,
+        image=image,
+        mask=mask,
+        fov=fov,
+        display=raw,
+        path=str(record.image),
+        patient=record.patient,
+        meta={"fov": fov_mode},
     )
 
 
@@ -189,8 +195,14 @@ class ChaseDB1Dataset(FundusDataset):
                     masks[which][cid] = p
                 continue
             if is_image_file(p):
-                problems.append(Problem(p, "not a CHASE_DB1 file name (expected Image_XXY.jpg or "
-                                           "Image_XXY_1stHO.png / _2ndHO.png); ignored", severity="warning"))
+                problems.append(
+                    Problem(
+                        p,
+                        "not a CHASE_DB1 file name (expected Image_XXY.jpg or "
+                        "Image_XXY_1stHO.png / _2ndHO.png); ignored",
+                        severity="warning",
+                    )
+                )
         if not images:
             problems.append(Problem(root, f"holds no CHASE_DB1 image; expected {_LAYOUT}"))
         records: list[Record] = []
@@ -207,11 +219,14 @@ class ChaseDB1Dataset(FundusDataset):
             for cid, p in found.items():
                 if cid not in images:
                     child = int(cid[6:8])
-                    problems.append(Problem(
-                        p, f"mask has no image: expected {root / f'{cid}.jpg'}",
-                        severity="error" if which == want else "warning",
-                        split="train" if child <= LAST_TRAIN_CHILD else "test",
-                    ))
+                    problems.append(
+                        Problem(
+                            p,
+                            f"mask has no image: expected {root / f'{cid}.jpg'}",
+                            severity="error" if which == want else "warning",
+                            split="train" if child <= LAST_TRAIN_CHILD else "test",
+                        )
+                    )
         source = f"children 01-{LAST_TRAIN_CHILD:02d} train, {LAST_TRAIN_CHILD + 1:02d}-14 test (FR-UNet convention)"
         return Inventory("chase_db1", root, records, problems, split_source=source)
 

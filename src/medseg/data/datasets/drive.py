@@ -118,21 +118,37 @@ class DriveDataset(FileDataset):
         """Match every image with its ground truth and FOV file; report all problems."""
         base = root / word
         if not base.is_dir():
-            return [], [Problem(base, f"DRIVE folder {root} has no '{word}' folder; expected the original "
-                                      f"DRIVE layout: {_LAYOUT}", split=split)]
+            return [], [
+                Problem(
+                    base,
+                    f"DRIVE folder {root} has no '{word}' folder; expected the original DRIVE layout: {_LAYOUT}",
+                    split=split,
+                )
+            ]
         gt_dir_name = "1st_manual" if annotator == 1 else "2nd_manual"
         folders = {"images": base / "images", gt_dir_name: base / gt_dir_name, "mask": base / "mask"}
         for what, folder in folders.items():
             if not folder.is_dir():
-                return [], [Problem(folder, f"DRIVE {word} folder {base} has no '{what}' folder; expected "
-                                            f"{word}/images, {word}/{gt_dir_name} and {word}/mask", split=split)]
+                return [], [
+                    Problem(
+                        folder,
+                        f"DRIVE {word} folder {base} has no '{what}' folder; expected "
+                        f"{word}/images, {word}/{gt_dir_name} and {word}/mask",
+                        split=split,
+                    )
+                ]
         images = _image_files(folders["images"])
         if not images:
             others = [p.name for p in folders["images"].iterdir()]
             extra = f" (it holds only: {', '.join(others[:5])})" if others else ""
             example = "21_training" if split == "train" else "01_test"
-            return [], [Problem(folders["images"], f"DRIVE image folder holds no images{extra}; expected files "
-                                                   f"such as {example}.tif", split=split)]
+            return [], [
+                Problem(
+                    folders["images"],
+                    f"DRIVE image folder holds no images{extra}; expected files such as {example}.tif",
+                    split=split,
+                )
+            ]
         gt_by_stem = {p.stem: p for p in _image_files(folders[gt_dir_name])}
         fov_by_stem = {p.stem: p for p in _image_files(folders["mask"])}
         problems: list[Problem] = []

@@ -41,7 +41,12 @@ import numpy as np
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
 from medseg.data.io.images import (
-    displayed_shape, exif_orientation, is_image_file, link_problem, read_image, size_text,
+    displayed_shape,
+    exif_orientation,
+    is_image_file,
+    link_problem,
+    read_image,
+    size_text,
     to_display,
 )
 from medseg.data.io.masks import read_label_map, read_mask_facts
@@ -66,8 +71,12 @@ def parse_size(size: Any, dataset: str) -> tuple[int, int]:
         raise ConfigError(f"dataset {dataset!r}: size must be an int or [H, W], got {size!r}")
     if isinstance(size, int):
         size = (size, size)
-    if (isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+    if (
+        isinstance(size, Sequence)
+        and not isinstance(size, str)
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
         return int(size[0]), int(size[1])
     raise ConfigError(f"dataset {dataset!r}: size must be a positive int or [H, W] of positive ints, got {size!r}")
 
@@ -112,14 +121,6 @@ def fraction_split(groups: Sequence[str], fractions: dict[str, float], seed: int
 # --------------------------------------------------------------------------- label readers
 
 
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- file pairing
 
 
@@ -135,8 +136,10 @@ def _dangling_links(folder: Path) -> list[Path]:
         entries = list(folder.iterdir())
     except OSError:
         return []
-    return sorted((p for p in entries if is_image_file(p) and p.is_symlink() and not p.exists()),
-                  key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in entries if is_image_file(p) and p.is_symlink() and not p.exists()),
+        key=lambda p: natural_key(p.name),
+    )
 
 
 def _hint_letter_case(problems: list[Problem], images: list[Path], masks: list[Path]) -> None:
@@ -152,8 +155,10 @@ def _hint_letter_case(problems: list[Problem], images: list[Path], masks: list[P
         others = [f for f in by_fold.get(key.casefold(), []) if f.parent != prob.path.parent and _stem_key(f) != key]
         if others:
             names = ", ".join(f"{o.parent.name}/{o.name}" for o in others)
-            prob.message += (f"; {names} differs from it only in letter case: ids must match exactly, "
-                             "letter case included (rename one of them)")
+            prob.message += (
+                f"; {names} differs from it only in letter case: ids must match exactly, "
+                "letter case included (rename one of them)"
+            )
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -221,7 +226,7 @@ class FolderDataset(FileDataset):
     @classmethod
     def default_pipeline(cls, opts: dict[str, Any]) -> list:
         cls._check_options(opts)
-        return (["zscore"] if opts["channels"] == "auto" else [opts["channels"], "zscore"])
+        return ["zscore"] if opts["channels"] == "auto" else [opts["channels"], "zscore"]
 
     @classmethod
     def check_split(cls, split: str, opts: dict[str, Any]) -> None:
@@ -235,11 +240,15 @@ class FolderDataset(FileDataset):
             raise ConfigError(f"dataset 'folder': labels must be 'binary' or 'multiclass', got {labels!r}")
         if labels == "multiclass":
             if isinstance(nc, bool) or not isinstance(nc, int) or not 2 <= nc <= 256:
-                raise ConfigError(f"dataset 'folder': labels='multiclass' needs num_classes, an int in 2..256 "
-                                  f"(background included), got {nc!r}")
+                raise ConfigError(
+                    f"dataset 'folder': labels='multiclass' needs num_classes, an int in 2..256 "
+                    f"(background included), got {nc!r}"
+                )
         elif nc not in (None, 2):
-            raise ConfigError(f"dataset 'folder': labels='binary' has 2 classes, got num_classes={nc!r} "
-                              "(use labels='multiclass' for more)")
+            raise ConfigError(
+                f"dataset 'folder': labels='binary' has 2 classes, got num_classes={nc!r} "
+                "(use labels='multiclass' for more)"
+            )
         if opts["channels"] not in ("auto", "rgb", "gray"):
             raise ConfigError(f"dataset 'folder': channels must be 'auto', 'rgb' or 'gray', got {opts['channels']!r}")
         mi = opts["max_intermediate"]
@@ -250,18 +259,23 @@ class FolderDataset(FileDataset):
         rx = None
         if pattern is not None:
             if not isinstance(pattern, str):
-                raise ConfigError(f"dataset 'folder': patient_pattern must be a regular expression string, got {pattern!r}")
+                raise ConfigError(
+                    f"dataset 'folder': patient_pattern must be a regular expression string, got {pattern!r}"
+                )
             try:
                 rx = re.compile(pattern)
             except re.error as exc:
-                raise ConfigError(f"dataset 'folder': patient_pattern {pattern!r} is not a valid regular expression: {exc}") from None
+                raise ConfigError(
+                    f"dataset 'folder': patient_pattern {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
         return (2 if labels == "binary" else int(nc)), rx
 
     @classmethod
     def locate(cls, root: str | os.PathLike | None) -> Path:
         if root is None:
-            raise ConfigError("dataset 'folder' needs root=<folder> holding images/ and masks/ "
-                              "(or <split>/images and <split>/masks)")
+            raise ConfigError(
+                "dataset 'folder' needs root=<folder> holding images/ and masks/ (or <split>/images and <split>/masks)"
+            )
         return super().locate(root)
 
     @classmethod
@@ -271,15 +285,23 @@ class FolderDataset(FileDataset):
         split_dirs = cls._split_dirs(root)
         if (root / "images").is_dir():
             if split_dirs:
-                problems.append(Problem(root, f"split subfolders {', '.join(d.name for d in split_dirs)} are ignored "
-                                              "because the folder also has images/ (flat layout)", "warning"))
+                problems.append(
+                    Problem(
+                        root,
+                        f"split subfolders {', '.join(d.name for d in split_dirs)} are ignored "
+                        "because the folder also has images/ (flat layout)",
+                        "warning",
+                    )
+                )
             pairs, probs = cls._pair(root, None)
             problems += probs
             items = [(k, img, m, cls._patient(k, img, rx, problems)) for k, img, m in pairs]
             fractions = split_fractions(opts, "folder")
             records: list[Record] = []
-            source = f"seeded over patients (seed {opts['seed']}, test_fraction {opts['test_fraction']}, " \
-                     f"val_fraction {opts['val_fraction']})"
+            source = (
+                f"seeded over patients (seed {opts['seed']}, test_fraction {opts['test_fraction']}, "
+                f"val_fraction {opts['val_fraction']})"
+            )
             if items:
                 groups = [pat if pat is not None else k for k, _, _, pat in items]
                 try:
@@ -287,22 +309,36 @@ class FolderDataset(FileDataset):
                 except DataError as exc:
                     problems.append(Problem(root, f"{exc}; lower test_fraction/val_fraction or give split_file="))
                     assign = {}
-                records = [Record(k, assign[g], img, mask=m, patient=pat)
-                           for (k, img, m, pat), g in zip(items, groups) if g in assign]
+                records = [
+                    Record(k, assign[g], img, mask=m, patient=pat)
+                    for (k, img, m, pat), g in zip(items, groups)
+                    if g in assign
+                ]
                 order = {s: i for i, s in enumerate(fractions)}
                 records.sort(key=lambda r: (order[r.split], natural_key(r.id)))
             return Inventory(cls.dataset_name, root, records, problems, split_source=source)
         if not split_dirs:
-            return Inventory(cls.dataset_name, root, [], [Problem(root, f"no images/ folder and no split subfolders "
-                                                                        f"holding images/; expected {_LAYOUT}")])
+            return Inventory(
+                cls.dataset_name,
+                root,
+                [],
+                [Problem(root, f"no images/ folder and no split subfolders holding images/; expected {_LAYOUT}")],
+            )
         records = []
         for d in split_dirs:
             pairs, probs = cls._pair(d, d.name)
             problems += probs
-            records += [Record(k, d.name, img, mask=m, patient=cls._patient(k, img, rx, problems, d.name))
-                        for k, img, m in pairs]
-        return Inventory(cls.dataset_name, root, records, problems,
-                         split_source=f"layout ({', '.join(d.name + '/' for d in split_dirs)})")
+            records += [
+                Record(k, d.name, img, mask=m, patient=cls._patient(k, img, rx, problems, d.name))
+                for k, img, m in pairs
+            ]
+        return Inventory(
+            cls.dataset_name,
+            root,
+            records,
+            problems,
+            split_source=f"layout ({', '.join(d.name + '/' for d in split_dirs)})",
+        )
 
     @staticmethod
     def _split_dirs(root: Path) -> list[Path]:
@@ -334,10 +370,14 @@ class FolderDataset(FileDataset):
             return [], [Problem(base, str(exc), split=split)]
         dangling = _dangling_links(base / "images") + _dangling_links(base / "masks")
         if dangling:
-            images = sorted(images + [p for p in dangling if p.parent.name == "images"], key=lambda p: natural_key(p.name))
+            images = sorted(
+                images + [p for p in dangling if p.parent.name == "images"], key=lambda p: natural_key(p.name)
+            )
             masks = sorted(masks + [p for p in dangling if p.parent.name == "masks"], key=lambda p: natural_key(p.name))
         if not images:
-            return [], [Problem(base / "images", "holds no image files (.png, .jpg, .tif, .bmp, .gif, ...)", split=split)]
+            return [], [
+                Problem(base / "images", "holds no image files (.png, .jpg, .tif, .bmp, .gif, ...)", split=split)
+            ]
         pairs, problems = pair_by_stem(images, masks, image_key=_stem_key, label_key=_stem_key)
         _hint_letter_case(problems, images, masks)
         broken = set(dangling)
@@ -349,14 +389,21 @@ class FolderDataset(FileDataset):
         return pairs, problems
 
     @staticmethod
-    def _patient(stem: str, path: Path, rx: re.Pattern | None, problems: list[Problem],
-                 split: str | None = None) -> str | None:
+    def _patient(
+        stem: str, path: Path, rx: re.Pattern | None, problems: list[Problem], split: str | None = None
+    ) -> str | None:
         if rx is None:
             return None
         m = rx.search(stem)
         if m is None or not (m.group(1) if rx.groups else m.group(0)):
-            problems.append(Problem(path, f"file stem {stem!r} does not match patient_pattern {rx.pattern!r}; "
-                                          "the image is its own patient", "warning", split))
+            problems.append(
+                Problem(
+                    path,
+                    f"file stem {stem!r} does not match patient_pattern {rx.pattern!r}; the image is its own patient",
+                    "warning",
+                    split,
+                )
+            )
             return None
         return m.group(1) if rx.groups else m.group(0)
 
@@ -371,19 +418,33 @@ class FolderDataset(FileDataset):
         else:
             mask = read_label_map(record.mask, num_classes)
         if mask.shape != raw.shape[:2]:
-            msg = (f"mask {record.mask} is {size_text(mask.shape)} but image {record.image} is "
-                   f"{size_text(raw.shape)}; image and mask must have the same size")
+            msg = (
+                f"mask {record.mask} is {size_text(mask.shape)} but image {record.image} is "
+                f"{size_text(raw.shape)}; image and mask must have the same size"
+            )
             orientation = exif_orientation(record.image)
             if orientation != 1 and displayed_shape(raw.shape, orientation) == mask.shape:
-                msg += (f". The image has EXIF Orientation {orientation} (viewers show it as "
-                        f"{size_text(displayed_shape(raw.shape, orientation))}, the mask's size): the mask was "
-                        "probably drawn on the rotated view, while medseg reads pixels as stored; save the image "
-                        "with the rotation applied (PIL.ImageOps.exif_transpose) so that file and view agree")
+                msg += (
+                    f". The image has EXIF Orientation {orientation} (viewers show it as "
+                    f"{size_text(displayed_shape(raw.shape, orientation))}, the mask's size): the mask was "
+                    "probably drawn on the rotated view, while medseg reads pixels as stored; save the image "
+                    "with the rotation applied (PIL.ImageOps.exif_transpose) so that file and view agree"
+                )
             raise DataError(msg)
         image = (raw[None] if raw.ndim == 2 else np.moveaxis(raw, -1, 0)).astype(np.float32)
-        return [Case(id=record.id, image=image, mask=mask, fov=np.ones(mask.shape, dtype=bool),
-                     display=to_display(raw), path=str(record.image), patient=record.patient,
-                     num_classes=num_classes, meta=meta)]
+        return [
+            Case(
+                id=record.id,
+                image=image,
+                mask=mask,
+                fov=np.ones(mask.shape, dtype=bool),
+                display=to_display(raw),
+                path=str(record.image),
+                patient=record.patient,
+                num_classes=num_classes,
+                meta=meta,
+            )
+        ]
 
 
 __all__ = ["FolderDataset", "parse_size", "split_fractions", "fraction_split"]

@@ -180,7 +180,9 @@ def _choice(dataset: str, option: str, value: Any, choices: Sequence[str]) -> No
     """Raise ConfigError unless ``value`` is one of ``choices`` (closest suggested)."""
     if value not in choices:
         hint = did_you_mean(str(value), choices)
-        raise ConfigError(f"{dataset} option {option} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
+        raise ConfigError(
+            f"{dataset} option {option} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}"
+        )
 
 
 class _OctaDataset(FileDataset):
@@ -189,6 +191,7 @@ class _OctaDataset(FileDataset):
     Subclasses set ``split_folders`` (split name -> folder name under the dataset root),
     ``image_sub`` and ``label_sub`` and may override :meth:`find`.
     """
+
     protocol = "octa"
 
     default_preprocess = OCTA_PREPROCESS
@@ -220,16 +223,27 @@ class _OctaDataset(FileDataset):
         for split, word in cls.split_folders.items():
             base = root / word
             if not base.is_dir():
-                problems.append(Problem(base, f"{name} split folder {base} is missing: split {split!r} "
-                                              "is not available", severity="warning", split=split))
+                problems.append(
+                    Problem(
+                        base,
+                        f"{name} split folder {base} is missing: split {split!r} is not available",
+                        severity="warning",
+                        split=split,
+                    )
+                )
                 continue
             present += 1
             items, probs = _pair_folder(name, split, base, cls.image_sub, labels)
             out += [(split, it) for it in items]
             problems += probs
         if not present:
-            problems.append(Problem(root, f"{name} folder {root} holds none of the split folders "
-                                          f"{', '.join(cls.split_folders.values())} (expected {cls.layout})"))
+            problems.append(
+                Problem(
+                    root,
+                    f"{name} folder {root} holds none of the split folders "
+                    f"{', '.join(cls.split_folders.values())} (expected {cls.layout})",
+                )
+            )
         return out, problems
 
     @classmethod
@@ -257,8 +271,10 @@ ROSE1_LABELS = ("gt", "thick_gt", "thin_gt")
 #: Per layer: the level of ``gt`` and the folder holding the manual centerline-level label.
 _ROSE1_GT_LEVEL = {"SVC": PIXEL, "DVC": CENTERLINE, "SVC_DVC": PIXEL}
 _ROSE1_LEVEL = {"thick_gt": PIXEL, "thin_gt": CENTERLINE}
-_ON_REQUEST = (" (the SVC+DVC thick/thin labels are not in the public ROSE-1 release; the ROSE authors "
-               "send them on request, OCTA-Net issue #14)")
+_ON_REQUEST = (
+    " (the SVC+DVC thick/thin labels are not in the public ROSE-1 release; the ROSE authors "
+    "send them on request, OCTA-Net issue #14)"
+)
 
 
 @register_dataset("rose1")
@@ -340,8 +356,10 @@ class Rose1Dataset(_OctaDataset):
         _choice("ROSE-1", "layer", opts["layer"], ROSE1_LAYERS)
         _choice("ROSE-1", "label", opts["label"], ROSE1_LABELS)
         if opts["layer"] == "DVC" and opts["label"] != "gt":
-            raise ConfigError(f"ROSE-1 DVC has only the centerline-level 'gt' label; label={opts['label']!r} "
-                              "exists for SVC (and SVC_DVC on request)")
+            raise ConfigError(
+                f"ROSE-1 DVC has only the centerline-level 'gt' label; label={opts['label']!r} "
+                "exists for SVC (and SVC_DVC on request)"
+            )
 
     @classmethod
     def find(cls, root: Path, opts: dict[str, Any]) -> Inventory:
@@ -352,14 +370,24 @@ class Rose1Dataset(_OctaDataset):
         if not layer_dir.is_dir():
             if root.name in ROSE1_LAYERS and ((root / "train").is_dir() or (root / "test").is_dir()):
                 if root.name != layer:
-                    problems.append(Problem(root, f"folder {root} is the ROSE-1 {root.name} layer but layer={layer!r}; "
-                                                  f"pass layer={root.name!r} or the ROSE-1 folder"))
+                    problems.append(
+                        Problem(
+                            root,
+                            f"folder {root} is the ROSE-1 {root.name} layer but layer={layer!r}; "
+                            f"pass layer={root.name!r} or the ROSE-1 folder",
+                        )
+                    )
                     return Inventory(cls.dataset_name, root, [], problems)
                 layer_dir = root
             else:
                 present = [p.name for p in sorted(root.iterdir()) if p.is_dir()][:6] if root.is_dir() else []
-                problems.append(Problem(layer_dir, f"ROSE-1 layer folder {layer_dir} is missing ({root} holds: "
-                                                   f"{', '.join(present) or 'nothing'}; expected {cls.layout})"))
+                problems.append(
+                    Problem(
+                        layer_dir,
+                        f"ROSE-1 layer folder {layer_dir} is missing ({root} holds: "
+                        f"{', '.join(present) or 'nothing'}; expected {cls.layout})",
+                    )
+                )
                 return Inventory(cls.dataset_name, root, [], problems)
         # Label folders: gt always; thick_gt/thin_gt where the layer has them (SVC ships both,
         # SVC_DVC only on request, DVC none). The one chosen for the mask is required.
@@ -373,18 +401,30 @@ class Rose1Dataset(_OctaDataset):
         for split in cls.split_folders:
             base = layer_dir / split
             if not base.is_dir():
-                problems.append(Problem(base, f"ROSE-1 {layer} split folder {base} is missing: split "
-                                              f"{split!r} is not available", severity="warning", split=split))
+                problems.append(
+                    Problem(
+                        base,
+                        f"ROSE-1 {layer} split folder {base} is missing: split {split!r} is not available",
+                        severity="warning",
+                        split=split,
+                    )
+                )
                 continue
             present += 1
             got, probs = _pair_folder(f"ROSE-1 {layer}", split, base, "img", labels)
             if layer == "SVC" and got:
                 for sub in ("thick_gt", "thin_gt"):
                     if not (base / sub).is_dir():
-                        probs.append(Problem(base / sub, f"ROSE-1 SVC label folder {base / sub} is missing "
-                                                         "(the release ships it; cases get no manual "
-                                                         + ("centerline)" if sub == "thin_gt" else "thick label)"),
-                                             severity="warning", split=split))
+                        probs.append(
+                            Problem(
+                                base / sub,
+                                f"ROSE-1 SVC label folder {base / sub} is missing "
+                                "(the release ships it; cases get no manual "
+                                + ("centerline)" if sub == "thin_gt" else "thick label)"),
+                                severity="warning",
+                                split=split,
+                            )
+                        )
             items += [(split, it) for it in got]
             problems += probs
         if not present:
@@ -395,9 +435,20 @@ class Rose1Dataset(_OctaDataset):
             cl_sub = "gt" if layer == "DVC" else ("thin_gt" if "thin_gt" in labs else None)
             extra: dict[str, Any] = {k: v for k, v in labs.items()}
             extra.update(layer=layer, label=label, label_level=level, centerline_source=cl_sub)
-            records.append(Record(stem, split, img, mask=labs[label],
-                                  centerline=labs.get(cl_sub) if cl_sub else None, patient=stem, extra=extra))
-        return Inventory(cls.dataset_name, root, records, problems, split_source=f"layout ({layer}/train, {layer}/test)")
+            records.append(
+                Record(
+                    stem,
+                    split,
+                    img,
+                    mask=labs[label],
+                    centerline=labs.get(cl_sub) if cl_sub else None,
+                    patient=stem,
+                    extra=extra,
+                )
+            )
+        return Inventory(
+            cls.dataset_name, root, records, problems, split_source=f"layout ({layer}/train, {layer}/test)"
+        )
 
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
@@ -585,8 +636,9 @@ class RossaDataset(_OctaDataset):
         inv = super().find(root, opts)
         if (root / "train_sam").is_dir():
             items, probs = _pair_folder("ROSSA", "train_sam", root / "train_sam", "image", {"label": (True, "")})
-            inv.records += [Record(s, "train_sam", i, mask=labs["label"], extra={"label_level": PIXEL})
-                            for s, i, labs in items]
+            inv.records += [
+                Record(s, "train_sam", i, mask=labs["label"], extra={"label_level": PIXEL}) for s, i, labs in items
+            ]
             inv.problems += probs
         return inv
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from medseg.data.base import Case, register_dataset
-from medseg.data.files import FileDataset
 from medseg.data.datasets.folder import fraction_split, parse_size, split_fractions
+from medseg.data.files import FileDataset
 from medseg.data.io import is_image_file, read_image, read_label, size_text
 from medseg.data.records import (
     Inventory,
@@ -114,7 +114,9 @@ def _read_rgb_frame(path: Path, dataset: str, hint: str = "") -> np.ndarray:
 
 def _polyp_case(record: Record, raw: np.ndarray, mask: np.ndarray, meta: dict) -> Case:
     if mask.shape != raw.shape[:2]:
-        raise DataError(f"mask {record.mask} is {size_text(mask.shape)} but image {record.image} is {size_text(raw.shape)}")
+        raise DataError(
+            f"mask {record.mask} is {size_text(mask.shape)} but image {record.image} is {size_text(raw.shape)}"
+        )
     h, w = mask.shape
     return Case(
         id=record.id,
@@ -203,6 +205,7 @@ class KvasirSegDataset(FileDataset):
             decoding: an unreadable or grey/16-bit frame, a mask of another size, or a mask that
             is not binary after the > 127 threshold. Messages name the files.
     """
+
     protocol = "polyp"
 
     dataset_name = "kvasir_seg"
@@ -213,8 +216,10 @@ class KvasirSegDataset(FileDataset):
 
     #: ``split_list`` value -> (shipped list name, how the inventory names its source).
     SPLIT_LISTS = {
-        "published": ("kvasir_seg_published", "the dataset authors' published 880/120 lists "
-                      "(medseg/data/datasets/splits/kvasir_seg_published.json)"),
+        "published": (
+            "kvasir_seg_published",
+            "the dataset authors' published 880/120 lists (medseg/data/datasets/splits/kvasir_seg_published.json)",
+        ),
         "medseg": ("kvasir_seg", "medseg's own seeded 880/120 (medseg/data/datasets/splits/kvasir_seg.json)"),
     }
 
@@ -226,7 +231,9 @@ class KvasirSegDataset(FileDataset):
     def _split_list(cls, opts: dict[str, Any]) -> tuple[str, str]:
         which = opts.get("split_list", "published")
         if which not in cls.SPLIT_LISTS:
-            raise ConfigError(f"kvasir_seg option split_list must be one of {', '.join(cls.SPLIT_LISTS)}, got {which!r}")
+            raise ConfigError(
+                f"kvasir_seg option split_list must be one of {', '.join(cls.SPLIT_LISTS)}, got {which!r}"
+            )
         return cls.SPLIT_LISTS[which]
 
     @classmethod
@@ -238,8 +245,9 @@ class KvasirSegDataset(FileDataset):
         return cls._find(root, shipped=True, split_list=cls._split_list(opts))
 
     @classmethod
-    def inventory(cls, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None,
-                  **options: Any) -> Inventory:
+    def inventory(
+        cls, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None, **options: Any
+    ) -> Inventory:
         """As :meth:`FileDataset.inventory`; with a ``split_file`` the shipped list is not
         consulted (so a partial or extended Kvasir-SEG copy can be used with the user's own split)."""
         if split_file is None:
@@ -264,8 +272,13 @@ class KvasirSegDataset(FileDataset):
         records: list[Record] = []
         listed: set[str] = set()
         if pairs and not any(i in by_id for ids in spec.values() for i in ids):
-            problems.append(Problem(root, f"none of the {len(pairs)} images is in the shipped Kvasir-SEG split "
-                                          "(1,000 ids of the release): not the Kvasir-SEG release? give split_file="))
+            problems.append(
+                Problem(
+                    root,
+                    f"none of the {len(pairs)} images is in the shipped Kvasir-SEG split "
+                    "(1,000 ids of the release): not the Kvasir-SEG release? give split_file=",
+                )
+            )
             spec = {}
         for split, ids in spec.items():
             for i in ids:
@@ -274,18 +287,25 @@ class KvasirSegDataset(FileDataset):
                     img, m = by_id[i]
                     records.append(Record(i, split, img, mask=m))
                 elif pairs and i not in reported:
-                    problems.append(Problem(
-                        root / "images" / f"{i}.jpg",
-                        f"image {i!r} of the shipped Kvasir-SEG split {split!r} is missing: the folder is not "
-                        "the complete 1,000-image release (give split_file= to use your own split)",
-                        split=split,
-                    ))
+                    problems.append(
+                        Problem(
+                            root / "images" / f"{i}.jpg",
+                            f"image {i!r} of the shipped Kvasir-SEG split {split!r} is missing: the folder is not "
+                            "the complete 1,000-image release (give split_file= to use your own split)",
+                            split=split,
+                        )
+                    )
         for k, img, _ in pairs:
             if spec and k not in listed:
-                problems.append(Problem(img, f"image {k!r} is not in the shipped Kvasir-SEG split and is not "
-                                             "loaded (give split_file= to use it)", "warning"))
-        return Inventory(cls.dataset_name, root, records, problems,
-                         split_source=f"shipped list: {source}")
+                problems.append(
+                    Problem(
+                        img,
+                        f"image {k!r} is not in the shipped Kvasir-SEG split and is not "
+                        "loaded (give split_file= to use it)",
+                        "warning",
+                    )
+                )
+        return Inventory(cls.dataset_name, root, records, problems, split_source=f"shipped list: {source}")
 
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
@@ -301,14 +321,44 @@ class KvasirSegDataset(FileDataset):
 #: release's README: 1-25, 26-50, 51-67, 68-78, 79-103, 104-126, 127-151, 152-177, 178-199,
 #: 200-205, 206-227, 228-252, 253-277, 278-297, 298-317, 318-342, 343-363, 364-383, 384-408,
 #: 409-428, 429-447, 448-466, 467-478, 479-503, 504-528, 529-546, 547-571, 572-591, 592-612.
-_CLINICDB_LAST = (25, 50, 67, 78, 103, 126, 151, 177, 199, 205, 227, 252, 277, 297, 317, 342, 363, 383,
-                  408, 428, 447, 466, 478, 503, 528, 546, 571, 591, 612)
+_CLINICDB_LAST = (
+    25,
+    50,
+    67,
+    78,
+    103,
+    126,
+    151,
+    177,
+    199,
+    205,
+    227,
+    252,
+    277,
+    297,
+    317,
+    342,
+    363,
+    383,
+    408,
+    428,
+    447,
+    466,
+    478,
+    503,
+    528,
+    546,
+    571,
+    591,
+    612,
+)
 #: Frames in the full release.
 CLINICDB_FRAMES = 612
 
 _CLINICDB_LAYOUTS = (("images", "masks"), ("Original", "Ground Truth"))
-_CLINICDB_LAYOUT = ("images/<frame>.tif and masks/<frame>.tif (frames 1..612), or the release's "
-                    "'Original/' and 'Ground Truth/'")
+_CLINICDB_LAYOUT = (
+    "images/<frame>.tif and masks/<frame>.tif (frames 1..612), or the release's 'Original/' and 'Ground Truth/'"
+)
 
 
 def clinicdb_sequence(frame: int) -> int | None:
@@ -370,6 +420,7 @@ class CvcClinicDbDataset(FileDataset):
             together); then a grey or 16-bit frame (e.g. swapped image/mask folders, as in some
             public copies), sizes that differ, or a non-binary mask, naming the file.
     """
+
     protocol = "polyp"
 
     dataset_name = "cvc_clinicdb"
@@ -399,8 +450,14 @@ class CvcClinicDbDataset(FileDataset):
         for k, img, m in pairs:
             seq = clinicdb_sequence(int(k)) if k.isdigit() else None
             if seq is None:
-                problems.append(Problem(img, f"frame {k!r} is not a CVC-ClinicDB frame number 1..{CLINICDB_FRAMES}; its "
-                                             "video sequence is unknown, so it is split as its own patient", "warning"))
+                problems.append(
+                    Problem(
+                        img,
+                        f"frame {k!r} is not a CVC-ClinicDB frame number 1..{CLINICDB_FRAMES}; its "
+                        "video sequence is unknown, so it is split as its own patient",
+                        "warning",
+                    )
+                )
             items.append((k, img, m, None if seq is None else f"seq{seq:02d}", seq))
         records: list[Record] = []
         if items:
@@ -408,23 +465,32 @@ class CvcClinicDbDataset(FileDataset):
             try:
                 assign = fraction_split(groups, fractions, int(opts["seed"]))
             except DataError as exc:
-                problems.append(Problem(root, f"{exc} (CVC-ClinicDB is split by video sequence; lower the fractions "
-                                              "or give split_file=)"))
+                problems.append(
+                    Problem(
+                        root,
+                        f"{exc} (CVC-ClinicDB is split by video sequence; lower the fractions or give split_file=)",
+                    )
+                )
                 assign = {}
             for (k, img, m, pat, seq), g in zip(items, groups):
                 if g in assign:
                     records.append(Record(k, assign[g], img, mask=m, patient=pat, extra={"sequence": seq}))
         order = {s: i for i, s in enumerate(fractions)}
         records.sort(key=lambda r: (order.get(r.split, 99), natural_key(r.id)))
-        source = (f"seeded by video sequence (seed {opts['seed']}, test_fraction {opts['test_fraction']}, "
-                  f"val_fraction {opts['val_fraction']})")
+        source = (
+            f"seeded by video sequence (seed {opts['seed']}, test_fraction {opts['test_fraction']}, "
+            f"val_fraction {opts['val_fraction']})"
+        )
         return Inventory(cls.dataset_name, root, records, problems, split_source=source)
 
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
-        raw = _read_rgb_frame(record.image, "CVC-ClinicDB",
-                              " (if the masks folder holds the colour frames, the image and mask folders are swapped, "
-                              "as in some public copies)")
+        raw = _read_rgb_frame(
+            record.image,
+            "CVC-ClinicDB",
+            " (if the masks folder holds the colour frames, the image and mask folders are swapped, "
+            "as in some public copies)",
+        )
         mask = read_polyp_mask(record.mask)
         return [_polyp_case(record, raw, mask, {"sequence": record.extra.get("sequence")})]
 

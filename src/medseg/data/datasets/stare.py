@@ -49,8 +49,26 @@ from medseg.errors import DataError
 
 #: The 20 STARE images with manual vessel labels (Hoover et al. 2000), in id order.
 LABELLED_IDS = (
-    "im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081", "im0082", "im0139",
-    "im0162", "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291", "im0319", "im0324",
+    "im0001",
+    "im0002",
+    "im0003",
+    "im0004",
+    "im0005",
+    "im0044",
+    "im0077",
+    "im0081",
+    "im0082",
+    "im0139",
+    "im0162",
+    "im0163",
+    "im0235",
+    "im0236",
+    "im0239",
+    "im0240",
+    "im0255",
+    "im0291",
+    "im0319",
+    "im0324",
 )
 #: Default split: first 10 labelled ids train, last 10 test.
 TRAIN_IDS = LABELLED_IDS[:10]
@@ -165,8 +183,13 @@ def _scan(folder: Path, pattern: re.Pattern, what: str, problems: list[Problem])
             problems.append(Problem(p, f"{what} has the same id {cid!r} as {prev}"))
             continue
         found[cid] = plain
-        problems.append(Problem(other, f"{what} {cid!r} is also stored uncompressed as {plain.name}; "
-                                       "that one is used", severity="warning"))
+        problems.append(
+            Problem(
+                other,
+                f"{what} {cid!r} is also stored uncompressed as {plain.name}; that one is used",
+                severity="warning",
+            )
+        )
     return found
 
 
@@ -244,18 +267,27 @@ class StareDataset(FundusDataset):
         if unlabelled:
             n = len(unlabelled)
             shown = ", ".join(unlabelled[:3]) + (", ..." if n > 3 else "")
-            msg = (f"{n} image{'s' if n != 1 else ''} without manual labels ignored ({shown}); "
-                   "only the 20 labelled images are used")
+            msg = (
+                f"{n} image{'s' if n != 1 else ''} without manual labels ignored ({shown}); "
+                "only the 20 labelled images are used"
+            )
             problems.append(Problem(img_dir, msg, severity="warning"))
         if absent and len(absent) < len(LABELLED_IDS):
             msg = f"{len(absent)} of the 20 labelled images are absent (no image, no label): {', '.join(absent)}"
             problems.append(Problem(root, msg, severity="warning"))
         elif absent:
-            msg = (f"holds none of the 20 labelled STARE images ({LABELLED_IDS[0]} .. {LABELLED_IDS[-1]}); "
-                   f"expected {_LAYOUT}")
+            msg = (
+                f"holds none of the 20 labelled STARE images ({LABELLED_IDS[0]} .. {LABELLED_IDS[-1]}); "
+                f"expected {_LAYOUT}"
+            )
             problems.append(Problem(img_dir, msg))
-        return Inventory("stare", root, records, problems,
-                         split_source="first 10 labelled ids train, last 10 test (no official split)")
+        return Inventory(
+            "stare",
+            root,
+            records,
+            problems,
+            split_source="first 10 labelled ids train, last 10 test (no official split)",
+        )
 
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:

@@ -66,8 +66,9 @@ class _Canvas:
         self.dark = np.zeros(self.h * self.w, dtype=np.float32)
 
 
-def _render_strokes(canvas: _Canvas, strokes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    update_depth: bool = True) -> None:
+def _render_strokes(
+    canvas: _Canvas, strokes: list[tuple[np.ndarray, np.ndarray, np.ndarray]], update_depth: bool = True
+) -> None:
     """Rasterise polylines with per-point radius and contrast as chains of tapered capsules.
 
     ``strokes``: list of (points (n, 2) as (y, x) pixel-centre coordinates, radius (n,),
@@ -93,8 +94,16 @@ def _render_strokes(canvas: _Canvas, strokes: list[tuple[np.ndarray, np.ndarray,
         _render_group(canvas, a[sel], b[sel], ra[sel], rb[sel], ca[sel], int(half), update_depth)
 
 
-def _render_group(canvas: _Canvas, a: np.ndarray, b: np.ndarray, ra: np.ndarray, rb: np.ndarray,
-                  ca: np.ndarray, half: int, update_depth: bool) -> None:
+def _render_group(
+    canvas: _Canvas,
+    a: np.ndarray,
+    b: np.ndarray,
+    ra: np.ndarray,
+    rb: np.ndarray,
+    ca: np.ndarray,
+    half: int,
+    update_depth: bool,
+) -> None:
     off = np.arange(-half, half + 1, dtype=np.float32)
     base = np.floor(0.5 * (a + b))  # (M, 2), integer-valued
     py = base[:, 0, None, None] + off[None, :, None]  # (M, K, 1)
@@ -131,8 +140,16 @@ class _TreeGrower:
         # vessels cannot get thinner than 1 px, so small images keep fewer branches
         self.branch_keep = min(1.0, radius / 60.0)
 
-    def walk(self, y0: float, x0: float, theta0: float, length: float, curvature: float,
-             tortuosity: float, decay: float | None = None) -> np.ndarray:
+    def walk(
+        self,
+        y0: float,
+        x0: float,
+        theta0: float,
+        length: float,
+        curvature: float,
+        tortuosity: float,
+        decay: float | None = None,
+    ) -> np.ndarray:
         """Random path of unit steps: the heading turns at ``curvature`` rad/px (decaying as
         ``exp(-l / decay)`` when ``decay`` is given), drifts slowly (random walk, 0.01 rad/px) and
         wiggles around that (stationary AR(1), std ``0.25 * tortuosity`` rad, ~7 px memory).
@@ -159,13 +176,24 @@ class _TreeGrower:
             near = np.flatnonzero(self.avoid[iy, ix] < self.clearance)
             if len(near):
                 end = min(end, near[0])
-        pts = pts[first_in[0]:end]
+        pts = pts[first_in[0] : end]
         # capsules of 2 px: half the rendering work, still smooth at these curvatures
         return pts if len(pts) < 3 else np.concatenate([pts[:-1:2], pts[-1:]])
 
-    def grow(self, y0: float, x0: float, theta0: float, r0: float, c0: float, length: float,
-             curvature: float, tortuosity: float, depth: int = 0, max_depth: int = 3,
-             decay: float | None = None) -> None:
+    def grow(
+        self,
+        y0: float,
+        x0: float,
+        theta0: float,
+        r0: float,
+        c0: float,
+        length: float,
+        curvature: float,
+        tortuosity: float,
+        depth: int = 0,
+        max_depth: int = 3,
+        decay: float | None = None,
+    ) -> None:
         """Grow one vessel and, recursively, its branches, appending them to ``self.strokes``."""
         rng = self.rng
         pts = self.walk(y0, x0, theta0, length, curvature, tortuosity, decay)
@@ -192,10 +220,16 @@ class _TreeGrower:
                     ang = heading + side * np.deg2rad(rng.uniform(25, 75))
                     side = -side if rng.random() < 0.75 else side
                     self.grow(
-                        pts[i, 0], pts[i, 1], ang, child_r,
+                        pts[i, 0],
+                        pts[i, 1],
+                        ang,
+                        child_r,
                         contrast[i] * rng.uniform(0.7, 1.05),
                         self.R * rng.uniform(0.25, 0.6) * 0.85**depth,
-                        rng.normal(0.0, 0.006), tortuosity * rng.uniform(0.8, 1.4), depth + 1, max_depth,
+                        rng.normal(0.0, 0.006),
+                        tortuosity * rng.uniform(0.8, 1.4),
+                        depth + 1,
+                        max_depth,
                     )
                     radius[i:] = np.maximum(radius[i:] * rng.uniform(0.86, 0.96), _MIN_RADIUS)
                 pos += rng.uniform(0.15, 0.35) * self.R * (0.85**depth)
@@ -269,23 +303,51 @@ def _grow_vessel_trees(rng: np.random.Generator, g: _Fundus) -> tuple[_TreeGrowe
             theta = base_theta + np.deg2rad(rng.uniform(-12, 12))
             y0 = od_y + rng.normal(0, 0.25) * od_r
             x0 = od_x + rng.normal(0, 0.25) * od_r
-            grower.grow(y0, x0, theta, r_main * rk * rng.uniform(0.9, 1.05), c_main * ck * rng.uniform(0.85, 1.1),
-                        R * rng.uniform(1.3, 1.7), curv * rng.uniform(0.85, 1.15), tort * rng.uniform(0.8, 1.2),
-                        decay=decay)
+            grower.grow(
+                y0,
+                x0,
+                theta,
+                r_main * rk * rng.uniform(0.9, 1.05),
+                c_main * ck * rng.uniform(0.85, 1.1),
+                R * rng.uniform(1.3, 1.7),
+                curv * rng.uniform(0.85, 1.15),
+                tort * rng.uniform(0.8, 1.2),
+                decay=decay,
+            )
     nasal = 0.0 if side > 0 else np.pi
     for up in (-1.0, 1.0):  # nasal vessels, away from the macula
         theta = nasal + up * side * np.deg2rad(rng.uniform(30, 65))
-        grower.grow(od_y, od_x, theta, r_main * rng.uniform(0.6, 0.8), c_main * rng.uniform(0.7, 1.0),
-                    R * rng.uniform(0.5, 0.8), rng.normal(0, 0.004), tort, max_depth=2)
+        grower.grow(
+            od_y,
+            od_x,
+            theta,
+            r_main * rng.uniform(0.6, 0.8),
+            c_main * rng.uniform(0.7, 1.0),
+            R * rng.uniform(0.5, 0.8),
+            rng.normal(0, 0.004),
+            tort,
+            max_depth=2,
+        )
     for _ in range(int(rng.integers(1, 3))):  # thin macular vessels
         theta = temporal + np.deg2rad(rng.uniform(-25, 25))
-        grower.grow(od_y, od_x, theta, r_main * rng.uniform(0.3, 0.45), c_main * rng.uniform(0.5, 0.8),
-                    R * rng.uniform(0.4, 0.7), rng.normal(0, 0.005), tort, max_depth=2)
+        grower.grow(
+            od_y,
+            od_x,
+            theta,
+            r_main * rng.uniform(0.3, 0.45),
+            c_main * rng.uniform(0.5, 0.8),
+            R * rng.uniform(0.4, 0.7),
+            rng.normal(0, 0.005),
+            tort,
+            max_depth=2,
+        )
 
     return grower, tort
 
 
-def _render_vessels(rng: np.random.Generator, g: _Fundus, grower: _TreeGrower, tort: float) -> tuple[np.ndarray, np.ndarray]:
+def _render_vessels(
+    rng: np.random.Generator, g: _Fundus, grower: _TreeGrower, tort: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Render the trees, then add trees growing inward from the FOV border until the vessel
     fraction reaches a target of 9-12 % of the FOV; returns ``(vessel darkening (H, W) float,
     vessel mask (H, W) bool)``."""
@@ -303,8 +365,17 @@ def _render_vessels(rng: np.random.Generator, g: _Fundus, grower: _TreeGrower, t
         phi = rng.uniform(0, 2 * np.pi)
         y0, x0 = cy + (R - 1.0) * np.sin(phi), cx + (R - 1.0) * np.cos(phi)
         theta = phi + np.pi + np.deg2rad(rng.uniform(-35, 35))
-        grower.grow(y0, x0, theta, rng.uniform(0.8, 1.4) * wscale, rng.uniform(0.10, 0.30),
-                    R * rng.uniform(0.5, 0.9), rng.normal(0, 0.006), tort * rng.uniform(0.8, 1.3), max_depth=3)
+        grower.grow(
+            y0,
+            x0,
+            theta,
+            rng.uniform(0.8, 1.4) * wscale,
+            rng.uniform(0.10, 0.30),
+            R * rng.uniform(0.5, 0.9),
+            rng.normal(0, 0.006),
+            tort * rng.uniform(0.8, 1.3),
+            max_depth=3,
+        )
         _render_strokes(canvas, grower.strokes)
         n_border += 1
     grower.avoid = None
@@ -318,7 +389,18 @@ def _background(rng: np.random.Generator, g: _Fundus, grower: _TreeGrower) -> np
     """The green-channel-like background (H, W) float: illumination, optic disc, macula, texture
     and distractors that are not vessels (wide faint streaks, dark and bright spots)."""
     wscale, cy, cx, R, yy, xx, rho, od_y, od_x, od_r, mac_y, mac_x = (
-        g.wscale, g.cy, g.cx, g.R, g.yy, g.xx, g.rho, g.od_y, g.od_x, g.od_r, g.mac_y, g.mac_x
+        g.wscale,
+        g.cy,
+        g.cx,
+        g.R,
+        g.yy,
+        g.xx,
+        g.rho,
+        g.od_y,
+        g.od_x,
+        g.od_r,
+        g.mac_y,
+        g.mac_x,
     )
     h, w = g.h, g.w
     # --- background (green-channel-like) ---
@@ -337,8 +419,14 @@ def _background(rng: np.random.Generator, g: _Fundus, grower: _TreeGrower) -> np
     for _ in range(int(rng.integers(1, 5))):
         phi = rng.uniform(0, 2 * np.pi)
         rr = rng.uniform(0.1, 0.8) * R
-        pts = grower.walk(cy + rr * np.sin(phi), cx + rr * np.cos(phi), rng.uniform(0, 2 * np.pi),
-                          R * rng.uniform(0.3, 0.8), rng.normal(0, 0.01), rng.uniform(0.5, 1.5))
+        pts = grower.walk(
+            cy + rr * np.sin(phi),
+            cx + rr * np.cos(phi),
+            rng.uniform(0, 2 * np.pi),
+            R * rng.uniform(0.3, 0.8),
+            rng.normal(0, 0.01),
+            rng.uniform(0.5, 1.5),
+        )
         n = len(pts)
         grower.strokes.append((pts, np.full(n, rng.uniform(2.5, 4.0) * wscale), np.full(n, rng.uniform(0.03, 0.07))))
     for _ in range(int(rng.integers(0, 4))):
@@ -374,8 +462,9 @@ def _synthesise(rng: np.random.Generator, h: int, w: int, channels: int) -> tupl
     if channels == 1:
         raw = green[None]
     else:
-        red = edge * (np.clip(0.35 + 1.1 * bg, 0, 1) * (1.0 - 0.45 * vessel_dark)
-                      + rng.normal(0, 0.012, (h, w))) + (1 - edge) * (0.03 + outside)
+        red = edge * (np.clip(0.35 + 1.1 * bg, 0, 1) * (1.0 - 0.45 * vessel_dark) + rng.normal(0, 0.012, (h, w))) + (
+            1 - edge
+        ) * (0.03 + outside)
         blue = edge * (0.35 * bg * (1.0 - 0.6 * vessel_dark) + rng.normal(0, 0.02, (h, w))) + (1 - edge) * outside
         raw = np.stack([red, green, blue])
     return np.clip(raw, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8), fov
@@ -388,8 +477,9 @@ def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
-def generate_vessel_case(seed: int = 0, split: str = "train", index: int = 0,
-                         size: int | tuple[int, int] = 128, channels: int = 1) -> Case:
+def generate_vessel_case(
+    seed: int = 0, split: str = "train", index: int = 0, size: int | tuple[int, int] = 128, channels: int = 1
+) -> Case:
     """Generate synthetic image ``index`` of ``split`` (see the module docstring).
 
     Args:
@@ -418,8 +508,9 @@ def generate_vessel_case(seed: int = 0, split: str = "train", index: int = 0,
     raw, mask, fov = _synthesise(rng, h, w, channels)
     display = np.rint(raw * 255).astype(np.uint8)
     display = display[0] if channels == 1 else np.ascontiguousarray(np.moveaxis(display, 0, -1))
-    return Case(id=f"{split}_{index:03d}", image=zscore_in_fov(raw, fov), mask=mask, fov=fov,
-                display=display, path=None)
+    return Case(
+        id=f"{split}_{index:03d}", image=zscore_in_fov(raw, fov), mask=mask, fov=fov, display=display, path=None
+    )
 
 
 @register_dataset("synthetic_vessels")
@@ -443,9 +534,17 @@ class SyntheticVessels(CaseDataset):
         ConfigError: invalid option.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", n_images: int | None = None,
-                 size: int | tuple[int, int] = 128, seed: int = 0, channels: int = 1, centerline: bool = False,
-                 classes: int = 2) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str = "train",
+        n_images: int | None = None,
+        size: int | tuple[int, int] = 128,
+        seed: int = 0,
+        channels: int = 1,
+        centerline: bool = False,
+        classes: int = 2,
+    ) -> None:
         if split not in _SPLIT_INDEX:
             raise ConfigError(f"synthetic_vessels split must be 'train' or 'test', got {split!r}")
         n = _DEFAULT_N[split] if n_images is None else n_images

@@ -33,9 +33,17 @@ import numpy as np
 
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
-from medseg.data.records import Inventory, Problem, Record, list_files, natural_key, seeded_split
 from medseg.data.io.dicom import dicom_patient_id, read_dicom_series
-from medseg.data.io.nifti import affine_text, canonical_modality, is_nifti_file, nifti_stem, read_label_nifti, read_nifti, same_affine
+from medseg.data.io.nifti import (
+    affine_text,
+    canonical_modality,
+    is_nifti_file,
+    nifti_stem,
+    read_label_nifti,
+    read_nifti,
+    same_affine,
+)
+from medseg.data.records import Inventory, Problem, Record, list_files, natural_key, seeded_split
 from medseg.data.transforms.intensity import normalize_intensity, parse_intensity, to_display_volume
 from medseg.errors import ConfigError, DataError
 
@@ -185,6 +193,7 @@ class VolumeDataset(FileDataset):
         test_fraction, val_fraction, seed: the seeded patient-level split (defaults 0.2, 0, 0);
             a "val" split exists only when val_fraction > 0.
     """
+
     protocol = "volume"
 
     splits = ("train", "val", "test")
@@ -230,11 +239,16 @@ class VolumeDataset(FileDataset):
             ``(records, split_source, problems)``; records are ordered train, val, test, each in
             natural id order.
         """
-        fractions = {"train": 1.0 - opts["test_fraction"] - opts["val_fraction"], "val": opts["val_fraction"],
-                     "test": opts["test_fraction"]}
+        fractions = {
+            "train": 1.0 - opts["test_fraction"] - opts["val_fraction"],
+            "val": opts["val_fraction"],
+            "test": opts["test_fraction"],
+        }
         fractions = {k: v for k, v in fractions.items() if v > 0}
-        source = (f"seeded patient split (test_fraction={opts['test_fraction']}, "
-                  f"val_fraction={opts['val_fraction']}, seed={opts['seed']})")
+        source = (
+            f"seeded patient split (test_fraction={opts['test_fraction']}, "
+            f"val_fraction={opts['val_fraction']}, seed={opts['seed']})"
+        )
         if not records:
             return [], source, []
         try:
@@ -282,8 +296,10 @@ class VolumeDataset(FileDataset):
 # --------------------------------------------------------------------------------- msd
 
 
-_MSD_LAYOUT = ("dataset.json + imagesTr/ + labelsTr/ (Medical Segmentation Decathlon), or imagesTr/ + "
-               "labelsTr/, or images/ + labels/, holding <case>.nii.gz volumes with equal names")
+_MSD_LAYOUT = (
+    "dataset.json + imagesTr/ + labelsTr/ (Medical Segmentation Decathlon), or imagesTr/ + "
+    "labelsTr/, or images/ + labels/, holding <case>.nii.gz volumes with equal names"
+)
 
 
 def _json_labels(meta: dict) -> int | None:
@@ -379,8 +395,13 @@ class MsdDataset(VolumeDataset):
                 return Inventory(cls.dataset_name, root, [], problems)
         modalities = _json_modalities(meta)
         if len(modalities) > 1:
-            problems.append(Problem(js, f"lists {len(modalities)} modalities ({', '.join(modalities)}): multi-modal "
-                                        "4-D volumes are not supported; medseg reads one 3-D volume per file"))
+            problems.append(
+                Problem(
+                    js,
+                    f"lists {len(modalities)} modalities ({', '.join(modalities)}): multi-modal "
+                    "4-D volumes are not supported; medseg reads one 3-D volume per file",
+                )
+            )
         modality = canonical_modality(opts["modality"] or (modalities[0] if modalities else None))
         pairs: list[tuple[str, Path, Path]] = []
         training = meta.get("training")
@@ -395,8 +416,9 @@ class MsdDataset(VolumeDataset):
                     break
             else:
                 problems.append(Problem(root, f"holds no MSD volumes; expected {_MSD_LAYOUT}"))
-        records = [Record(key, "train", img, mask=lab, patient=key, extra={"modality": modality})
-                   for key, img, lab in pairs]
+        records = [
+            Record(key, "train", img, mask=lab, patient=key, extra={"modality": modality}) for key, img, lab in pairs
+        ]
         cls.set_classes(records, opts, _json_labels(meta))
         records, source, probs = cls.assign_splits(records, opts)
         problems += probs
@@ -409,8 +431,14 @@ class MsdDataset(VolumeDataset):
         listed: set[Path] = set()
         seen: dict[str, Path] = {}
         for i, entry in enumerate(training):
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(entry.get("label"), str):
-                problems.append(Problem(js, f"training entry {i} must be {{'image': path, 'label': path}}, got {entry!r}"))
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("image"), str)
+                or not isinstance(entry.get("label"), str)
+            ):
+                problems.append(
+                    Problem(js, f"training entry {i} must be {{'image': path, 'label': path}}, got {entry!r}")
+                )
                 continue
             img, lab = Path(os.path.normpath(root / entry["image"])), Path(os.path.normpath(root / entry["label"]))
             listed.add(img)
@@ -444,8 +472,13 @@ class MsdDataset(VolumeDataset):
         from medseg.data.records import pair_by_stem
 
         label_keys = {nifti_stem(p) for p in labels}
-        pairs, problems = pair_by_stem(images, labels, image_key=lambda p: _image_key(nifti_stem(p), label_keys),
-                                       label_key=nifti_stem, what="label")
+        pairs, problems = pair_by_stem(
+            images,
+            labels,
+            image_key=lambda p: _image_key(nifti_stem(p), label_keys),
+            label_key=nifti_stem,
+            what="label",
+        )
         return pairs, problems
 
     @classmethod
@@ -453,11 +486,14 @@ class MsdDataset(VolumeDataset):
         image, affine, _, spacing = read_nifti(record.image, "image")
         labels, laffine, _, _ = read_label_nifti(record.mask, "label")
         if labels.shape != image.shape:
-            raise DataError(f"label {record.mask} has shape {labels.shape} but its image {record.image} has shape "
-                            f"{image.shape}")
+            raise DataError(
+                f"label {record.mask} has shape {labels.shape} but its image {record.image} has shape {image.shape}"
+            )
         if not same_affine(laffine, affine):
-            raise DataError(f"label {record.mask} has affine {affine_text(laffine)} but its image {record.image} has "
-                            f"affine {affine_text(affine)}: they are not on the same voxel grid")
+            raise DataError(
+                f"label {record.mask} has affine {affine_text(laffine)} but its image {record.image} has "
+                f"affine {affine_text(affine)}: they are not on the same voxel grid"
+            )
         modality = canonical_modality(opts["modality"]) or record.extra.get("modality")
         return volume_cases(record, image, labels, affine, spacing, modality, opts)
 
@@ -548,9 +584,14 @@ class DicomDataset(VolumeDataset):
         for s in series:
             lab = labels.get(s.name)
             if lab is None:
-                problems.append(Problem(s, f"series has no label ({lab_dir / (s.name + '.nii.gz')} is missing); "
-                                           "it is left out of the splits (usable for prediction only)",
-                                        severity="warning"))
+                problems.append(
+                    Problem(
+                        s,
+                        f"series has no label ({lab_dir / (s.name + '.nii.gz')} is missing); "
+                        "it is left out of the splits (usable for prediction only)",
+                        severity="warning",
+                    )
+                )
                 continue
             patient = s.name
             if opts["group_by"] == "patient":
@@ -562,8 +603,13 @@ class DicomDataset(VolumeDataset):
             if key not in names:
                 problems.append(Problem(lab, f"label has no series folder {root / key}"))
         if series and not records:
-            problems.append(Problem(root, f"none of its {len(series)} series has a label in {lab_dir}; label them "
-                                          "(<series>.nii.gz) or use them for prediction only"))
+            problems.append(
+                Problem(
+                    root,
+                    f"none of its {len(series)} series has a label in {lab_dir}; label them "
+                    "(<series>.nii.gz) or use them for prediction only",
+                )
+            )
         cls.set_classes(records, opts, None)
         records, source, probs = cls.assign_splits(records, opts)
         return Inventory(cls.dataset_name, root, records, problems + probs, split_source=source)

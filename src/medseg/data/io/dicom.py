@@ -84,7 +84,9 @@ def _read_dicom_file(p: Path):
     except Exception as exc:
         if not magic:
             return None
-        raise DataError(f"DICOM file {p} cannot be parsed (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+        raise DataError(
+            f"DICOM file {p} cannot be parsed (truncated or corrupt?): {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _series_files(root: Path) -> list[Path]:
@@ -117,8 +119,10 @@ def _read_slices(root: Path, files: list[Path]) -> tuple[list[_Slice], list[str]
         if ds is not None and not _dicom_magic(f) and not ("PixelData" in ds and "ImagePositionPatient" in ds):
             ds = None  # a force-parsed non-DICOM file (text, image ...)
         if ds is not None and "PixelData" not in ds and _is_image_object(ds):
-            raise DataError(f"DICOM file {f} is an image ({_sop_class_name(ds)}) without pixel data: a truncated "
-                            f"file ({f.stat().st_size} bytes)?")
+            raise DataError(
+                f"DICOM file {f} is an image ({_sop_class_name(ds)}) without pixel data: a truncated "
+                f"file ({f.stat().st_size} bytes)?"
+            )
         if ds is None or "PixelData" not in ds:
             skipped.append(f"{f.name} ({'not a DICOM file' if ds is None else 'DICOM without pixel data'})")
             continue
@@ -129,10 +133,13 @@ def _read_slices(root: Path, files: list[Path]) -> tuple[list[_Slice], list[str]
                 "single-frame slices (convert it to NIfTI, e.g. with dcm2niix)"
             )
         if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
-            raise DataError(f"DICOM file {f} is a colour image (SamplesPerPixel={ds.SamplesPerPixel}); expected grey slices")
+            raise DataError(
+                f"DICOM file {f} is a colour image (SamplesPerPixel={ds.SamplesPerPixel}); expected grey slices"
+            )
         slices.append(
             _Slice(
-                f, ds,
+                f,
+                ds,
                 position=_floats(ds, "ImagePositionPatient", 3, f),
                 orientation=_floats(ds, "ImageOrientationPatient", 6, f),
                 spacing=_floats(ds, "PixelSpacing", 2, f),
@@ -142,11 +149,18 @@ def _read_slices(root: Path, files: list[Path]) -> tuple[list[_Slice], list[str]
             )
         )
     if skipped:
-        warnings.warn(f"DICOM folder {root}: skipped {len(skipped)} file(s) that are not DICOM images: "
-                      + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""), stacklevel=4)
+        warnings.warn(
+            f"DICOM folder {root}: skipped {len(skipped)} file(s) that are not DICOM images: "
+            + ", ".join(skipped[:5])
+            + (" ..." if len(skipped) > 5 else ""),
+            stacklevel=4,
+        )
     if not slices:
-        raise DataError(f"DICOM folder {root} holds no DICOM image ({len(files)} files, none a DICOM image: "
-                        + ", ".join(skipped[:5]) + ")")
+        raise DataError(
+            f"DICOM folder {root} holds no DICOM image ({len(files)} files, none a DICOM image: "
+            + ", ".join(skipped[:5])
+            + ")"
+        )
 
     return slices, skipped
 
@@ -158,21 +172,31 @@ def _check_geometry(root: Path, slices: list[_Slice]) -> None:
     for s in slices:
         by_series.setdefault(s.series, []).append(s.path)
     if len(by_series) > 1:
-        parts = "; ".join(f"{uid or '(no SeriesInstanceUID)'}: {len(v)} files, e.g. {v[0].name}"
-                          for uid, v in sorted(by_series.items()))
-        raise DataError(f"DICOM folder {root} mixes {len(by_series)} series ({parts}); put each series in its own folder")
+        parts = "; ".join(
+            f"{uid or '(no SeriesInstanceUID)'}: {len(v)} files, e.g. {v[0].name}"
+            for uid, v in sorted(by_series.items())
+        )
+        raise DataError(
+            f"DICOM folder {root} mixes {len(by_series)} series ({parts}); put each series in its own folder"
+        )
 
     ref = slices[0]
     for s in slices[1:]:
         if not np.allclose(s.orientation, ref.orientation, atol=1e-4):
-            raise DataError(f"DICOM series {root}: {s.path.name} has ImageOrientationPatient {list(s.orientation)} but "
-                            f"{ref.path.name} has {list(ref.orientation)}; slices of one volume must share an orientation")
+            raise DataError(
+                f"DICOM series {root}: {s.path.name} has ImageOrientationPatient {list(s.orientation)} but "
+                f"{ref.path.name} has {list(ref.orientation)}; slices of one volume must share an orientation"
+            )
         if (s.rows, s.cols) != (ref.rows, ref.cols):
-            raise DataError(f"DICOM series {root}: {s.path.name} is {s.rows}x{s.cols} (rows x columns) but "
-                            f"{ref.path.name} is {ref.rows}x{ref.cols}")
+            raise DataError(
+                f"DICOM series {root}: {s.path.name} is {s.rows}x{s.cols} (rows x columns) but "
+                f"{ref.path.name} is {ref.rows}x{ref.cols}"
+            )
         if not np.allclose(s.spacing, ref.spacing, rtol=1e-4, atol=1e-5):
-            raise DataError(f"DICOM series {root}: {s.path.name} has PixelSpacing {list(s.spacing)} but "
-                            f"{ref.path.name} has {list(ref.spacing)}")
+            raise DataError(
+                f"DICOM series {root}: {s.path.name} has PixelSpacing {list(s.spacing)} but "
+                f"{ref.path.name} has {list(ref.spacing)}"
+            )
 
 
 def _sort_along_normal(root: Path, slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray]:
@@ -183,8 +207,10 @@ def _sort_along_normal(root: Path, slices: list[_Slice]) -> tuple[np.ndarray, np
     row_cos, col_cos = ref.orientation[:3], ref.orientation[3:]
     normal = np.cross(row_cos, col_cos)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise DataError(f"DICOM file {ref.path} has ImageOrientationPatient {list(ref.orientation)}, "
-                        "whose two vectors are not orthonormal")
+        raise DataError(
+            f"DICOM file {ref.path} has ImageOrientationPatient {list(ref.orientation)}, "
+            "whose two vectors are not orthonormal"
+        )
     for s in slices:
         s.dist = float(s.position @ normal)
     slices.sort(key=lambda s: s.dist)
@@ -194,9 +220,11 @@ def _sort_along_normal(root: Path, slices: list[_Slice]) -> tuple[np.ndarray, np
         steps = np.diff(dists)
         for i, d in enumerate(steps):
             if d < 1e-4:
-                raise DataError(f"DICOM series {root}: {slices[i].path.name} and {slices[i + 1].path.name} lie at the "
-                                f"same position ({slices[i].dist:.4g} mm along the slice normal): a duplicated slice "
-                                "or two acquisitions in one folder")
+                raise DataError(
+                    f"DICOM series {root}: {slices[i].path.name} and {slices[i + 1].path.name} lie at the "
+                    f"same position ({slices[i].dist:.4g} mm along the slice normal): a duplicated slice "
+                    "or two acquisitions in one folder"
+                )
         med = float(np.sort(steps)[(len(steps) - 1) // 2])  # lower median: with 2 steps, the smaller
         big = np.flatnonzero(steps > MISSING_SLICE_FACTOR * med)
         if big.size:
@@ -208,8 +236,11 @@ def _sort_along_normal(root: Path, slices: list[_Slice]) -> tuple[np.ndarray, np
                 + (f" ({big.size} such gaps)" if big.size > 1 else "")
             )
         if np.abs(steps - med).max() > 0.01 * med:
-            warnings.warn(f"DICOM series {root}: uneven slice spacing ({steps.min():.4g}..{steps.max():.4g} mm); "
-                          "the affine uses the mean step", stacklevel=4)
+            warnings.warn(
+                f"DICOM series {root}: uneven slice spacing ({steps.min():.4g}..{steps.max():.4g} mm); "
+                "the affine uses the mean step",
+                stacklevel=4,
+            )
         step_vec = (slices[-1].position - slices[0].position) / (n - 1)
     else:
         thick = getattr(ref.ds, "SpacingBetweenSlices", None) or getattr(ref.ds, "SliceThickness", None) or 1.0
@@ -234,8 +265,9 @@ def _stack_pixels(root: Path, slices: list[_Slice]) -> np.ndarray:
                 f"compressed data without a decoder such as pylibjpeg/gdcm?): {type(exc).__name__}: {exc}"
             ) from None
         if px.shape != (ref.rows, ref.cols):
-            raise DataError(f"DICOM file {s.path} pixel data has shape {px.shape}; its header says "
-                            f"{ref.rows}x{ref.cols}")
+            raise DataError(
+                f"DICOM file {s.path} pixel data has shape {px.shape}; its header says {ref.rows}x{ref.cols}"
+            )
         slope = float(getattr(s.ds, "RescaleSlope", 1.0) or 1.0)
         inter = float(getattr(s.ds, "RescaleIntercept", 0.0) or 0.0)
         vol[:, :, k] = (px.astype(np.float32) * np.float32(slope) + np.float32(inter)).T
@@ -307,7 +339,10 @@ def read_dicom_series(
         "study_uid": str(getattr(ds0, "StudyInstanceUID", "") or ""),
         "files": [str(s.path) for s in slices],
         "skipped": skipped,
-        "rescale": (float(getattr(ds0, "RescaleSlope", 1.0) or 1.0), float(getattr(ds0, "RescaleIntercept", 0.0) or 0.0)),
+        "rescale": (
+            float(getattr(ds0, "RescaleSlope", 1.0) or 1.0),
+            float(getattr(ds0, "RescaleIntercept", 0.0) or 0.0),
+        ),
         "orientation": [float(v) for v in ref.orientation],
     }
     return vol, affine, spacing, meta

@@ -85,8 +85,9 @@ def max_image_pixels() -> int | None:
         try:
             limit = int(text)
         except ValueError:
-            raise ConfigError(f"{PIXEL_LIMIT_ENV}={raw!r} is not a number of pixels (an int, or 0 / none for no "
-                              "limit)") from None
+            raise ConfigError(
+                f"{PIXEL_LIMIT_ENV}={raw!r} is not a number of pixels (an int, or 0 / none for no limit)"
+            ) from None
         if limit < 0:
             raise ConfigError(f"{PIXEL_LIMIT_ENV}={raw!r} must be >= 0 (0 = no limit)")
         limit = limit or None
@@ -181,8 +182,10 @@ def _read_tiff(p: Path, what: str) -> np.ndarray:
     try:
         with tifffile.TiffFile(p) as tf:
             if len(tf.pages) > 1:
-                raise _Refused(f"{what} {p} is a TIFF with {len(tf.pages)} pages; medseg reads single 2-D images "
-                               "and does not guess which page is meant: save each page as its own file")
+                raise _Refused(
+                    f"{what} {p} is a TIFF with {len(tf.pages)} pages; medseg reads single 2-D images "
+                    "and does not guess which page is meant: save each page as its own file"
+                )
             shape = tf.pages[0].shape
             if len(shape) >= 2:
                 hw = (shape[1], shape[0]) if len(shape) == 2 or shape[-1] in (1, 3, 4) else (shape[-1], shape[-2])
@@ -401,19 +404,15 @@ def probe(path: str | os.PathLike) -> dict:
             with tifffile.TiffFile(p) as tf:
                 page = tf.pages[0]
                 shape = page.shape
-                return {"format": "TIFF", "mode": f"tifffile {page.photometric.name} x{page.samplesperpixel}",
-                        "size": (int(shape[1]), int(shape[0])), "dtype": str(page.dtype)}
+                return {
+                    "format": "TIFF",
+                    "mode": f"tifffile {page.photometric.name} x{page.samplesperpixel}",
+                    "size": (int(shape[1]), int(shape[0])),
+                    "dtype": str(page.dtype),
+                }
         except Exception:
             pass
     return {"format": "?", "mode": "?", "size": None}
-
-
-
-
-
-
-
-
 
 
 def select_channels(rgb: np.ndarray, channels: str, path: str | os.PathLike | None = None) -> np.ndarray:

@@ -20,7 +20,6 @@ import numpy as np
 from medseg.data.io.images import LUMA_WEIGHTS, _decode, _open_decoded, probe, read_image
 from medseg.errors import DataError
 
-
 #: Pillow modes (and tifffile descriptions) of colour files.
 _COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
@@ -213,7 +212,9 @@ def read_label_map(path: str | os.PathLike, num_classes: int) -> np.ndarray:
         arr = (read_label(p) > 0).astype(np.uint8)
     elif _is_colour_file(p):
         rgb = read_image(p)
-        if rgb.ndim == 3 and not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+        if rgb.ndim == 3 and not (
+            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+        ):
             raise DataError(
                 f"mask {p} is a colour image; multi-class masks must be label maps whose pixel values are the "
                 "class indices (grey PNG/TIFF) or palette PNGs (index = class), not colour-coded RGB"

@@ -45,8 +45,6 @@ from medseg.errors import DataError
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
-
-
 # --------------------------------------------------------------------------------- helpers
 
 
@@ -158,7 +156,9 @@ def _spacing_of(img, ndim: int = 3) -> tuple[float, float, float]:
     return tuple(zooms[:3])  # type: ignore[return-value]
 
 
-def read_nifti(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray, np.ndarray, Any, tuple[float, float, float]]:
+def read_nifti(
+    path: str | os.PathLike, what: str = "image"
+) -> tuple[np.ndarray, np.ndarray, Any, tuple[float, float, float]]:
     """Read a 3-D NIfTI image (``.nii`` / ``.nii.gz``) with nibabel.
 
     Args:
@@ -179,7 +179,12 @@ def read_nifti(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
             NaN or infinite voxels. The message names the file.
     """
     img, arr = _load_nifti(path, what)
-    return arr.astype(np.float32, copy=False), np.array(img.affine, dtype=np.float64), img.header.copy(), _spacing_of(img)
+    return (
+        arr.astype(np.float32, copy=False),
+        np.array(img.affine, dtype=np.float64),
+        img.header.copy(),
+        _spacing_of(img),
+    )
 
 
 def read_label_nifti(
@@ -231,7 +236,6 @@ def nifti_header_for(affine: np.ndarray, shape: tuple[int, ...], dtype: Any = np
     if descrip:
         hdr["descrip"] = descrip[:79].encode("ascii", "replace")
     return hdr
-
 
 
 __all__ = [

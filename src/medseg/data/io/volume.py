@@ -1,5 +1,4 @@
-"""Any 3-D image with its geometry: :class:`Volume` and :func:`read_volume` (NIfTI file or DICOM folder).
-"""
+"""Any 3-D image with its geometry: :class:`Volume` and :func:`read_volume` (NIfTI file or DICOM folder)."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from medseg.data.io.dicom import read_dicom_series
 from medseg.data.io.nifti import nifti_header_for, read_nifti
+
 
 @dataclass
 class Volume:

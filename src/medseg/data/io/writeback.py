@@ -17,6 +17,7 @@ from medseg.data.io.nifti import NIFTI_SUFFIXES, _check_path, nifti_header_for
 from medseg.data.io.volume import Volume
 from medseg.errors import ConfigError, DataError
 
+
 def _reference_geometry(reference: Any) -> tuple[np.ndarray, Any, tuple[int, ...], str]:
     """(affine, header or None, spatial shape, description) of a write-back reference."""
     import nibabel as nib

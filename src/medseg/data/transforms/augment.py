@@ -75,7 +75,9 @@ class AugmentConfig:
                     raise ConfigError(f"augment.{f.name} must be a pair (min, max), got {value!r}")
                 lo, hi = float(value[0]), float(value[1])
                 if not (0 <= lo <= hi) or (f.name == "gamma" and lo <= 0):
-                    raise ConfigError(f"augment.{f.name} must satisfy 0 < min <= max (0 <= for magnitude), got {value!r}")
+                    raise ConfigError(
+                        f"augment.{f.name} must satisfy 0 < min <= max (0 <= for magnitude), got {value!r}"
+                    )
                 setattr(self, f.name, (lo, hi))
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -127,10 +129,6 @@ class AugmentConfig:
         return self.rotate_prob > 0 or self.elastic_prob > 0
 
 
-
-
-
-
 def _plain(x: Any) -> torch.Tensor:
     """MONAI output (MetaTensor, tensor or array) -> a plain contiguous float32 torch tensor."""
     if isinstance(x, np.ndarray):
@@ -138,8 +136,6 @@ def _plain(x: Any) -> torch.Tensor:
     if hasattr(x, "as_tensor"):
         x = x.as_tensor()
     return x.float().contiguous()
-
-
 
 
 #: RGB -> YIQ (NTSC, FCC 1953 coefficients); Y is BT.601 luminance, (I, Q) the chroma plane.
@@ -173,8 +169,6 @@ def color_jitter(image: torch.Tensor, saturation: float, hue_turns: float) -> to
     chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
     m = torch.linalg.inv(_RGB2YIQ) @ chroma @ _RGB2YIQ
     return torch.einsum("ij,jhw->ihw", m, image.float()).contiguous()
-
-
 
 
 __all__ = ["AugmentConfig", "color_jitter"]

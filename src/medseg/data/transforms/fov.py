@@ -106,8 +106,7 @@ def fov_from_image(
     a = np.asarray(rgb_uint8)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or a.size == 0:
         raise DataError(
-            f"{where}: a FOV can only be computed from a uint8 (H, W, 3) or (H, W) image, "
-            f"got {a.dtype} {a.shape}"
+            f"{where}: a FOV can only be computed from a uint8 (H, W, 3) or (H, W) image, got {a.dtype} {a.shape}"
         )
     red = a if a.ndim == 2 else a[..., 0]
     lo, hi = (float(v) for v in np.percentile(red, (0.5, 99.5)))

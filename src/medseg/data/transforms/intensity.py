@@ -45,7 +45,9 @@ def parse_intensity(spec: Any) -> tuple[str | None, dict]:
         return "auto", {}
     if name not in INTENSITY_METHODS:
         hint = did_you_mean(str(name), INTENSITY_METHODS)
-        raise ConfigError(f"unknown intensity method {name!r}{hint} (methods: auto, none, {', '.join(INTENSITY_METHODS)})")
+        raise ConfigError(
+            f"unknown intensity method {name!r}{hint} (methods: auto, none, {', '.join(INTENSITY_METHODS)})"
+        )
     if not isinstance(opts, Mapping):
         raise ConfigError(f"options of intensity method {name!r} must be a mapping, got {opts!r}")
     allowed = INTENSITY_METHODS[name]

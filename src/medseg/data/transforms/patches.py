@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import (
     Rand2DElasticd,
     RandAdjustContrastd,
@@ -41,7 +42,6 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
-from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
 from medseg.data.base import Case, CaseDataset
@@ -63,7 +63,7 @@ def _crop_padded(arr: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarra
     ys, xs = max(y0, 0), max(x0, 0)
     ye, xe = min(y0 + h, H), min(x0 + w, W)
     if ye > ys and xe > xs:
-        out[..., ys - y0:ye - y0, xs - x0:xe - x0] = arr[..., ys:ye, xs:xe]
+        out[..., ys - y0 : ye - y0, xs - x0 : xe - x0] = arr[..., ys:ye, xs:xe]
     return out
 
 
@@ -106,7 +106,11 @@ class PatchDataset(Dataset):
         if not all(isinstance(c, Case) for c in self.cases):
             raise DataError("PatchDataset cases must be medseg.data.Case objects")
         self.patch_size = _pair(patch_size)
-        if isinstance(samples_per_epoch, bool) or not isinstance(samples_per_epoch, (int, np.integer)) or samples_per_epoch < 1:
+        if (
+            isinstance(samples_per_epoch, bool)
+            or not isinstance(samples_per_epoch, (int, np.integer))
+            or samples_per_epoch < 1
+        ):
             raise ConfigError(f"samples_per_epoch must be a positive int, got {samples_per_epoch!r}")
         if not 0.0 <= float(foreground_prob) <= 1.0:
             raise ConfigError(f"foreground_prob must be in [0, 1], got {foreground_prob!r}")
@@ -147,17 +151,25 @@ class PatchDataset(Dataset):
         if a.rotate_prob > 0 and a.rotate_degrees > 0:
             rad = math.radians(a.rotate_degrees)
             self.geometric.append(
-                RandRotated(self.keys, range_x=rad, prob=a.rotate_prob, keep_size=True, mode=self.modes, padding_mode="zeros")
+                RandRotated(
+                    self.keys, range_x=rad, prob=a.rotate_prob, keep_size=True, mode=self.modes, padding_mode="zeros"
+                )
             )
         # Rand2DElasticd draws a per-pixel noise field on every call even when its own coin says
         # "no", so the coin is tossed here (with the sample's generator) and MONAI gets prob=1.
         self.elastic = None
         if a.elastic_prob > 0:
             self.elastic = Rand2DElasticd(
-                self.keys, spacing=(a.elastic_spacing, a.elastic_spacing), magnitude_range=a.elastic_magnitude,
-                prob=1.0, mode=self.modes, padding_mode="zeros",
+                self.keys,
+                spacing=(a.elastic_spacing, a.elastic_spacing),
+                magnitude_range=a.elastic_magnitude,
+                prob=1.0,
+                mode=self.modes,
+                padding_mode="zeros",
             )
-        self.flips = [RandFlipd(self.keys, prob=a.flip_prob, spatial_axis=ax) for ax in (0, 1)] if a.flip_prob > 0 else []
+        self.flips = (
+            [RandFlipd(self.keys, prob=a.flip_prob, spatial_axis=ax) for ax in (0, 1)] if a.flip_prob > 0 else []
+        )
         self.brightness_contrast = []
         if a.brightness_contrast_prob > 0:
             self.brightness_contrast = [
@@ -246,7 +258,7 @@ class PatchDataset(Dataset):
             self.elastic.set_random_state(state=state)
             data = self.elastic(data)
         oy, ox = (q - ph) // 2, (q - pw) // 2
-        data = {k: v[:, oy:oy + ph, ox:ox + pw] for k, v in data.items()}
+        data = {k: v[:, oy : oy + ph, ox : ox + pw] for k, v in data.items()}
         for t in self.flips:
             t.set_random_state(state=state)
             data = t(data)

@@ -113,8 +113,9 @@ def clahe(case: Case, clip_limit: float = 0.01, kernel_size: int | None = None, 
     for i, ch in enumerate(case.image):
         lo, hi = float(ch.min()), float(ch.max())
         scaled = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
-        out[i] = equalize_adapthist(scaled.astype(np.float64), kernel_size=kernel_size,
-                                    clip_limit=clip_limit, nbins=nbins)
+        out[i] = equalize_adapthist(
+            scaled.astype(np.float64), kernel_size=kernel_size, clip_limit=clip_limit, nbins=nbins
+        )
     return _replace(case, image=out)
 
 

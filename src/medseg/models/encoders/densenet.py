@@ -233,9 +233,7 @@ class DenseNetEncoder(nn.Module):
         channels = num_init_features
         out_channels = [num_init_features]
         for i, num_layers in enumerate(block_config):
-            block = DenseBlock(
-                num_layers, channels, bn_size, growth_rate, drop_rate, memory_efficient
-            )
+            block = DenseBlock(num_layers, channels, bn_size, growth_rate, drop_rate, memory_efficient)
             modules.append((f"denseblock{i + 1}", block))
             channels = block.out_channels
             out_channels.append(channels)
@@ -281,9 +279,7 @@ class DenseNetEncoder(nn.Module):
         outs.append(F.relu(f.norm5(x)))
         return outs
 
-    def load_weights(
-        self, source: Any, what: str = "torchvision DenseNet-161"
-    ) -> "DenseNetEncoder":
+    def load_weights(self, source: Any, what: str = "torchvision DenseNet-161") -> "DenseNetEncoder":
         """Load a torchvision DenseNet state dict (path or mapping) strictly; return self.
 
         Accepted: both key styles (old ``norm.1``/``conv.1`` of the published

@@ -178,9 +178,7 @@ class Res2NetEncoder(nn.Module):
                 nn.Conv2d(self._inplanes, out, 1, bias=False),
                 nn.BatchNorm2d(out),
             )
-        seq = [
-            Bottle2neck(self._inplanes, planes, stride, downsample, self.base_width, self.scale, "stage")
-        ]
+        seq = [Bottle2neck(self._inplanes, planes, stride, downsample, self.base_width, self.scale, "stage")]
         self._inplanes = out
         seq += [Bottle2neck(out, planes, 1, None, self.base_width, self.scale) for _ in range(1, blocks)]
         return nn.Sequential(*seq)

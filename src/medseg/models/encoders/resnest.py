@@ -200,9 +200,7 @@ class ResNeStBottleneck(nn.Module):
         out_planes = planes * self.expansion
         self.conv1 = nn.Conv2d(in_planes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = SplAtConv2d(
-            width, width, 3, stride=1, padding=1, groups=cardinality, bias=False, radix=radix
-        )
+        self.conv2 = SplAtConv2d(width, width, 3, stride=1, padding=1, groups=cardinality, bias=False, radix=radix)
         self.avd_layer = nn.AvgPool2d(3, stride, padding=1) if stride > 1 else None
         self.conv3 = nn.Conv2d(width, out_planes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
