@@ -5,7 +5,8 @@ handling of the polyp models (PraNet, Fan et al. MICCAI 2020; BCNet): resize to 
 bilinear with anti-aliasing, mask nearest neighbour) and ImageNet normalisation, i.e. the
 pipeline ``[rgb, {resize: {size: [352, 352]}}, imagenet]``.
 
-Polyp masks are thresholded at ``value > 127`` (:func:`threshold_polyp_mask`), not required to be
+Polyp masks are read with ``read_mask(path, noisy=True)`` (:func:`medseg.data.io.masks.binarize_noisy_mask`:
+``value > 127``), not required to be
 exactly 0/255: Kvasir-SEG masks are JPEG files whose pixels carry compression noise (all within
 0-15 or 240-255), and 24 of the first 50 CVC-ClinicDB masks hold grey values besides 0 and 255
 (e.g. a region of value 11 at the left border of frame 1). Both are legitimate releases, so the
@@ -29,7 +30,8 @@ import numpy as np
 from medseg.data.base import Case, register_dataset
 from medseg.data.datasets.folder import fraction_split, parse_size, split_fractions
 from medseg.data.files import FileDataset
-from medseg.data.io import is_image_file, read_image, read_label, size_text
+from medseg.data.io import is_image_file, read_image, size_text
+from medseg.data.io.masks import NOISY_THRESHOLD, binarize_noisy_mask, read_mask
 from medseg.data.records import (
     Inventory,
     Problem,
@@ -43,63 +45,9 @@ from medseg.data.records import (
 )
 from medseg.errors import ConfigError, DataError
 
-#: Threshold of 8-bit polyp masks: foreground is ``value > MASK_THRESHOLD``.
-MASK_THRESHOLD = 127
-#: Grey levels strictly between these count as "mid-grey" (neither background nor polyp).
-AMBIGUOUS_BAND = (32, 224)
-#: Largest tolerated fraction of mid-grey mask pixels (JPEG noise stays far below it).
-MAX_AMBIGUOUS = 0.05
-
-
-def threshold_polyp_mask(values: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
-    """Binarise an 8-bit polyp mask that may carry JPEG noise or stray grey levels.
-
-    Rule: foreground (polyp) is ``value > 127``; an index-style mask whose largest value is 1 uses
-    ``value > 0``. Unlike :func:`medseg.data.io.binarize_mask` (which refuses more than 1 %
-    intermediate pixels) this accepts any number of near-black / near-white noise pixels, as the
-    Kvasir-SEG JPEG masks and the CVC-ClinicDB TIFF masks need; it refuses a mask with more than
-    :data:`MAX_AMBIGUOUS` (5 %) of its pixels in the mid-grey band 33..223, which is a soft or
-    probability map rather than a binary annotation.
-
-    Args:
-        values: uint8 ``(H, W)`` grey levels 0..255 (e.g. from :func:`medseg.data.io.read_label`).
-        path: the mask file, for error messages.
-
-    Returns:
-        uint8 ``(H, W)`` with values {0, 1}.
-
-    Raises:
-        DataError: not 2-D, not 8-bit, or too many mid-grey pixels; the message names ``path``.
-    """
-    name = f"mask {Path(path)}" if path is not None else "mask"
-    v = np.asarray(values)
-    if v.ndim != 2 or v.size == 0:
-        raise DataError(f"{name} has shape {v.shape}; expected a non-empty (H, W) image")
-    if v.dtype != np.uint8:
-        raise DataError(f"{name} is {v.dtype}; polyp masks are 8-bit (0/255)")
-    if int(v.max()) <= 1:
-        return (v > 0).astype(np.uint8)
-    lo, hi = AMBIGUOUS_BAND
-    frac = float(((v > lo) & (v < hi)).mean())
-    if frac > MAX_AMBIGUOUS:
-        raise DataError(
-            f"{name} is not a binary mask: {frac:.1%} of its pixels are mid-grey ({lo + 1}..{hi - 1}); "
-            "expected polyp = white (> 127) on black (a soft or probability map?)"
-        )
-    return (v > MASK_THRESHOLD).astype(np.uint8)
-
-
-def read_polyp_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a polyp mask file (grey or RGB with equal channels, any format Pillow/tifffile read)
-    and binarise it with :func:`threshold_polyp_mask`.
-
-    Returns:
-        uint8 ``(H, W)`` {0, 1}, polyp = 1.
-
-    Raises:
-        DataError: unreadable file or not a binary mask (message names the file).
-    """
-    return threshold_polyp_mask(read_label(path), path)
+#: The noisy-mask rule of :mod:`medseg.data.io.masks`, under the names this module has always had.
+MASK_THRESHOLD = NOISY_THRESHOLD
+threshold_polyp_mask = binarize_noisy_mask
 
 
 def _read_rgb_frame(path: Path, dataset: str, hint: str = "") -> np.ndarray:
@@ -310,7 +258,7 @@ class KvasirSegDataset(FileDataset):
     @classmethod
     def read(cls, record: Record, opts: dict[str, Any]) -> list[Case]:
         raw = _read_rgb_frame(record.image, "Kvasir-SEG")
-        mask = read_polyp_mask(record.mask)
+        mask = read_mask(record.mask, noisy=True)
         return [_polyp_case(record, raw, mask, {})]
 
 
@@ -491,7 +439,7 @@ class CvcClinicDbDataset(FileDataset):
             " (if the masks folder holds the colour frames, the image and mask folders are swapped, "
             "as in some public copies)",
         )
-        mask = read_polyp_mask(record.mask)
+        mask = read_mask(record.mask, noisy=True)
         return [_polyp_case(record, raw, mask, {"sequence": record.extra.get("sequence")})]
 
 
@@ -499,7 +447,6 @@ __all__ = [
     "KvasirSegDataset",
     "CvcClinicDbDataset",
     "threshold_polyp_mask",
-    "read_polyp_mask",
     "clinicdb_sequence",
     "CLINICDB_FRAMES",
     "MASK_THRESHOLD",

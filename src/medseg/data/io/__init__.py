@@ -28,7 +28,14 @@ from medseg.data.io.images import (
     size_text,
     to_display,
 )
-from medseg.data.io.masks import binarize_mask, read_label, read_label_map, read_mask, read_mask_facts
+from medseg.data.io.masks import (
+    binarize_mask,
+    binarize_noisy_mask,
+    read_label,
+    read_label_map,
+    read_mask,
+    read_mask_facts,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -48,6 +55,7 @@ __all__ = [
     "probe",
     "read_label",
     "binarize_mask",
+    "binarize_noisy_mask",
     "read_mask",
     "read_mask_facts",
     "read_label_map",

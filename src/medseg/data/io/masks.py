@@ -1,7 +1,8 @@
 """Mask and label-map readers: one binary mask reader (:func:`read_mask`) every dataset uses.
 
 - :func:`read_label`: the stored grey levels (palette files through their palette).
-- :func:`binarize_mask`: the one binarisation rule (``> 0`` for 0/1 masks, ``> max / 2`` else).
+- :func:`binarize_mask`: the binarisation rule (``> 0`` for 0/1 masks, ``> max / 2`` else), and
+  :func:`binarize_noisy_mask` for 8-bit masks with JPEG noise (the polyp releases).
 - :func:`read_mask`: the two together, with a diagnosis when a mask is not binary (a colour
   mask, a JPEG mask); :func:`read_mask_facts` adds what ``medseg data check`` reports.
 - :func:`read_label_map`: multi-class label maps whose pixel values are class indices.
@@ -115,12 +116,58 @@ def binarize_mask(
     return out.astype(np.uint8)
 
 
+#: Noisy-mask rule (:func:`binarize_noisy_mask`): foreground is ``value > NOISY_THRESHOLD``.
+NOISY_THRESHOLD = 127
+#: Grey levels strictly between these count as "mid-grey" (neither background nor foreground).
+NOISY_AMBIGUOUS_BAND = (32, 224)
+#: Largest tolerated fraction of mid-grey mask pixels (JPEG noise stays far below it).
+NOISY_MAX_AMBIGUOUS = 0.05
+
+
+def binarize_noisy_mask(values: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
+    """Binarise an 8-bit mask that may carry JPEG noise or stray grey levels (the polyp releases).
+
+    Rule: foreground (polyp) is ``value > 127``; an index-style mask whose largest value is 1 uses
+    ``value > 0``. Unlike :func:`binarize_mask` (which refuses more than 1 %
+    intermediate pixels) this accepts any number of near-black / near-white noise pixels, as the
+    Kvasir-SEG JPEG masks and the CVC-ClinicDB TIFF masks need; it refuses a mask with more than
+    :data:`NOISY_MAX_AMBIGUOUS` (5 %) of its pixels in the mid-grey band 33..223, which is a soft or
+    probability map rather than a binary annotation.
+
+    Args:
+        values: uint8 ``(H, W)`` grey levels 0..255 (e.g. from :func:`read_label`).
+        path: the mask file, for error messages.
+
+    Returns:
+        uint8 ``(H, W)`` with values {0, 1}.
+
+    Raises:
+        DataError: not 2-D, not 8-bit, or too many mid-grey pixels; the message names ``path``.
+    """
+    name = f"mask {Path(path)}" if path is not None else "mask"
+    v = np.asarray(values)
+    if v.ndim != 2 or v.size == 0:
+        raise DataError(f"{name} has shape {v.shape}; expected a non-empty (H, W) image")
+    if v.dtype != np.uint8:
+        raise DataError(f"{name} is {v.dtype}; polyp masks are 8-bit (0/255)")
+    if int(v.max()) <= 1:
+        return (v > 0).astype(np.uint8)
+    lo, hi = NOISY_AMBIGUOUS_BAND
+    frac = float(((v > lo) & (v < hi)).mean())
+    if frac > NOISY_MAX_AMBIGUOUS:
+        raise DataError(
+            f"{name} is not a binary mask: {frac:.1%} of its pixels are mid-grey ({lo + 1}..{hi - 1}); "
+            "expected polyp = white (> 127) on black (a soft or probability map?)"
+        )
+    return (v > NOISY_THRESHOLD).astype(np.uint8)
+
+
 def _is_colour_file(path: Path) -> bool:
     mode = str(probe(path).get("mode", "?"))
     return mode in _COLOUR_MODES or (mode.startswith("tifffile") and mode.endswith(("x3", "x4")))
 
 
-def read_mask(path: str | os.PathLike, max_intermediate: float = 0.01) -> np.ndarray:
+def read_mask(path: str | os.PathLike, max_intermediate: float = 0.01, noisy: bool = False) -> np.ndarray:
     """Read and binarise a mask file: :func:`read_label` then :func:`binarize_mask` (every dataset's reader).
 
     Grey masks 0/255 or 0/1 (any bit depth) are binarised with
@@ -135,6 +182,9 @@ def read_mask(path: str | os.PathLike, max_intermediate: float = 0.01) -> np.nda
         path: the mask file.
         max_intermediate: largest tolerated fraction of pixels between the two levels (default
             1 %; raise it, e.g. to 1.0, for JPEG masks).
+        noisy: binarise with :func:`binarize_noisy_mask` instead (8-bit masks with JPEG noise or
+            stray grey levels, as Kvasir-SEG and CVC-ClinicDB ship them); ``max_intermediate``
+            is then unused.
 
     Returns:
         uint8 ``(H, W)`` {0, 1}.
@@ -143,6 +193,8 @@ def read_mask(path: str | os.PathLike, max_intermediate: float = 0.01) -> np.nda
         DataError: unreadable file, or not binary (the message names the file and, for colour
             masks, says so).
     """
+    if noisy:
+        return binarize_noisy_mask(read_label(path), path)
     return read_mask_facts(path, max_intermediate)[0]
 
 
@@ -237,4 +289,14 @@ def read_label_map(path: str | os.PathLike, num_classes: int) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-__all__ = ["read_label", "binarize_mask", "read_mask", "read_mask_facts", "read_label_map"]
+__all__ = [
+    "read_label",
+    "binarize_mask",
+    "binarize_noisy_mask",
+    "read_mask",
+    "read_mask_facts",
+    "read_label_map",
+    "NOISY_THRESHOLD",
+    "NOISY_AMBIGUOUS_BAND",
+    "NOISY_MAX_AMBIGUOUS",
+]
