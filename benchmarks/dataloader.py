@@ -36,7 +36,7 @@ from medseg.errors import MedsegError
 REPO = Path(__file__).resolve().parents[1]
 
 #: Kvasir-SEG training augmentation in the spirit of PraNet/Polyp-PVT (flips, rotations) plus
-#: the colour changes the mission asks for; whole 352x352 images.
+#: colour jitter as polyp recipes use it; whole 352x352 images.
 KVASIR_AUGMENT = {
     "flip_prob": 0.5,
     "rot90_prob": 0.5,

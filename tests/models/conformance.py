@@ -250,7 +250,7 @@ class ModelConformance:
             assert_size_error(str(info.value), *size, d, self.name)
 
     def test_eval_batch_equals_samples_one_by_one(self):
-        # models.md §7.1: the original DSConv read sample 0's features for every sample.
+        # DSCNet's original S3_DSConv.py (github.com/YaoleiQi/DSCNet, 2-D) read sample 0's features for every sample.
         model = self.make_model()
         x = make_input(max(self.batch, 2), self.in_channels, *self.sizes[0], seed=3)
         with torch.no_grad():

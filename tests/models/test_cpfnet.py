@@ -15,7 +15,7 @@ from medseg.models import count_parameters, create_model
 from medseg.models.cpfnet import GPG, SAPF, CPFNet, load_original
 
 # Parameter counts of the authors' CPFNet (expansion=2, base_channel=32) with 2 classes
-# (models.md §3.1): registered / used in forward. The head's last conv (32 -> classes, bias)
+# (counted from OCT/CPFNet/model/BaseNet.py of github.com/FENGShuanglang/CPFNet_Project): registered / used in forward. The head's last conv (32 -> classes, bias)
 # adds 33 per class.
 FULL_2 = 43_269_891
 USED_2 = 30_650_757

@@ -3,7 +3,8 @@ Constraint Network With Cross Layer Feature Integration for Polyp Segmentation",
 Health Inform. 26(8):4090-4099, 2022, doi 10.1109/JBHI.2022.3173948).
 
 **Reconstructed from the paper description, not from the authors' code: no official code was
-found** (design notes ``models.md`` §4.1 and §7 item 8). What is established (the abstract):
+found** (none is linked from the paper or its PubMed record, PMID 35536816; the GitHub repositories
+named BCNet are unrelated networks). What is established (the abstract):
 
 - a cross-layer feature integration strategy (CFIS) fuses the features of the **top three**
   encoder layers with **three** attention-driven cross-layer feature interaction modules
@@ -79,7 +80,7 @@ class ConvBNReLU(nn.Sequential):
     """Conv (no bias, "same" padding) -> BatchNorm -> ReLU.
 
     (N, in_ch, H, W) float -> (N, out_ch, H, W) float, values >= 0. Unlike PraNet's
-    ``BasicConv2d`` (whose ReLU is constructed but not applied, models.md §4.2), the ReLU is
+    ``BasicConv2d`` (whose ReLU is constructed but not applied; github.com/DengPingFan/PraNet, ``lib/PraNet_Res2Net.py``), the ReLU is
     applied: BCNet's description gives no reason to copy that quirk.
     """
 
@@ -115,7 +116,7 @@ class ACFIM(nn.Module):
        lower resolution. Each shallow position gathers the deep context of the positions that
        resemble it; :meth:`attend` returns ``shallow + W_o(context)`` and the attention rows.
        Queries and keys have ``key_channels`` channels (non-local's C/2 by default).
-    2. **Reverse-attention background branch** (medseg mission; PraNet's reverse attention):
+    2. **Reverse-attention background branch** (medseg's choice, after PraNet's reverse attention):
        the shallow features weighted by ``1 - sigmoid(guide)`` (guide resized to H x W), i.e.
        the regions the deeper prediction does *not* yet claim as polyp, where missed polyp
        parts and the boundary lie; :meth:`background` returns the weighted features before the
@@ -190,7 +191,7 @@ class GFIM(nn.Module):
     squeeze-and-excitation form (global average pool -> 1x1 conv C -> C/r -> ReLU -> 1x1 conv
     C/r -> C -> sigmoid) gives weights ``w`` (N, C, 1, 1) in (0, 1); output = 3x3 ConvBNReLU
     (C -> C) of ``z * w``. The abstract says only "with the guidance from global attention";
-    the SE form is the medseg mission's "global channel attention".
+    the SE form (squeeze-and-excitation, Hu et al., CVPR 2018) is medseg's reading of it.
 
     Shapes: forward(a (N, C, h, w), b (N, C, H, W)) -> (N, C, H, W) float.
     """
@@ -317,7 +318,7 @@ class BCNet(NetworkContract):
       level and keys/values from the deep level at its own (coarser) resolution, key width
       C/2 (non-local block); residual with a BN-scaled 1x1 projection. Cost O(HW * hw) stays
       small (at 352 input: 1936 x 121 for l4 -> l2).
-    - **Reverse-attention background branch in ACFIM** (medseg mission): PraNet's
+    - **Reverse-attention background branch in ACFIM** (medseg's choice): PraNet's
       ``1 - sigmoid(prior)`` weighting of the shallow features.
     - **GFIM = concat + 3x3 conv + SE channel attention** (reduction 4).
     - **BBEM**: see :class:`BBEM`; fg/bg boundary maps combined by a learned 1x1 conv; the

@@ -11,7 +11,7 @@ module names are the authors' (``sap``, ``decoder5`` ... ``decoder2``, ``mce_2``
 ``encoder`` (medseg's contract) where the authors' attribute is ``backbone``; :func:`load_original`
 renames ``backbone.`` -> ``encoder.`` and nothing else.
 
-Quirks of the released code, followed here (read from the code, see models.md §3.1; where the
+Quirks of the released code, followed here (read from the code, github.com/FENGShuanglang/CPFNet_Project, ``OCT/CPFNet/model/BaseNet.py``; where the
 paper's description differs, the code wins):
 
 - SAPF applies **one** 3x3 weight with dilations 1, 2 and 4 (shared weights); the conv bias is

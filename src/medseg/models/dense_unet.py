@@ -66,7 +66,8 @@ class DenseUNet(NetworkContract):
       ``classifier`` 1x1 64 -> num_classes (Keras name ``dense167classifer``).
 
     Parameters (defaults, 3 classes): **49,527,843** = 26,472,000 encoder + 23,055,843 decoder
-    (the research note's "≈26.47 M + 23.06 M"). The Keras model has 219,936 more trainable
+    (counted from the layer list of github.com/xmengli/H-DenseUNet, ``denseunet.py``: about
+    26.47 M + 23.06 M). The Keras model has 219,936 more trainable
     parameters, all in the encoder: its Caffe-converted DenseNet follows every BatchNormalization
     (gamma, beta) by a separate ``Scale`` layer (another gamma, beta), i.e. two affine pairs per
     BN where PyTorch's affine BN has one; the product of two affine maps is one affine map, so the
@@ -293,15 +294,15 @@ class TransitionDown(nn.Module):
 class DenseBlockUNet(NetworkContract):
     """A compact U-Net whose every level is a dense block, trained from scratch on CT/MRI slices.
 
-    Where it comes from: the mission's "Dense U-Net: dense blocks (BN-ReLU-conv, dropout,
-    growth rate) in a U-Net for CT/MRI slices", as in the tutorial
+    Where it comes from: a "Dense U-Net: dense blocks (BN-ReLU-conv, dropout, growth rate) in a
+    U-Net for CT/MRI slices", as in the tutorial
     "医学图像分割实战:用PyTorch从零搭建Dense U-Net" (hhlsq.com, 2026). Only that tutorial's
     opening (environment set-up and NIfTI/CLAHE preprocessing) could be retrieved, not its
     network code, so the tutorial's growth rate, layers per block and transition design could
     not be checked, nor its reported channel-arithmetic bug (its network is said not to run).
     The defaults (growth 16, 4 layers per block, dropout 0.2 as in FC-DenseNet) are therefore
     medseg's choice, not the tutorial's. This network is therefore designed
-    from the mission's description, with every width computed from the blocks' own
+    from that description, with every width computed from the blocks' own
     ``out_channels`` so that the channel arithmetic holds by construction
     (``out = in + layers * growth`` for every dense block; tested block by block). It is **not**
     H-DenseUNet (no ImageNet DenseNet, concatenated rather than added skips; that is

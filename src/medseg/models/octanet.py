@@ -23,7 +23,8 @@ All outputs are probabilities in [0, 1] (``output_activation = "none"``): the or
 in a sigmoid, the fine stage is a convex combination of them, and its MSE losses are defined on
 these probabilities.
 
-Training recipe (models.md §2.3): stage 1 MSE(thick, pixel GT) + MSE(thin, centerline GT), Adam
+Training recipe (github.com/iMED-Lab/OCTA-Net-OCTA-Vessel-Segmentation-Network, ``code/OCTA-Net``:
+``front_main.py``, ``fusion_main.py``, ``train.py``): stage 1 MSE(thick, pixel GT) + MSE(thin, centerline GT), Adam
 3e-4, weight decay 1e-4, poly 0.9, 300 epochs, batch 2; stage 2 coarse frozen, MSE(fine, GT),
 same optimiser, 300 epochs. Inputs in [0, 1] (no mean/std normalisation).
 """
@@ -442,7 +443,8 @@ class OCTANet(NetworkContract):
     (``--first_suffix1``), two copies of the coarse network; here one coarse network supplies
     both (load the two checkpoints into two :class:`OCTANetCoarse` and call ``fine`` yourself
     to reproduce that). The released wiring is broken anyway: it passes each coarse model's
-    whole output tuple into ``fusion`` (models.md §2.2).
+    whole output tuple into ``fusion`` (same repository, ``code/OCTA-Net/fusion_main.py`` and
+    ``train.py``, ``train_second_stage``).
 
     Two-stage recipe: stage 1 trains ``coarse`` with losses on "pixel" and "centerline" (the
     fine stage then gets no gradient); stage 2 calls :meth:`set_stage` (2), which freezes
