@@ -5,7 +5,8 @@ normalisation. Like nearly every re-implementation users compare against, this o
 convolutions (output = input size) and adds BatchNorm after each conv; both are options
 (``norm=None`` removes the norm). Width and depth are configurable; the paper's network is
 ``base_channels=64, depth=4, norm=None`` (31,030,658 parameters with 1 input and 2 output
-channels and transposed-conv upsampling; 31,036,546 with the default BatchNorm).
+channels and transposed-conv upsampling; 31,036,546 with the default BatchNorm; 31,036,481 as
+``create_model("unet")`` builds it, with BatchNorm and one output channel of logits).
 """
 
 from __future__ import annotations
