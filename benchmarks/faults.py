@@ -39,6 +39,7 @@ from pathlib import Path
 
 from _machine import machine  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from medseg.engine.checkpoint import checkpoint_differences, read_checkpoint
+from medseg.engine.rundir import RunDir
 
 
 def _cmd(out: Path, steps: int, resume: bool) -> list[str]:
@@ -70,7 +71,7 @@ def _finish(out: Path, steps: int) -> tuple[bool, str]:
 
 def _corrupted(out: Path) -> list[str]:
     bad = []
-    for path in sorted((out / "checkpoints").glob("*.ckpt")):
+    for path in sorted(RunDir(out).checkpoints.glob("*.ckpt")):
         if path.name.startswith("."):
             continue  # a temporary of the killed writer: never under a final name
         try:
@@ -83,11 +84,11 @@ def _corrupted(out: Path) -> list[str]:
 def _kill_at_time(out: Path, steps: int, delay: float) -> dict:
     """Kill ``delay`` seconds after training began (``config.yaml`` is written just before the first step)."""
     proc = _start(out, steps, resume=False)
-    while proc.poll() is None and not (out / "config.yaml").is_file():
+    while proc.poll() is None and not RunDir(out).config.is_file():
         time.sleep(0.005)
     time.sleep(delay)
     alive = proc.poll() is None
-    temporaries = [p.name for p in (out / "checkpoints").glob(".*.ckpt")] if (out / "checkpoints").is_dir() else []
+    temporaries = [p.name for p in RunDir(out).checkpoints.glob(".*.ckpt")] if RunDir(out).checkpoints.is_dir() else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return {
@@ -104,7 +105,7 @@ def _kill_at_checkpoint_write(out: Path, steps: int, nth: int, timeout: float) -
     t0 = time.perf_counter()
     hit = False
     while proc.poll() is None and time.perf_counter() - t0 < timeout:
-        folder = out / "checkpoints"
+        folder = RunDir(out).checkpoints
         names = {p.name for p in folder.glob(".*.ckpt")} if folder.is_dir() else set()
         if names - seen:
             seen |= names
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if ref.returncode != 0:
             raise SystemExit(f"the uninterrupted reference run failed:\n{ref.stderr[-2000:]}")
         train_s = float(re.search(r"trained \d+ steps / \d+ epochs in ([\d.]+) s", ref.stdout).group(1))
-        reference = tmp / "reference" / "checkpoints" / "last.ckpt"
+        reference = RunDir(tmp / "reference").last
         print(f"reference: {args.steps} steps, training {train_s:.1f} s ({duration:.1f} s with start-up)", flush=True)
 
         trials = []
@@ -155,17 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 kill = _kill_at_checkpoint_write(out, args.steps, nth=1 + 2 * i, timeout=duration * 2)
             step_at_kill = None
-            if (out / "checkpoints" / "last.ckpt").is_file():
+            if RunDir(out).last.is_file():
                 try:
-                    step_at_kill = int(read_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"])
+                    step_at_kill = int(read_checkpoint(RunDir(out).last)["global_step"])
                 except Exception:  # noqa: BLE001 - counted as corrupted below
                     pass
             corrupted = _corrupted(out)
             resumed, stderr = _finish(out, args.steps)
-            diffs = (
-                checkpoint_differences(reference, out / "checkpoints" / "last.ckpt") if resumed else ["resume failed"]
-            )
-            leftovers = [p.name for p in (out / "checkpoints").glob(".*.ckpt")]
+            diffs = checkpoint_differences(reference, RunDir(out).last) if resumed else ["resume failed"]
+            leftovers = [p.name for p in RunDir(out).checkpoints.glob(".*.ckpt")]
             trial = {
                 "fault": fault,
                 **kill,

@@ -52,6 +52,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from medseg.atomic import write_text_atomic
+from medseg.engine.rundir import EvalDir, RunDir
 from medseg.errors import DataError, MedsegError
 
 __all__ = ["compare_runs", "format_comparison", "write_comparison", "write_report"]
@@ -70,10 +71,11 @@ def _find_eval_dir(run_dir: Path, split: str | None) -> Path:
     """The folder holding metrics.json for ``run_dir`` (see :func:`write_report`)."""
     if not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} does not exist")
-    eval_root = run_dir / "eval"
-    if split is not None and (eval_root / split / "metrics.json").is_file():
-        return eval_root / split
-    if (run_dir / "metrics.json").is_file():
+    rd = RunDir(run_dir)
+    eval_root = rd.eval_root
+    if split is not None and rd.evaluation(split).metrics.is_file():
+        return rd.evaluation(split).root
+    if EvalDir(run_dir).metrics.is_file():  # an evaluation of --predictions: no run around it
         return run_dir
     splits = sorted(p.parent.name for p in eval_root.glob("*/metrics.json")) if eval_root.is_dir() else []
     if split is not None:
@@ -829,14 +831,15 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
     """
     run_dir = Path(run_dir)
     eval_dir = _find_eval_dir(run_dir, split)
-    metrics = _read_json(eval_dir / "metrics.json")
+    ev, rd = EvalDir(eval_dir), RunDir(run_dir)
+    metrics = _read_json(ev.metrics)
     is_run = eval_dir != run_dir  # False: a --predictions evaluation, no run around it
-    out_path = Path(out) if out is not None else run_dir / "report.html"
+    out_path = Path(out) if out is not None else rd.report()
     page_dir = out_path.resolve().parent
     notes: list[str] = []
 
-    cfg_text, cfg = _read_config(run_dir / "config.yaml", notes)
-    summary = _read_optional_json(run_dir / "train_summary.json", notes) or {}
+    cfg_text, cfg = _read_config(rd.config, notes)
+    summary = _read_optional_json(rd.summary, notes) or {}
     name = _protocol_name(metrics)
     head, head_err = _headline(metrics)
 
@@ -852,7 +855,7 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
     subtitle = f"{name} protocol" + (f" · {n} {unit}" if n is not None else "") + f" · {run_dir.resolve().name}"
 
     # --- figures -------------------------------------------------------------------------------
-    figs = _figure_files(eval_dir / "figures")
+    figs = _figure_files(ev.figures)
     panels: dict[str, Path] = {}
     kernels: list[Path] = []
     curves: list[Path] = []
@@ -867,7 +870,7 @@ def write_report(run_dir: str | os.PathLike, split: str | None = None, out: str 
             curves.append(p)
         else:
             others.append(p)
-    run_curves = run_dir / "figures" / "curves.png"
+    run_curves = rd.curves
     if is_run and run_curves.is_file():
         curves = [run_curves]  # the training curves; eval/<split>/figures/curves.png is the same plot
 
@@ -1045,10 +1048,10 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike], split: str = "test") -> 
     rows: list[dict[str, Any]] = []
     for rd in run_dirs:
         run_dir = Path(rd)
-        path = run_dir / "eval" / split / "metrics.json"
+        path = RunDir(run_dir).evaluation(split).metrics
         if not path.is_file():
-            if (run_dir / "metrics.json").is_file():
-                path = run_dir / "metrics.json"
+            if EvalDir(run_dir).metrics.is_file():
+                path = EvalDir(run_dir).metrics
             elif not run_dir.is_dir():
                 raise DataError(f"run {run_dir} does not exist")
             else:
@@ -1058,8 +1061,8 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike], split: str = "test") -> 
                 )
         metrics = _read_json(path)
         ignored: list[str] = []
-        summary = _read_optional_json(run_dir / "train_summary.json", ignored) or {}
-        _, cfg = _read_config(run_dir / "config.yaml", ignored)
+        summary = _read_optional_json(RunDir(run_dir).summary, ignored) or {}
+        _, cfg = _read_config(RunDir(run_dir).config, ignored)
         try:
             numbers = headline(metrics)
         except (KeyError, TypeError, AttributeError) as exc:
