@@ -320,3 +320,16 @@ def test_staged_training_freezes_the_other_part(tmp_path, two_part):
     with pytest.raises(ConfigError, match="match no parameter"):
         bad = load_config(None, TINY + [f"model.name={two_part}", "model.args={}", "train.trainable=[decoder]"])
         SegmentationModule(bad.to_dict(), in_channels=1)
+
+
+def test_module_takes_the_fit_config_as_it_is():
+    """A fit hands its Config to the module (no rebuild from the dict); the checkpoint's
+    hyper_parameters stay the plain dict, and a module built from that dict alone (as Lightning
+    does when it loads a checkpoint) has an equal config."""
+    cfg = load_config(None, TINY)
+    given = SegmentationModule(cfg.to_dict(), in_channels=1, cfg=cfg)
+    assert given.cfg is cfg
+    assert set(given.hparams) == {"config", "in_channels", "num_classes"}
+    assert given.hparams["config"] == cfg.to_dict()
+    rebuilt = SegmentationModule(cfg.to_dict(), in_channels=1)
+    assert rebuilt.cfg is not cfg and rebuilt.cfg.to_dict() == cfg.to_dict()

@@ -172,8 +172,11 @@ class SegmentationModule(L.LightningModule):
     """Wraps a network, its loss, optimiser and schedule for Lightning.
 
     Args:
-        config: the run's config as a plain dict (``Config.to_dict()``); stored in every
-            checkpoint's ``hyper_parameters`` so a checkpoint alone rebuilds the network.
+        config: the run's config as a plain dict (``Config.to_dict()``), stored in every
+            checkpoint's ``hyper_parameters`` so a checkpoint alone rebuilds the network; Lightning
+            passes that dict back when it loads a checkpoint.
+        cfg: the same config as a :class:`~medseg.config.Config`, when the caller has it (a fit):
+            used as it is instead of being rebuilt and checked again from ``config``.
         in_channels: input channels of the data.
         num_classes: classes of the data (2 for binary).
         init_state: a state dict of the network to start from (the previous stage's best).
@@ -189,10 +192,11 @@ class SegmentationModule(L.LightningModule):
         in_channels: int,
         num_classes: int = 2,
         init_state: dict[str, torch.Tensor] | None = None,
+        cfg: Config | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["init_state"])
-        self.cfg = build_config(config, source="checkpoint config")
+        self.save_hyperparameters(ignore=["init_state", "cfg"])
+        self.cfg = cfg if cfg is not None else build_config(config, source="checkpoint config")
         self.num_classes = int(num_classes)
         self.model = build_network(self.cfg, in_channels, num_classes)
         if init_state is not None:

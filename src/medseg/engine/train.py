@@ -543,7 +543,7 @@ def _build_module(
     """
     _skip_first_network_draws(cfg, datamodule)
     module = SegmentationModule(
-        config, in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, init_state=init_state
+        config, in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, init_state=init_state, cfg=cfg
     )
     _check_network(cfg, module.model, datamodule)
     _announce_encoder(cfg)
