@@ -177,20 +177,26 @@ def pair_files(
     label_sets: Mapping[str, Sequence[Path]],
     *,
     image_key: Callable[[Path], str] = _stem,
-    label_key: Callable[[Path], str] = _stem,
-    folders: Mapping[str, Path] | None = None,
+    label_key: Callable[[Path], str] | Mapping[str, Callable[[Path], str]] = _stem,
+    expected: Mapping[str, Callable[[str], Path | str]] | None = None,
+    expected_image: Callable[[str], Path | str] | None = None,
     split: str | None = None,
 ) -> tuple[list[tuple[str, Path, dict[str, Path]]], list[Problem]]:
     """Pair images with one file of each label set by a key derived from each name (default: the
-    file stem): the one pairing rule of every file dataset (:func:`pair_by_stem` is its one-set form).
+    file stem): the one pairing rule of the file datasets (:func:`pair_by_stem` is its one-set form).
 
     Args:
         images: the image files, in the order the pairs should come in.
-        label_sets: set name ("mask", "label (gt)", ...) -> its files; the name is how messages
-            call those files.
-        image_key, label_key: file -> pairing key.
-        folders: set name -> the folder its files come from; a missing label then says where it
-            was expected (``expected <folder>/<key>.<ext>``).
+        label_sets: set name ("mask", "vessel mask", "label (gt)", ...) -> its files; the name is
+            how messages call those files.
+        image_key: image file -> pairing key (DRIVE: ``21_training.tif`` -> "21").
+        label_key: label file -> pairing key, one function for every set or one per set name
+            (DRIVE: ``21_manual1.gif`` -> "21" for the vessel masks, ``21_training_mask.gif`` ->
+            "21" for the FOV masks).
+        expected: set name -> key -> the file that set should hold for that key; a missing label
+            then says ``image has no <set>: expected <file>``.
+        expected_image: key -> the image a label file should have; a label without an image then
+            says ``<set> has no image: expected <file>``.
         split: attached to every problem.
 
     Returns:
@@ -200,12 +206,13 @@ def pair_files(
         (the second file is left out). Nothing is read.
     """
     problems: list[Problem] = []
-    folders = folders or {}
+    expected = expected or {}
     by_set: dict[str, dict[str, Path]] = {}
     for what, labels in label_sets.items():
+        key_of = label_key[what] if isinstance(label_key, Mapping) else label_key
         by_key: dict[str, Path] = {}
         for lab in labels:
-            k = label_key(lab)
+            k = key_of(lab)
             if k in by_key:
                 problems.append(Problem(lab, f"{what} has the same id {k!r} as {by_key[k]}", split=split))
                 continue
@@ -223,15 +230,8 @@ def pair_files(
         for what, by_key in by_set.items():
             if k in by_key:
                 found[what] = by_key[k]
-            elif what in folders:
-                d = folders[what]
-                problems.append(
-                    Problem(
-                        img,
-                        f"image has no {what} in {d}: expected {d / k}.<ext> (same name stem as the image)",
-                        split=split,
-                    )
-                )
+            elif what in expected:
+                problems.append(Problem(img, f"image has no {what}: expected {expected[what](k)}", split=split))
             else:
                 problems.append(
                     Problem(img, f"image has no {what} (looked for id {k!r} among the {what} files)", split=split)
@@ -241,7 +241,8 @@ def pair_files(
     for what, by_key in by_set.items():
         for k, lab in by_key.items():
             if k not in seen:
-                problems.append(Problem(lab, f"{what} has no image (id {k!r})", split=split))
+                want = f": expected {expected_image(k)}" if expected_image is not None else f" (id {k!r})"
+                problems.append(Problem(lab, f"{what} has no image{want}", split=split))
     return items, problems
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from medseg.data.base import Case, register_dataset
 from medseg.data.files import FileDataset
 from medseg.data.io import is_image_file, read_image, read_mask, size_text
-from medseg.data.records import Inventory, Problem, Record, natural_key
+from medseg.data.records import Inventory, Problem, Record, natural_key, pair_files
 from medseg.errors import ConfigError, DataError, did_you_mean
 
 _SPLITS = {"train": "training", "test": "test"}
@@ -149,32 +149,24 @@ class DriveDataset(FileDataset):
                     split=split,
                 )
             ]
-        gt_by_stem = {p.stem: p for p in _image_files(folders[gt_dir_name])}
-        fov_by_stem = {p.stem: p for p in _image_files(folders["mask"])}
-        problems: list[Problem] = []
-        records: list[Record] = []
-        by_id: dict[str, Path] = {}
-        for img in images:
-            cid = _case_id(img)
-            if cid in by_id:
-                problems.append(Problem(img, f"image has the same id {cid!r} as {by_id[cid]}", split=split))
-                continue
-            by_id[cid] = img
-            gt = gt_by_stem.get(f"{cid}_manual{annotator}")
-            fov = fov_by_stem.get(f"{cid}_{word}_mask")
-            if gt is None:
-                want = folders[gt_dir_name] / f"{cid}_manual{annotator}.gif"
-                problems.append(Problem(img, f"image has no vessel mask: expected {want}", split=split))
-            if fov is None:
-                want = folders["mask"] / f"{cid}_{word}_mask.gif"
-                problems.append(Problem(img, f"image has no FOV mask: expected {want}", split=split))
-            if gt is not None and fov is not None:
-                records.append(Record(cid, split, img, mask=gt, fov=fov))
-        for kind, files in (("vessel mask", gt_by_stem.values()), ("FOV mask", fov_by_stem.values())):
-            for f in files:
-                if _case_id(f) not in by_id:
-                    want = folders["images"] / f"{_case_id(f)}_{word}.tif"
-                    problems.append(Problem(f, f"{kind} has no image: expected {want}", split=split))
+        gt_suffix, fov_suffix = f"_manual{annotator}", f"_{word}_mask"
+
+        def key(suffix: str):  # "21_manual1" -> "21"; a stem without the suffix stays whole (reported)
+            return lambda p: p.stem[: -len(suffix)] if p.stem.endswith(suffix) else p.stem
+
+        items, problems = pair_files(
+            images,
+            {"vessel mask": _image_files(folders[gt_dir_name]), "FOV mask": _image_files(folders["mask"])},
+            image_key=_case_id,
+            label_key={"vessel mask": key(gt_suffix), "FOV mask": key(fov_suffix)},
+            expected={
+                "vessel mask": lambda cid: folders[gt_dir_name] / f"{cid}{gt_suffix}.gif",
+                "FOV mask": lambda cid: folders["mask"] / f"{cid}{fov_suffix}.gif",
+            },
+            expected_image=lambda cid: folders["images"] / f"{_case_id(Path(cid))}_{word}.tif",
+            split=split,
+        )
+        records = [Record(cid, split, img, mask=labs["vessel mask"], fov=labs["FOV mask"]) for cid, img, labs in items]
         records.sort(key=lambda r: natural_key(r.id))
         return records, problems
 

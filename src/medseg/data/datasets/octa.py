@@ -103,7 +103,7 @@ def _pair_folder(
         return [], [Problem(img_dir, f"{dataset} image folder {img_dir} holds no images{extra}", split=split)]
 
     label_sets: dict[str, list[Path]] = {}  # "label (gt)" -> files: the set names the messages use
-    folders: dict[str, Path] = {}
+    expected: dict[str, Any] = {}
     sub_of: dict[str, str] = {}
     for sub, (required, note) in labels.items():
         d = base / sub
@@ -113,8 +113,11 @@ def _pair_folder(
                 return [], problems
             continue
         what = f"label ({sub})"
-        label_sets[what], folders[what], sub_of[what] = list_files(d, is_image_file), d, sub
-    paired, problems = pair_files(images, label_sets, folders=folders, split=split)
+        label_sets[what], sub_of[what] = list_files(d, is_image_file), sub
+        expected[what] = lambda stem, d=d: f"{d / stem}.<ext> (same name stem as the image)"
+    paired, problems = pair_files(
+        images, label_sets, expected=expected, expected_image=lambda stem: f"{img_dir / stem}.<ext>", split=split
+    )
     items = [(stem, img, {sub_of[what]: p for what, p in found.items()}) for stem, img, found in paired]
     items.sort(key=lambda t: natural_key(t[0]))
     return items, problems
