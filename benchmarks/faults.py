@@ -39,7 +39,7 @@ from pathlib import Path
 
 from _machine import machine  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from medseg.engine.checkpoint import checkpoint_differences, read_checkpoint
-from medseg.engine.rundir import RunDir
+from medseg.rundir import RunDir
 
 
 def _cmd(out: Path, steps: int, resume: bool) -> list[str]:

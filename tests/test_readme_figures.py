@@ -36,11 +36,7 @@ def test_network_table_lists_every_registered_network():
     assert sorted(listed) == list_models()
 
 
-@pytest.mark.parametrize(
-    "names,counts",
-    _network_table(),
-    ids=lambda v: "/".join(v) if isinstance(v, list) and v and isinstance(v[0], str) else None,
-)
+@pytest.mark.parametrize("names,counts", [pytest.param(n, c, id="/".join(n)) for n, c in _network_table()])
 def test_network_table_parameter_counts(names, counts):
     assert len(names) == len(counts), f"README row {names}: {len(counts)} counts for {len(names)} networks"
     for name, stated in zip(names, counts):

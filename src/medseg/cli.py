@@ -82,7 +82,7 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medseg.config import load_config
-    from medseg.engine.rundir import RunDir
+    from medseg.rundir import RunDir
 
     overrides = list(args.set or [])
     if args.data_root is not None:
@@ -119,8 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medseg.engine.rundir import RunDir
     from medseg.errors import ConfigError
+    from medseg.rundir import RunDir
     from medseg.workflows.evaluate import evaluate, evaluate_predictions
 
     if (args.run is None) == (args.predictions is None):
@@ -366,7 +366,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medseg.engine.rundir import RunDir
+    from medseg.rundir import RunDir
 
     parser = argparse.ArgumentParser(prog="medseg", description="Medical image segmentation: train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from medseg.config import load_config
-from medseg.engine.rundir import EvalDir, RunDir
+from medseg.rundir import EvalDir, RunDir
 
 TINY = [
     "data.args={n_images: 6, size: 48}",
@@ -86,14 +86,6 @@ def test_rundir_takes_a_string_and_is_frozen():
 def test_an_unknown_checkpoint_name_is_refused():
     with pytest.raises(ValueError, match="'middle'"):
         RunDir(ROOT).checkpoint("middle")
-
-
-def test_the_names_other_modules_keep_agree():
-    from medseg.runlock import LOCK_NAME
-    from medseg.workflows.reproduce import RUN_RECORD
-
-    assert RunDir(ROOT).lock.name == LOCK_NAME
-    assert RunDir(ROOT).reproduce_record.name == RUN_RECORD
 
 
 def _files(root: Path) -> set[Path]:

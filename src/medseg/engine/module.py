@@ -30,6 +30,7 @@ from medseg.losses.more import MultiOutputLoss
 from medseg.metrics.vessel import confusion_counts, pixel_metrics
 from medseg.models import MODELS, create_model
 from medseg.models.contract import single_output
+from medseg.rundir import RunDir
 
 log = get_logger(__name__)
 
@@ -338,8 +339,6 @@ class SegmentationModule(L.LightningModule):
             # INFO (stdout, beside Lightning's own training output): one line per skipped batch
             log.info(f"warning: loss is {loss.detach().item()} at {where}; batch skipped (train.nonfinite_loss: skip)")
             return None
-        from medseg.engine.rundir import RunDir
-
         last = RunDir(self.trainer.default_root_dir).last  # build_trainer roots the trainer at the run
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         raise TrainingError(

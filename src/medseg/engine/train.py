@@ -3,7 +3,7 @@
 A run directory holds everything of a run: the recipe (``config.yaml``), the training and
 validation ids, the checkpoints (``checkpoints/best.ckpt``, ``checkpoints/last.ckpt``), the logs,
 the training summary and curves, and later its evaluations and report. Every path is named by
-:class:`medseg.engine.rundir.RunDir`, whose docstring has the table of what writes and reads each.
+:class:`medseg.rundir.RunDir`, whose docstring has the table of what writes and reads each.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from medseg.config import Config, write_yaml_atomic
 from medseg.engine.checkpoint import AtomicCheckpointIO
 from medseg.engine.datamodule import SegDataModule
 from medseg.engine.module import SegmentationModule, build_network, check_classes, output_channels, roi_size
-from medseg.engine.rundir import RunDir
 from medseg.errors import ConfigError
 from medseg.inference import check_roi
 from medseg.log import counted, get_logger
+from medseg.models import count_parameters
+from medseg.rundir import RunDir
 
 log = get_logger(__name__)
 
@@ -609,8 +610,8 @@ def _summary(
     return {
         "network": cfg.model.name,
         "dataset": cfg.data.dataset,
-        "parameters": sum(p.numel() for p in module.model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
+        "parameters": count_parameters(module.model),
+        "trainable_parameters": count_parameters(module.model, trainable_only=True),
         "encoder_weights": cfg.model.args.get("encoder_weights"),
         "train_seconds": round(seconds, 2),
         "epochs": trainer.current_epoch,
@@ -702,4 +703,4 @@ def _plot_curves(rd: RunDir) -> None:
     from medseg.viz import plot_training_curves
 
     if rd.metrics_csv.is_file():
-        plot_training_curves(rd.metrics_csv, rd.curves)
+        plot_training_curves(rd.metrics_csv, rd.curves, title=f"training curves: {rd.root.name}")

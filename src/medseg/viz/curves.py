@@ -62,9 +62,8 @@ def plot_training_curves(
             columns; most cells of each row are empty.
         path: output image (PNG unless the suffix says otherwise), written atomically; parent
             folders are created.
-        title: the figure's title, e.g. ``"training curves: drive-dscnet"``; None titles it
-            with the run's name, the folder above ``logs/`` when the file sits in a run directory
-            (``<run>/logs/csv/metrics.csv``), else just "training curves".
+        title: the figure's title, e.g. ``"training curves: drive-dscnet"`` (train and evaluate
+            pass the run's name); default "training curves".
 
     Layout: one row of up to three axes, absent groups skipped.
 
@@ -137,9 +136,6 @@ def plot_training_curves(
         ax.set_xlabel(x_label)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    if title is None:
-        run = next((p.parent.name for p in metrics_csv.resolve().parents if p.name == "logs"), None)
-        title = f"training curves: {run}" if run else "training curves"
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title or "training curves", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)

@@ -52,8 +52,8 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from medseg.atomic import write_text_atomic
-from medseg.engine.rundir import EvalDir, RunDir
 from medseg.errors import DataError, MedsegError
+from medseg.rundir import EvalDir, RunDir
 
 __all__ = ["compare_runs", "format_comparison", "write_comparison", "write_report"]
 
@@ -73,8 +73,8 @@ def _find_eval_dir(run_dir: Path, split: str | None) -> Path:
         raise DataError(f"run directory {run_dir} does not exist")
     rd = RunDir(run_dir)
     eval_root = rd.eval_root
-    if split is not None and rd.evaluation(split).metrics.is_file():
-        return rd.evaluation(split).root
+    if split is not None and (ev := rd.evaluation(split)).metrics.is_file():
+        return ev.root
     if EvalDir(run_dir).metrics.is_file():  # an evaluation of --predictions: no run around it
         return run_dir
     splits = sorted(p.parent.name for p in eval_root.glob("*/metrics.json")) if eval_root.is_dir() else []

@@ -41,11 +41,11 @@ from medseg.data.base import CaseDataset
 from medseg.engine.checkpoint import load_model_from_checkpoint
 from medseg.engine.datamodule import load_split
 from medseg.engine.module import roi_size
-from medseg.engine.rundir import EvalDir, RunDir
 from medseg.errors import CheckpointError, ConfigError, DataError
 from medseg.inference import Predictor
 from medseg.log import get_logger
 from medseg.progress import progress
+from medseg.rundir import EvalDir, RunDir
 from medseg.workflows.protocols import get_protocol, protocol_for
 
 log = get_logger(__name__)
@@ -838,7 +838,7 @@ def _figures(
             ]
         )
     if rd.metrics_csv.is_file():
-        plot_training_curves(rd.metrics_csv, ev.curves)
+        plot_training_curves(rd.metrics_csv, ev.curves, title=f"training curves: {rd.root.name}")
     if cfg.eval.kernel_figure and len(cases):
         case = cases[0]
         found = kernel_coordinates_for(model, case.image)

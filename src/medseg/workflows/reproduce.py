@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medseg.atomic import write_text_atomic
-from medseg.engine.rundir import RunDir
 from medseg.errors import ConfigError, MedsegError
+from medseg.rundir import RunDir
 
 #: Environment variable naming the recipes folder (default: the source checkout's ``configs/``).
 CONFIGS_ENV = "MEDSEG_CONFIGS"
@@ -221,7 +221,7 @@ def _finished(run: Path, split: str) -> dict | None:
 
 
 #: The file in each run directory that records how ``medseg reproduce`` finished it
-#: (:attr:`medseg.engine.rundir.RunDir.reproduce_record`).
+#: (:attr:`medseg.rundir.RunDir.reproduce_record`).
 RUN_RECORD = RunDir(".").reproduce_record.name
 
 

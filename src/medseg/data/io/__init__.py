@@ -11,52 +11,8 @@ The 2-D names are re-exported here (``from medseg.data.io import read_image, rea
 volume readers are imported from their modules (nibabel and pydicom load only when used).
 """
 
-from medseg.data.io.images import (
-    EXIF_ORIENTATION_TAG,
-    EXIF_ORIENTATIONS,
-    IMAGE_EXTENSIONS,
-    LUMA_WEIGHTS,
-    PIXEL_LIMIT_ENV,
-    displayed_shape,
-    exif_orientation,
-    is_image_file,
-    link_problem,
-    max_image_pixels,
-    probe,
-    read_image,
-    select_channels,
-    size_text,
-    to_display,
-)
-from medseg.data.io.masks import (
-    binarize_mask,
-    binarize_noisy_mask,
-    read_label,
-    read_label_map,
-    read_mask,
-    read_mask_facts,
-)
+from medseg.data.io import images, masks
+from medseg.data.io.images import *  # noqa: F403 - the public names of each module, by its __all__
+from medseg.data.io.masks import *  # noqa: F403
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "LUMA_WEIGHTS",
-    "PIXEL_LIMIT_ENV",
-    "EXIF_ORIENTATION_TAG",
-    "EXIF_ORIENTATIONS",
-    "max_image_pixels",
-    "exif_orientation",
-    "displayed_shape",
-    "link_problem",
-    "is_image_file",
-    "read_image",
-    "select_channels",
-    "size_text",
-    "to_display",
-    "probe",
-    "read_label",
-    "binarize_mask",
-    "binarize_noisy_mask",
-    "read_mask",
-    "read_mask_facts",
-    "read_label_map",
-]
+__all__ = [*images.__all__, *masks.__all__]

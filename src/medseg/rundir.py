@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from medseg.runlock import LOCK_NAME
+
 __all__ = ["EvalDir", "RunDir"]
 
 
@@ -231,9 +233,7 @@ class RunDir:
     @property
     def lock(self) -> Path:
         """``.medseg.lock``: held while a process trains into the run (:mod:`medseg.runlock`)."""
-        from medseg.runlock import LOCK_NAME  # the lock's owner names it
-
-        return self.root / LOCK_NAME
+        return self.root / LOCK_NAME  # named by the lock's owner, medseg.runlock
 
     # -- stages --------------------------------------------------------------------------------
     def stage(self, index: int, name: str) -> RunDir:
