@@ -42,12 +42,22 @@ Deviations from the original ``S3_DSConv.py`` (all deliberate):
   the authors' fixed loop.
 - Sampling is correct for every sample of a batch. The original's gather index drops the batch
   offset, so with N > 1 every sample reads sample 0's features.
-- Sampling is bilinear as grid_sample's (``align_corners=False``). ``padding_mode="zeros"`` is
-  true bilinear zero padding: it equals the original at integer positions (offsets off), but the
-  original's hand-written boundary handling is asymmetric for fractional positions within one
-  pixel outside the image (it reads 0 below row/column 0 and replicates the last row/column
-  beyond it). ``padding_mode="border"`` replicates the border, as pro does by clamping
-  coordinates.
+- Sampling is bilinear as grid_sample's (``align_corners=False``). The default
+  ``padding_mode="zeros"`` is true bilinear zero padding: it equals the original at integer
+  positions (offsets off), but not for fractional positions within one pixel outside the image.
+  ``padding_mode="border"`` replicates the border, as pro does by clamping coordinates.
+  ``padding_mode="original"`` reproduces the original's hand-written boundary exactly (values and
+  gradients), :func:`original_boundary_positions`. The original (``DSC._bilinear_interpolate_3D``)
+  reads its four neighbours at ``floor(t)`` and ``floor(t) + 1`` clamped to ``[0, size - 1]`` but
+  weights them with those corners clamped to ``[0, size]``; per axis (rows and columns alike,
+  ``size`` = H or W) that gives, for a position ``t`` in pixels: ``t < 0``: 0 (the two weights
+  ``-t`` and ``t`` of pixel 0 cancel; so also within one pixel before the first row/column, where
+  zero padding would give ``(1 + t) * x[0]``); ``0 <= t <= size - 1``: linear interpolation;
+  ``size - 1 < t < size``: ``x[size - 1]`` (replicated, gradient 0 in ``t``); ``t >= size``: 0.
+  The 2D sample is the product of the two axes' rules, so it is 0 when either coordinate falls in a
+  zero range (verified against the authors' ``DSC`` class on random positions from 4 pixels before
+  to 3 beyond the image, H, W in 1..13: max difference 2.4e-7). This is not a deviation; it is the
+  original's arithmetic, written without its float cancellations.
 - ``if_offset=False`` is honoured (rigid kernel; pro ignores it) and skips the offset branch,
   whose BatchNorm running statistics are then not updated (the original still computes it).
 - ``offset_norm`` selects BatchNorm (original, module ``bn``) or GroupNorm (pro, module
@@ -61,9 +71,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DSConv2d", "cumulative_offsets"]
+__all__ = ["DSConv2d", "cumulative_offsets", "original_boundary_positions"]
 
-_PADDING_MODES = ("zeros", "border")
+#: Boundary rules of DSConv's sampling: "zeros" (grid_sample's zero padding), "border" (positions
+#: clamped to the image, the pro file) and "original" (the original 2D/3D files' hand-written rule,
+#: :func:`original_boundary_positions`).
+_PADDING_MODES = ("zeros", "border", "original")
 
 #: Inputs with fewer elements (N*C*H*W) take the grid_sample formulation in eager mode too: below
 #: it the per-point loop's fixed cost outweighs its savings (measured on a 2-core CPU, forward and
@@ -98,6 +111,52 @@ def cumulative_offsets(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([before, centre, after], dim=1)
 
 
+def original_boundary_positions(positions: torch.Tensor, size: int) -> torch.Tensor:
+    """The authors' boundary rule along one axis, as positions for zero-padded interpolation.
+
+    Source: ``DSC._bilinear_interpolate_3D`` in the authors' ``S3_DSConv.py`` (2D file
+    ``DSCNet_2D_opensource/Code/DRIVE/DSCNet/``; the 3D file ``DSCNet_3D_opensource/Code/Kipa/
+    DSCNet/`` does the same per axis, trilinearly). Along an axis of ``size`` pixels they read the
+    neighbours ``floor(t)`` and ``floor(t) + 1`` clamped to ``[0, size - 1]`` and weight them by
+    ``c1 - t`` and ``t - c0`` with the same corners clamped to ``[0, size]``. Per position ``t``
+    (pixels, pixel centres at integers) the sample along that axis is therefore
+
+    - ``t < 0``: 0 (both neighbours are pixel 0, with weights ``-t`` and ``t``);
+    - ``0 <= t <= size - 1``: linear interpolation between ``floor(t)`` and ``floor(t) + 1``;
+    - ``size - 1 < t < size``: pixel ``size - 1`` (weights ``size - t`` and ``t - size + 1`` on it);
+    - ``t >= size``: 0 (both neighbours are pixel ``size - 1``, weights ``size - t`` and ``t - size``),
+
+    and the gradient in ``t`` is the slope of that function (0 outside ``[0, size - 1)``, including
+    at ``t = size - 1``). The N-D sample (bilinear, trilinear) is the product of the axes' rules.
+
+    This function returns, per position, a position at which zero-padded linear interpolation
+    (``F.grid_sample(..., padding_mode="zeros")`` after normalising, or any gather that gives
+    neighbours outside ``[0, size - 1]`` the value 0) yields exactly that value and gradient: ``t``
+    itself for ``0 <= t < size - 1``, the constant ``size - 1`` for ``size - 1 <= t < size``, and the
+    constant -2 (both neighbours outside, so the whole N-D sample is 0) otherwise. Apply it to each
+    spatial axis with that axis's size; it works for any number of spatial dims. Scriptable and
+    ONNX-exportable (comparisons and ``Where``).
+
+    Args:
+        positions: floating tensor of any shape, positions in pixels along one axis (any values).
+        size: the axis length in pixels (H, W or D), >= 1.
+
+    Returns:
+        Tensor of the shape and dtype of ``positions``; differentiable (gradient 1 where
+        ``0 <= t < size - 1``, else 0).
+
+    Raises:
+        ValueError: ``size`` < 1.
+    """
+    if size < 1:
+        raise ValueError("original_boundary_positions needs an axis size >= 1, got " + str(size))
+    edge = torch.full_like(positions, float(size - 1))
+    outside = torch.full_like(positions, -2.0)
+    inside = (positions >= 0) & (positions < size)
+    moving = (positions >= 0) & (positions < size - 1)
+    return torch.where(moving, positions, torch.where(inside, edge, outside))
+
+
 class DSConv2d(nn.Module):
     """Dynamic Snake Convolution, 2D (Qi et al., ICCV 2023, arXiv 2307.08388, Sec. 3).
 
@@ -117,8 +176,12 @@ class DSConv2d(nn.Module):
             parameters still exist (and load) but are unused.
         offset_norm: "batch" (BatchNorm2d(2K), module ``bn``, the original) or "group"
             (GroupNorm(K, 2K), module ``gn_offset``, the pro file).
-        padding_mode: value of samples outside the image: "zeros" (original) or "border"
-            (replicate the border pixel, pro).
+        padding_mode: value of samples outside the image: "zeros" (bilinear zero padding; equal to
+            the original at integer positions), "border" (replicate the border pixel, pro) or
+            "original" (the original file's exact rule, per axis: 0 before pixel 0, linear
+            interpolation inside, the last pixel replicated up to one pixel beyond it, 0 further out;
+            :func:`original_boundary_positions`). Use "original" for state dicts trained with
+            ``S3_DSConv.py``.
 
     Submodules (the authors' names): ``offset_conv`` (Conv2d C->2K, 3x3, bias), ``bn`` or
     ``gn_offset``, ``dsc_conv_x`` (Conv2d C->out, kernel/stride (K, 1), weight (out, C, K, 1);
@@ -272,7 +335,9 @@ class DSConv2d(nn.Module):
 
         Returns:
             (N, C, K, H, W), dtype of ``x``: ``[:, :, k, h, w]`` is ``x`` interpolated at
-            ``kernel_coordinates(x)[:, k, h, w]``. (The original lays the same values out as
+            ``kernel_coordinates(x)[:, k, h, w]``, outside the image by ``padding_mode`` (for
+            "original" the positions go through :func:`original_boundary_positions` first, then
+            grid_sample with zero padding). (The original lays the same values out as
             (N, C, K*H, W) for morph 0, row ``h*K + k``, or (N, C, H, K*W) for morph 1, column
             ``w*K + k``; see :mod:`medseg.ops.dsconv_reference`.)
 
@@ -283,6 +348,9 @@ class DSConv2d(nn.Module):
         n, c_in, h, w = x.shape
         k = self.kernel_size
         rows, cols = self._pixel_coordinates(x)
+        if self.padding_mode == "original":
+            rows = original_boundary_positions(rows, h)
+            cols = original_boundary_positions(cols, w)
         shape = (n, k, h, w)
         # grid_sample with align_corners=False: pixel p <-> normalised (2p + 1) / size - 1
         # (also defined for size 1, unlike align_corners=True).
@@ -294,7 +362,7 @@ class DSConv2d(nn.Module):
             src,
             grid.to(src.dtype),
             mode="bilinear",
-            padding_mode=self.padding_mode,
+            padding_mode="zeros" if self.padding_mode == "original" else self.padding_mode,
             align_corners=False,
         )
         return out.to(x.dtype).view(n, c_in, k, h, w)

@@ -8,8 +8,11 @@ serve as an independent check:
   (not ``cumsum``), covering every point (the authors' fixed loop);
 - bilinear sampling is an explicit gather of the four integer neighbours of every sampling
   position, per sample of the batch (batch-correct, unlike the original 2D file), with
-  ``padding_mode="zeros"`` (neighbours outside the image contribute 0) or ``"border"`` (the
-  position is clamped to ``[0, size-1]`` first, as the pro file does);
+  ``padding_mode="zeros"`` (neighbours outside the image contribute 0), ``"border"`` (the
+  position is clamped to ``[0, size-1]`` first, as the pro file does) or ``"original"`` (the
+  original file's rule, written here as per-axis neighbour weights by case, independently of
+  :func:`medseg.ops.dsconv.original_boundary_positions`: 0 before pixel 0, linear inside, the last
+  pixel up to one pixel beyond it, 0 further out);
 - the strided axis conv is applied to the samples laid out as (N, C, K*H, W) or (N, C, H, K*W).
 
 It uses the parameters of a :class:`DSConv2d`, so both produce the same values and gradients
@@ -46,6 +49,30 @@ def loop_cumulative_offsets(raw: torch.Tensor) -> torch.Tensor:
     return torch.stack(points, dim=1)  # type: ignore[arg-type]
 
 
+def _original_axis_weights(t: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One axis of the original ``S3_DSConv.py`` boundary rule as neighbour weights.
+
+    Args:
+        t: positions in pixels along an axis of ``size`` pixels (any values, any shape).
+        size: axis length, >= 1.
+
+    Returns:
+        ``(lower, w_lower, w_upper)``: int64 index of the lower neighbour and the weights of it and
+        of ``lower + 1``, by case: ``0 <= t < size - 1``: ``floor(t)``, ``1 - frac``, ``frac``;
+        ``size - 1 <= t < size``: ``size - 1``, 1, 0 (the last pixel, constant in ``t``); else
+        ``size - 1``, 0, 0 (the sample is 0). ``w_upper`` is non-zero only where ``lower + 1`` is
+        inside the image.
+    """
+    low = torch.floor(t)
+    frac = t - low
+    interior = (t >= 0) & (t < size - 1)
+    edge = (t >= size - 1) & (t < size)
+    lower = torch.where(interior, low, torch.full_like(low, size - 1)).long()
+    w_lower = torch.where(interior, 1 - frac, edge.to(t.dtype))
+    w_upper = torch.where(interior, frac, torch.zeros_like(t))
+    return lower, w_lower, w_upper
+
+
 def bilinear_gather(
     x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, padding_mode: str = "zeros"
 ) -> torch.Tensor:
@@ -55,8 +82,9 @@ def bilinear_gather(
         x: (N, C, H, W) floating tensor.
         rows, cols: (N, P, Q) positions in pixels (pixel centres at integers), same dtype family
             as ``x``; any values (outside the image is allowed).
-        padding_mode: "zeros" (outside neighbours read 0) or "border" (positions clamped to the
-            image first, i.e. the border pixel is replicated).
+        padding_mode: "zeros" (outside neighbours read 0), "border" (positions clamped to the
+            image first, i.e. the border pixel is replicated) or "original" (the original
+            ``S3_DSConv.py`` rule per axis, :func:`_original_axis_weights`).
 
     Returns:
         (N, C, P, Q) interpolated values, dtype of ``x``; differentiable w.r.t. ``x`` and the
@@ -65,8 +93,8 @@ def bilinear_gather(
     Raises:
         ValueError: unknown ``padding_mode``.
     """
-    if padding_mode not in ("zeros", "border"):
-        raise ValueError(f"padding_mode must be 'zeros' or 'border', got {padding_mode!r}")
+    if padding_mode not in ("zeros", "border", "original"):
+        raise ValueError(f"padding_mode must be 'zeros', 'border' or 'original', got {padding_mode!r}")
     n, c, h, w = x.shape
     _, p, q = rows.shape
     rows = rows.to(x.dtype)
@@ -74,16 +102,20 @@ def bilinear_gather(
     if padding_mode == "border":
         rows = rows.clamp(0, h - 1)
         cols = cols.clamp(0, w - 1)
-    r0 = torch.floor(rows)
-    c0 = torch.floor(cols)
-    fr = rows - r0  # weight of the lower/right neighbour
-    fc = cols - c0
-    r0 = r0.long()
-    c0 = c0.long()
+    if padding_mode == "original":
+        r0, wr0, wr1 = _original_axis_weights(rows, h)
+        c0, wc0, wc1 = _original_axis_weights(cols, w)
+    else:
+        r0 = torch.floor(rows)
+        c0 = torch.floor(cols)
+        fr = rows - r0  # weight of the lower/right neighbour
+        fc = cols - c0
+        r0, wr0, wr1 = r0.long(), 1 - fr, fr
+        c0, wc0, wc1 = c0.long(), 1 - fc, fc
     flat = x.reshape(n, c, h * w)
     out = x.new_zeros(n, c, p * q)
-    for dr, wr in ((0, 1 - fr), (1, fr)):
-        for dc, wc in ((0, 1 - fc), (1, fc)):
+    for dr, wr in ((0, wr0), (1, wr1)):
+        for dc, wc in ((0, wc0), (1, wc1)):
             rr = r0 + dr
             cc = c0 + dc
             inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)

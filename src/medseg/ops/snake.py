@@ -16,13 +16,19 @@ Measured (benchmarks/dsconv.py, 2-core CPU): the gathers take about half the tim
 most of the rest; a fused kernel that reads each pixel once for all K points would remove the
 first, and pure PyTorch has none (the CPU path must install without a compiler).
 Boundary: ``padding_mode="zeros"`` gives a neighbour outside the image the value 0 (grid_sample's
-``zeros``); ``"border"`` clamps the position to [0, size - 1] first (grid_sample's ``border``).
+``zeros``); ``"border"`` clamps the position to [0, size - 1] first (grid_sample's ``border``);
+``"original"`` is the authors' ``S3_DSConv.py`` rule (:func:`medseg.ops.dsconv.original_boundary_positions`):
+along the kernel line the positions are integers, where it equals zero padding; across it a position
+``t`` reads 0 for ``t < 0`` and ``t >= size``, the last pixel for ``size - 1 < t < size`` (gradient 0
+in ``t``) and interpolates inside.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from medseg.ops.dsconv import original_boundary_positions
 
 __all__ = ["TENT_MAX_TERMS", "line_taps", "snake_conv"]
 
@@ -37,16 +43,19 @@ def line_taps(
             for morph 0, columns for morph 1); K odd.
         size: (H, W) of the input.
         morph: 0 (line along columns, points move in rows) or 1 (line along rows, move in columns).
-        padding_mode: "zeros" or "border".
+        padding_mode: "zeros", "border" or "original".
 
     Returns:
         ``(index0, index1, weight0, weight1, slope0, slope1)``, each (N, K, H, W): the int64 row
         (morph 0) or column (morph 1) of the two pixels, clamped into the image; their float
         weights (``weight0 + weight1`` is 1 inside the image and less where a neighbour lies
-        outside, zero padding); and d(sample)/d(shift) = ``slope0 * x[index0] + slope1 *
-        x[index1]`` (-1 and +1 for neighbours that exist; 0 where ``border`` clamps the
-        position). The position along the line (``k - K//2`` pixels from the centre) is integer
-        and read from the padded input (:class:`_Padding`).
+        outside, zero padding; both 0 where "original" reads 0); and d(sample)/d(shift) =
+        ``slope0 * x[index0] + slope1 * x[index1]`` (-1 and +1 for neighbours that exist; 0 where
+        ``border`` clamps the position, and where "original" is constant: outside
+        ``[0, size - 1)``). For "original" the position is first mapped by
+        :func:`medseg.ops.dsconv.original_boundary_positions`. The position along the line
+        (``k - K//2`` pixels from the centre) is integer and read from the padded input
+        (:class:`_Padding`).
     """
     along = size[0] if morph == 0 else size[1]
     base = torch.arange(along, dtype=shift.dtype, device=shift.device)
@@ -55,6 +64,9 @@ def line_taps(
     if padding_mode == "border":
         slope = ((move >= 0) & (move <= along - 1)).to(shift.dtype)
         move = move.clamp(0, along - 1)
+    elif padding_mode == "original":
+        slope = ((move >= 0) & (move < along - 1)).to(shift.dtype)
+        move = original_boundary_positions(move, along)
     p0 = torch.floor(move)
     a = move - p0
     p0 = p0.long()
@@ -67,15 +79,15 @@ def line_taps(
 
 class _Padding:
     """The input padded by K//2 on both sides of the kernel line's axis (W for morph 0, H for
-    morph 1) and by ``reach`` across it, zeros or the border replicated (replication equals
-    grid_sample's clamping of a position), with the views each kernel point reads and the
-    gradient of the padding."""
+    morph 1) and by ``reach`` across it, zeros ("zeros", "original") or the border replicated
+    ("border"; replication equals grid_sample's clamping of a position), with the views each kernel
+    point reads and the gradient of the padding."""
 
     def __init__(self, x: torch.Tensor, k: int, reach: int, morph: int, padding_mode: str) -> None:
         self.size, self.morph, self.padding_mode, self.reach = tuple(x.shape[2:]), morph, padding_mode, reach
         m = k // 2
         self.pad = (m, m, reach, reach) if morph == 0 else (reach, reach, m, m)  # F.pad order: W, then H
-        self.padded = F.pad(x, self.pad, mode="constant" if padding_mode == "zeros" else "replicate")
+        self.padded = F.pad(x, self.pad, mode="replicate" if padding_mode == "border" else "constant")
 
     def view(self, tensor: torch.Tensor, d: int, j: int) -> torch.Tensor:
         """(N, C, H, W) view of a padded tensor for point ``j`` (``j - K//2`` pixels along the
@@ -200,6 +212,27 @@ class _SnakeConv(_AxisConvFunction):
 TENT_MAX_TERMS = 16
 
 
+def _original_tent_shift(
+    shift: torch.Tensor, size: tuple[int, int], morph: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The "original" boundary rule (:func:`medseg.ops.dsconv.original_boundary_positions`) as
+    displacements for the tent formulation: ``(displacement, gain, slope_gain)``, each (N, K, H, W)
+    of the dtype of ``shift``. ``displacement`` is ``shift`` where the position ``t`` lies in
+    ``[0, size - 1)``, ``size - 1 - row`` (the last pixel) for ``size - 1 <= t < size`` and 0
+    elsewhere (kept small so the spans stay short); ``gain`` is 1 where ``0 <= t < size`` else 0
+    (the sample is 0 there); ``slope_gain`` is 1 where ``0 <= t < size - 1`` (d sample / d shift is
+    the tent slope there) else 0."""
+    along = size[0] if morph == 0 else size[1]
+    base = torch.arange(along, dtype=shift.dtype, device=shift.device)
+    base = base.view(1, 1, -1, 1) if morph == 0 else base.view(1, 1, 1, -1)
+    move = base + shift
+    inside = (move >= 0) & (move < along)
+    moving = (move >= 0) & (move < along - 1)
+    edge = ((along - 1) - base).expand_as(shift)
+    displacement = torch.where(moving, shift, torch.where(inside, edge, torch.zeros_like(shift)))
+    return displacement, inside.to(shift.dtype), moving.to(shift.dtype)
+
+
 def _tent_spans(shift: torch.Tensor) -> list[tuple[int, int]]:
     """Per kernel point, the integer displacements ``lo .. hi`` whose pixels its bilinear samples
     can touch: ``floor(min shift)`` to ``floor(max shift) + 1``."""
@@ -213,26 +246,36 @@ class _TentPlan(_Padding):
     ``max(0, 1 - |shift - d|)`` times the input shifted by d across the line and by the point's
     place along it, views of one padded input (:class:`_Padding`, reaching the widest span); each
     term is one multiply-add over (N, C, H, W) with a per-pixel weight, no gather. Exactly
-    bilinear (two terms are non-zero per pixel)."""
+    bilinear (two terms are non-zero per pixel). For "original" the weights and slopes are those
+    of :func:`_original_tent_shift`'s displacement, times its gains (``spans`` must then be the
+    spans of that displacement)."""
 
     def __init__(self, x: torch.Tensor, shift: torch.Tensor, spans, morph: int, padding_mode: str) -> None:
         super().__init__(x, shift.shape[1], max(1, max(max(-lo, hi) for lo, hi in spans)), morph, padding_mode)
         self.spans = spans
+        self.original = None
+        if padding_mode == "original":
+            self.original = _original_tent_shift(shift, self.size, morph)
 
     def weights(self, shift: torch.Tensor, j: int) -> torch.Tensor:
         """(D, N, 1, H, W) tent weights ``max(0, 1 - |shift_j - d|)`` of point ``j``, one per
-        displacement ``d`` of its span."""
+        displacement ``d`` of its span ("original": of the mapped displacement, times the gain)."""
         lo, hi = self.spans[j]
         d = torch.arange(lo, hi + 1, dtype=shift.dtype, device=shift.device).view(-1, 1, 1, 1, 1)
-        return (1 - (shift[:, j : j + 1].unsqueeze(0) - d).abs()).clamp_(min=0)
+        at = shift if self.original is None else self.original[0]
+        weights = (1 - (at[:, j : j + 1].unsqueeze(0) - d).abs()).clamp_(min=0)
+        return weights if self.original is None else weights.mul_(self.original[1][:, j : j + 1])
 
     def slopes(self, shift: torch.Tensor, j: int) -> torch.Tensor:
         """(D, N, 1, H, W) d(weight)/d(shift): +1 for ``d = floor(shift) + 1``, -1 for
-        ``d = floor(shift)`` (grid_sample's one-sided slope at integer positions)."""
+        ``d = floor(shift)`` (grid_sample's one-sided slope at integer positions); "original":
+        of the mapped displacement, 0 where the rule is constant."""
         lo, hi = self.spans[j]
         d = torch.arange(lo, hi + 1, dtype=shift.dtype, device=shift.device).view(-1, 1, 1, 1, 1)
-        floor = torch.floor(shift[:, j : j + 1]).unsqueeze(0)
-        return (floor == d - 1).to(shift.dtype) - (floor == d).to(shift.dtype)
+        at = shift if self.original is None else self.original[0]
+        floor = torch.floor(at[:, j : j + 1]).unsqueeze(0)
+        slopes = (floor == d - 1).to(shift.dtype) - (floor == d).to(shift.dtype)
+        return slopes if self.original is None else slopes.mul_(self.original[2][:, j : j + 1])
 
     def combine(self, tensor: torch.Tensor, j: int, weights: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out = sum_d weights[d] * view(tensor, d, j)``, (N, C, H, W)."""
@@ -308,11 +351,13 @@ def snake_conv(
             ``dsc_conv_y`` (out, C, 1, K) reshaped).
         bias: (out,).
         morph: 0 or 1 (see :class:`medseg.ops.DSConv2d`).
-        padding_mode: "zeros" or "border".
+        padding_mode: "zeros", "border" or "original" (see the module docstring).
 
     Returns:
         (N, out, H, W): ``bias + sum_k weight[:, :, k] @ sample_k``, with ``sample_k`` the
-        bilinear sample of ``x`` at point k (identical to grid_sample's, up to float rounding).
+        bilinear sample of ``x`` at point k (identical to grid_sample's, up to float rounding;
+        for "original" to grid_sample's at the positions mapped by
+        :func:`medseg.ops.dsconv.original_boundary_positions`).
         Differentiable in ``x``, ``shift``, ``weight`` and ``bias``.
 
     Two formulations, the same values: the tent sum (:class:`_TentPlan`: multiply-adds of shifted
@@ -320,7 +365,10 @@ def snake_conv(
     integer rows (columns), as DSConv's cumulative tanh offsets do (point i from the centre moves
     less than ``i * extend_scope`` pixels); else the two-pixel gather (:class:`_Point`).
     """
-    spans = _tent_spans(shift.detach())
+    if padding_mode == "original":
+        spans = _tent_spans(_original_tent_shift(shift.detach(), tuple(x.shape[2:]), morph)[0])
+    else:
+        spans = _tent_spans(shift.detach())
     if max(hi - lo + 1 for lo, hi in spans) <= TENT_MAX_TERMS:
         return _TentSnakeConv.apply(x, shift, weight, bias, morph, padding_mode, spans)
     return _SnakeConv.apply(x, shift, weight, bias, morph, padding_mode)
