@@ -113,7 +113,7 @@ def test_load_original_state_dict(variant):
         torch.testing.assert_close(loaded[key], value, msg=key)
     dsconv = model.conv0x
     assert dsconv.offset_norm == ("batch" if variant == "original" else "group")
-    assert dsconv.padding_mode == ("zeros" if variant == "original" else "border")
+    assert dsconv.padding_mode == ("original" if variant == "original" else "border")
     assert load_original(state, padding_mode="zeros").conv2y.padding_mode == "zeros"
 
 
@@ -123,7 +123,7 @@ def test_load_original_infers_shapes_and_reproduces_outputs():
     model = load_original(state).eval()
     inferred = (model.in_channels, model.out_channels, model.n_basic_layer, model.kernel_size)
     assert inferred == (3, 2, 8, 5)
-    twin = DSCNet(3, 2, 8, 5).eval()
+    twin = DSCNet(3, 2, 8, 5, padding_mode="original").eval()
     twin.load_state_dict(state)
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
