@@ -30,7 +30,12 @@ def scratch(monkeypatch):
 
 
 def test_registries_list_names_in_registration_order():
-    assert list_losses() == ("bce", "bce_dice", "continuity", "cldice", "structure", "ce_dice", "mse", "mse_dice")
+    # the package's own losses first, in order; then each loss module's, in the order the modules were imported
+    names = list_losses()
+    assert names[:4] == ("bce", "bce_dice", "continuity", "cldice")
+    more, tc = names.index("structure"), names.index("bce_tcloss")
+    assert names[more : more + 4] == ("structure", "ce_dice", "mse", "mse_dice")
+    assert names[tc : tc + 2] == ("bce_tcloss", "bce_dice_tcloss") and len(names) == 10
     assert OPTIMIZERS.in_order() == ("adamw", "adam", "sgd")
     assert SCHEDULES.in_order() == ("cosine", "onecycle", "poly", "plateau", "constant")
     assert STEPS.in_order()[:3] == ("green", "gray", "rgb") and "imagenet" in STEPS

@@ -144,8 +144,11 @@ class LossConfig:
     SoftDiceclDiceLoss, ``cldice_iters`` skeleton iterations), "structure" (PraNet's weighted
     BCE + weighted IoU), "ce_dice" (cross-entropy with ``class_weights`` + ``dice_weight`` *
     multi-class soft Dice, background included when ``include_background``; CPFNet,
-    H-DenseUNet), "mse" or "mse_dice" (on probabilities; OCTA-Net). ``fov_only`` restricts
-    binary losses to FOV pixels.
+    H-DenseUNet), "mse" or "mse_dice" (on probabilities; OCTA-Net), "bce_tcloss" or
+    "bce_dice_tcloss" (BCE, or BCE + ``dice_weight`` * soft Dice, + ``topo_weight`` * DSCNet's
+    persistent-homology TCLoss, reconstructed from the paper, on tiles of ``topo_patch`` px, 0:
+    the whole patch; :mod:`medseg.losses.tcloss`). ``fov_only`` restricts binary losses to FOV
+    pixels.
 
     Several outputs (deep supervision, extra heads; see ``forward_outputs`` in
     :mod:`medseg.models`): ``outputs`` maps output name -> weight (default {"out": 1}),
@@ -165,6 +168,8 @@ class LossConfig:
     targets: dict[str, str] = field(default_factory=dict)
     output_losses: dict[str, str] = field(default_factory=dict)
     boundary_width: int = 1
+    topo_weight: float = 1.0
+    topo_patch: int = 0
 
 
 @dataclass
@@ -527,6 +532,8 @@ def validate(cfg: Config) -> None:
         lo.class_weights,
     )
     need(lo.boundary_width > 0, "loss.boundary_width", "> 0 (pixels)", lo.boundary_width)
+    need(lo.topo_weight >= 0, "loss.topo_weight", ">= 0", lo.topo_weight)
+    need(lo.topo_patch == 0 or lo.topo_patch >= 2, "loss.topo_patch", "0 (whole patch) or >= 2 (pixels)", lo.topo_patch)
     need(
         bool(lo.outputs) and all(_is_number(w) and w >= 0 for w in lo.outputs.values()),
         "loss.outputs",

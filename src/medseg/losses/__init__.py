@@ -161,6 +161,7 @@ def _cldice(cfg: LossConfig) -> nn.Module:
 def _import_all() -> None:
     """Import every module that registers losses."""
     import medseg.losses.more  # noqa: F401 - registers structure, ce_dice, mse, mse_dice
+    import medseg.losses.tcloss  # noqa: F401 - registers bce_tcloss, bce_dice_tcloss
 
 
 def list_losses() -> tuple[str, ...]:
