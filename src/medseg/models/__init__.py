@@ -1,12 +1,15 @@
 """Networks, registered by name.
 
 Every registered network keeps the contract of :mod:`medseg.models.contract`: it is a
-:class:`~medseg.models.contract.NetworkContract` and declares ``in_channels``, ``out_channels``,
-``size_divisor``, ``output_activation`` and ``forward_outputs``; it maps an image batch
-``(N, C_in, H, W)`` float32 to logits (or, with ``output_activation = "none"``, probabilities)
-``(N, C_out, H, W)`` float32 at the input resolution, and refuses sizes that are not multiples
-of its ``size_divisor`` with the one check, :func:`~medseg.models.contract.check_input_size`.
-The conformance tests (``tests/models/conformance.py``) hold every registered network to it.
+:class:`~medseg.models.contract.NetworkContract` and declares ``spatial_dims``, ``in_channels``,
+``out_channels``, ``size_divisor``, ``output_activation`` and ``forward_outputs``; it maps an
+image batch ``(N, C_in, H, W)`` float32 (``spatial_dims`` 2, the default) or a volume batch
+``(N, C_in, D, H, W)`` float32 (``spatial_dims`` 3: ``dscnet3d``, ``unet3d``) to logits (or,
+with ``output_activation = "none"``, probabilities) ``(N, C_out, H, W)`` / ``(N, C_out, D, H,
+W)`` float32 at the input resolution, and refuses sizes that are not multiples of its
+``size_divisor`` (every spatial side: H, W or D, H, W), and inputs of the wrong rank, with the
+one check, :func:`~medseg.models.contract.check_input_size`. The conformance tests
+(``tests/models/conformance.py``) hold every registered network to it.
 
 Use :func:`create_model` to build one by name and :func:`list_models` to see what exists.
 """

@@ -1,9 +1,14 @@
 """The contract every registered network keeps, and the one input-size check.
 
 Every network registered in :data:`medseg.models.MODELS` is a :class:`NetworkContract` and
-declares five things that the engine, the inference and the export code read instead of
+declares six things that the engine, the inference and the export code read instead of
 guessing:
 
+- ``spatial_dims`` (int, 2 or 3; class attribute): 2 for image networks, whose input is
+  ``(N, C_in, H, W)`` (the default, which every 2D network inherits), 3 for volume networks
+  (``dscnet3d``, ``unet3d``), whose input is ``(N, C_in, D, H, W)`` (D slices, H rows, W
+  columns, in voxels) and whose outputs are ``(N, C_k, D, H, W)``. Below, "(N, C, H, W)" and
+  "H and W" read "(N, C, D, H, W)" and "D, H and W" for a volume network.
 - ``in_channels`` (int): C_in, the channels of the input batch ``(N, C_in, H, W)`` float32.
 - ``out_channels`` (int): C_out, the channels of the main output ``(N, C_out, H, W)`` float32,
   at the input resolution. Networks whose authors call it ``num_classes`` (CPFNet, BCNet, the
@@ -12,7 +17,10 @@ guessing:
 - ``size_divisor`` (int >= 1): H and W of an input must be multiples of it (DSCNet: 8, three 2x
   poolings; OCTA-Net: 16; the stride-32 ImageNet encoders: 32); 1 when any size works. Sliding-window inference checks
   its window against it, and ``forward`` refuses other sizes with :func:`check_input_size`, the
-  one size check, so every network words that error the same way.
+  one size check, so every network words that error the same way. A volume network passes
+  ``spatial_dims=3`` to it: D, H and W must then be multiples of ``size_divisor`` (the 3D
+  DSCNet: 8, the 3D U-Net: 16), and a 4-D input is refused with a message saying a volume
+  ``(N, C, D, H, W)`` is expected.
 - ``output_activation``: "auto" (the default: the outputs are **logits**; sigmoid for one
   channel, softmax over C otherwise) or "none" (the outputs already are probabilities in
   [0, 1], e.g. OCTA-Net's sigmoid heads and its fine stage's weighted sum, kept as they are
@@ -33,10 +41,12 @@ Every network also keeps its ImageNet backbone, if any, in an attribute ``encode
 
 :func:`check_contract` tells whether a module keeps the contract (the conformance tests in
 ``tests/models/conformance.py`` call it for every registered network), :func:`single_output` whether
-it has outputs besides "out"; :func:`check_input_size` and :func:`check_size` are the size
-check. The check runs inside ``torch.jit.script``-ed networks too (CPFNet and U-Net script),
-so it is written in the subset of Python that TorchScript compiles (f-strings and lists, no
-``tuple(x.shape)`` or ``dict.fromkeys``).
+it has outputs besides "out"; :func:`check_input_size` (on a tensor), :func:`check_size` (2D:
+H, W) and :func:`check_spatial_size` (H, W or D, H, W; the other two call it) are the size
+check; for 2D inputs its messages are those it always had. The check runs inside
+``torch.jit.script``-ed networks too (CPFNet, U-Net and the 3D U-Net script), so it is written
+in the subset of Python that TorchScript compiles (f-strings and lists, no ``tuple(x.shape)``
+or ``dict.fromkeys``).
 
 Sources: medseg's own conventions; why logits, the PyTorch documentation of
 ``torch.nn.BCEWithLogitsLoss`` (sigmoid and BCE in one log-sum-exp, more stable than BCE on
@@ -54,9 +64,11 @@ import torch.nn as nn
 __all__ = [
     "NetworkContract",
     "OUTPUT_ACTIVATIONS",
+    "SPATIAL_DIMS",
     "check_contract",
     "check_input_size",
     "check_size",
+    "check_spatial_size",
     "nearest_sizes",
     "single_output",
 ]
@@ -64,12 +76,16 @@ __all__ = [
 #: Allowed values of ``output_activation``: logits ("auto") or probabilities ("none").
 OUTPUT_ACTIVATIONS = ("auto", "none")
 
+#: Allowed values of ``spatial_dims``: images (N, C, H, W) or volumes (N, C, D, H, W).
+SPATIAL_DIMS = (2, 3)
+
 
 class NetworkContract(nn.Module):
-    """Base class of every registered network: the five declarations of :mod:`medseg.models.contract`.
+    """Base class of every registered network: the six declarations of :mod:`medseg.models.contract`.
 
     Subclasses set ``in_channels`` and ``out_channels`` (instance attributes or properties),
-    and override the class attributes ``size_divisor`` (default 1: any H, W) and
+    and override the class attributes ``spatial_dims`` (default 2: images (N, C, H, W); 3 for
+    volumes (N, C, D, H, W)), ``size_divisor`` (default 1: any H, W) and
     ``output_activation`` (default "auto": logits) where they differ. They implement
     ``forward`` as any ``nn.Module``; networks with several outputs also override
     :meth:`forward_outputs`. The class adds no parameter or buffer, so state dicts are those of
@@ -89,9 +105,15 @@ class NetworkContract(nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 check_input_size(x, self.size_divisor, "Tiny", "one 2x pooling")
                 return self.conv(x)
+
+    A volume network sets ``spatial_dims = 3``, builds ``nn.Conv3d`` layers and calls
+    ``check_input_size(x, self.size_divisor, "Tiny3D", "one 2x pooling", spatial_dims=3)``.
     """
 
-    #: H and W of an input must be multiples of this; 1 when any size works.
+    #: 2: the input is an image batch (N, C, H, W); 3: a volume batch (N, C, D, H, W).
+    spatial_dims = 2
+    #: H and W (D, H and W for a volume network) of an input must be multiples of this; 1
+    #: when any size works.
     size_divisor = 1
     #: "auto": outputs are logits (sigmoid for one channel, softmax otherwise); "none": they
     #: already are probabilities in [0, 1].
@@ -101,10 +123,12 @@ class NetworkContract(nn.Module):
         """All named outputs: ``{"out": self(x)}`` for a single-output network.
 
         Args:
-            x: (N, in_channels, H, W) float32, H and W multiples of ``size_divisor``.
+            x: (N, in_channels, H, W) float32, H and W multiples of ``size_divisor``; for a
+                volume network (``spatial_dims`` 3) (N, in_channels, D, H, W).
 
         Returns:
-            ``{"out": forward(x)}``, (N, out_channels, H, W) float32.
+            ``{"out": forward(x)}``, (N, out_channels, H, W) float32 ((N, out_channels, D, H,
+            W) for a volume network).
 
         Raises:
             ValueError: whatever ``forward`` raises (e.g. a size :func:`check_input_size` refuses).
@@ -132,17 +156,18 @@ def nearest_sizes(size: int, size_divisor: int) -> tuple[int, int]:
 def check_size(h: int, w: int, size_divisor: int, network: str, why: str = "", note: str = "") -> None:
     """Raise ValueError unless H and W are positive multiples of ``size_divisor``.
 
-    The one size check of the networks (:func:`check_input_size` calls it on a tensor). The
-    message names the network, the divisor (as "divisible by d, i.e. multiples of d"), the
-    input size ``HxW``, every offending side with its nearest valid sizes and one size that
-    works, e.g. for ``check_size(70, 64, 32, "PraNet", "encoder stride 32")``::
+    The one size check of the 2D networks (:func:`check_input_size` calls it on a tensor;
+    :func:`check_spatial_size` with ``[h, w]``). The message names the network, the divisor (as
+    "divisible by d, i.e. multiples of d"), the input size ``HxW``, every offending side with
+    its nearest valid sizes and one size that works, e.g. for
+    ``check_size(70, 64, 32, "PraNet", "encoder stride 32")``::
 
         PraNet needs H and W divisible by 32, i.e. multiples of 32 (encoder stride 32); input
         70x64 has H=70 (nearest valid: 64 or 96); e.g. 96x64 works. Resize, pad or crop the
         image, or use sliding-window inference with a window that is a multiple of 32.
 
     Args:
-        h, w: the input's H and W.
+        h, w: the input's H and W (pixels).
         size_divisor: the network's ``size_divisor`` (>= 1).
         network: the network's name as its messages spell it ("DSCNet", "OCTA-Net coarse stage").
         why: the reason for the divisor ("three 2x poolings"), shown in brackets; "" for none.
@@ -151,54 +176,108 @@ def check_size(h: int, w: int, size_divisor: int, network: str, why: str = "", n
     Raises:
         ValueError: H or W is not a positive multiple of ``size_divisor``.
     """
+    check_spatial_size([h, w], size_divisor, network, why, note)
+
+
+def check_spatial_size(sizes: list[int], size_divisor: int, network: str, why: str = "", note: str = "") -> None:
+    """Raise ValueError unless every side in ``sizes`` is a positive multiple of ``size_divisor``.
+
+    The one size check, for images (``sizes`` = [H, W], the message of :func:`check_size`) and
+    volumes (``sizes`` = [D, H, W]). For a volume the message reads "D, H and W", gives the size
+    as ``DxHxW`` and says "volume" for "image", e.g. for
+    ``check_spatial_size([16, 16, 20], 8, "DSCNet3D", "three 2x poolings")``::
+
+        DSCNet3D needs D, H and W divisible by 8, i.e. multiples of 8 (three 2x poolings); input
+        16x16x20 has W=20 (nearest valid: 16 or 24); e.g. 16x16x24 works. Resize, pad or crop
+        the volume, or use sliding-window inference with a window that is a multiple of 8.
+
+    Args:
+        sizes: the input's spatial sides, [H, W] (pixels) or [D, H, W] (voxels); a list, as
+            TorchScript compiles it.
+        size_divisor, network, why, note: as :func:`check_size`.
+
+    Raises:
+        ValueError: a side is not a positive multiple of ``size_divisor``, or ``sizes`` has
+            neither 2 nor 3 entries.
+    """
+    if len(sizes) == 2:
+        names = ["H", "W"]
+        sides, what = "H and W", "image"
+    elif len(sizes) == 3:
+        names = ["D", "H", "W"]
+        sides, what = "D, H and W", "volume"
+    else:
+        raise ValueError(f"{network}: the size check takes 2 (H, W) or 3 (D, H, W) sides, got {len(sizes)}")
     d = size_divisor
     bad: list[str] = []
     works: list[str] = []
-    for name, size in [("H", h), ("W", w)]:
+    for i in range(len(sizes)):
+        size = sizes[i]
         if size % d == 0 and size >= d:
             works.append(str(size))
             continue
         lower, upper = nearest_sizes(size, d)
         near = f"{lower} or {upper}" if lower != upper else str(upper)
-        bad.append(f"{name}={size} (nearest valid: {near})")
+        bad.append(f"{names[i]}={size} (nearest valid: {near})")
         works.append(str(upper))
     if len(bad) == 0:
         return
     reason = f" ({why})" if why != "" else ""
     advice = f" {note}" if note != "" else ""
+    given = "x".join([str(s) for s in sizes])
     raise ValueError(
-        f"{network} needs H and W divisible by {d}, i.e. multiples of {d}{reason}; input {h}x{w} has "
-        f"{', '.join(bad)}; e.g. {'x'.join(works)} works. Resize, pad or crop the image, or use "
+        f"{network} needs {sides} divisible by {d}, i.e. multiples of {d}{reason}; input {given} has "
+        f"{', '.join(bad)}; e.g. {'x'.join(works)} works. Resize, pad or crop the {what}, or use "
         f"sliding-window inference with a window that is a multiple of {d}.{advice}"
     )
 
 
-def check_input_size(x: torch.Tensor, size_divisor: int, network: str, why: str = "", note: str = "") -> None:
-    """Raise ValueError unless ``x`` is (N, C, H, W) with H and W multiples of ``size_divisor``.
+def check_input_size(
+    x: torch.Tensor, size_divisor: int, network: str, why: str = "", note: str = "", spatial_dims: int = 2
+) -> None:
+    """Raise ValueError unless ``x`` is (N, C, H, W) (or, with ``spatial_dims`` 3, (N, C, D, H,
+    W)) with every spatial side a multiple of ``size_divisor``.
 
     What a network's ``forward`` calls on its input (its channel count is the network's own
-    check): ``check_input_size(x, self.size_divisor, "DSCNet", "three 2x poolings")``.
+    check): ``check_input_size(x, self.size_divisor, "DSCNet", "three 2x poolings")``; a volume
+    network adds ``spatial_dims=3`` (``check_input_size(x, 8, "DSCNet3D", "three 2x poolings",
+    spatial_dims=3)``).
 
     Args:
-        x: the input batch, (N, C, H, W), any dtype.
+        x: the input batch, (N, C, H, W) or, for ``spatial_dims`` 3, (N, C, D, H, W); any dtype.
         size_divisor, network, why, note: as :func:`check_size`.
+        spatial_dims: 2 (images, the default) or 3 (volumes): the network's ``spatial_dims``.
 
     Raises:
-        ValueError: ``x`` is not 4-D ("<network> expects an (N, C, H, W) tensor, got shape
-            (...)"), or H or W is not a positive multiple of ``size_divisor`` (the message of
-            :func:`check_size`).
+        ValueError: for ``spatial_dims`` 2, ``x`` is not 4-D ("<network> expects an (N, C, H, W)
+            tensor, got shape (...)"); for 3, ``x`` is not 5-D ("<network> expects a volume
+            (N, C, D, H, W), got shape (...)", with a hint that a 4-D tensor is a 2D image
+            batch); a spatial side is not a positive multiple of ``size_divisor`` (the message
+            of :func:`check_spatial_size`); ``spatial_dims`` is neither 2 nor 3.
     """
-    if x.dim() != 4:
-        shape = ", ".join([str(s) for s in x.shape])
-        raise ValueError(f"{network} expects an (N, C, H, W) tensor, got shape ({shape})")
-    check_size(int(x.shape[2]), int(x.shape[3]), size_divisor, network, why, note)
+    shape = ", ".join([str(s) for s in x.shape])
+    if spatial_dims == 2:
+        if x.dim() != 4:
+            raise ValueError(f"{network} expects an (N, C, H, W) tensor, got shape ({shape})")
+        check_spatial_size([int(x.shape[2]), int(x.shape[3])], size_divisor, network, why, note)
+    elif spatial_dims == 3:
+        if x.dim() != 5:
+            hint = ""
+            if x.dim() == 4:
+                hint = " (a 4-D tensor is a batch of 2D images (N, C, H, W); add the depth axis D)"
+            raise ValueError(f"{network} expects a volume (N, C, D, H, W), got shape ({shape}){hint}")
+        sizes = [int(x.shape[2]), int(x.shape[3]), int(x.shape[4])]
+        check_spatial_size(sizes, size_divisor, network, why, note)
+    else:
+        raise ValueError(f"{network}: spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
 def check_contract(model: nn.Module) -> None:
-    """Raise TypeError unless ``model`` declares the five parts of the contract (module docstring).
+    """Raise TypeError unless ``model`` declares the six parts of the contract (module docstring).
 
-    Checks that ``in_channels`` and ``out_channels`` are ints >= 1, ``size_divisor`` an int
-    >= 1, ``output_activation`` one of :data:`OUTPUT_ACTIVATIONS`, and ``forward_outputs`` a
+    Checks that ``spatial_dims`` is one of :data:`SPATIAL_DIMS` (2 or 3, an int),
+    ``in_channels`` and ``out_channels`` are ints >= 1, ``size_divisor`` an int >= 1,
+    ``output_activation`` one of :data:`OUTPUT_ACTIVATIONS`, and ``forward_outputs`` a
     method. It does not run the network (the conformance tests check the outputs).
 
     Args:
@@ -208,6 +287,9 @@ def check_contract(model: nn.Module) -> None:
         TypeError: one line per missing or ill-typed declaration, naming the class.
     """
     problems: list[str] = []
+    dims: Any = getattr(model, "spatial_dims", None)
+    if not isinstance(dims, int) or isinstance(dims, bool) or dims not in SPATIAL_DIMS:
+        problems.append(f"spatial_dims must be 2 (images) or 3 (volumes), got {dims!r}")
     for attr in ("in_channels", "out_channels", "size_divisor"):
         value: Any = getattr(model, attr, None)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
