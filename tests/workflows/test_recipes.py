@@ -27,13 +27,16 @@ def test_recipe_network_fits_its_loss_and_sizes(path):
     in_ch, classes = DATA[cfg.data.dataset]
     if cfg.data.args.get("channels") == "green":
         in_ch = 1
+    spatial = (64, 64)
+    if cfg.data.args.get("spatial_dims") == 3:  # whole volumes, one channel, for a 3-D network
+        in_ch, spatial = 1, (32, 32, 32)
     cfg.model.args.pop("encoder_weights", None)
     torch.manual_seed(0)
     net = build_network(cfg, in_ch, classes).eval()
     check_roi(net, cfg.eval.roi_size or cfg.data.patch_size)
     check_roi(net, cfg.data.patch_size)
     stages = [stage_config(cfg, i) for i in range(len(cfg.train.stages))] or [cfg]
-    x = torch.rand(1, in_ch, 64, 64)
+    x = torch.rand(1, in_ch, *spatial)
     with torch.no_grad():
         out = net(x)
         outputs = net.forward_outputs(x) if hasattr(net, "forward_outputs") else {"out": out}
@@ -42,9 +45,9 @@ def test_recipe_network_fits_its_loss_and_sizes(path):
         loss = MultiOutputLoss(scfg.loss, getattr(net, "output_activation", "auto"))
         missing = set(scfg.loss.outputs) - set(outputs)
         assert not missing, f"{path.name}: loss names outputs {missing} the network lacks ({sorted(outputs)})"
-        batch = {"mask": (torch.rand(1, 1, 64, 64) > 0.5).float(), "fov": torch.ones(1, 1, 64, 64)}
+        batch = {"mask": (torch.rand(1, 1, *spatial) > 0.5).float(), "fov": torch.ones(1, 1, *spatial)}
         if classes > 2:
-            batch["mask"] = torch.randint(0, classes, (1, 1, 64, 64)).float()
+            batch["mask"] = torch.randint(0, classes, (1, 1, *spatial)).float()
         batch["centerline"] = batch["mask"].clone()
         total, _ = loss(outputs, batch)
         assert torch.isfinite(total)

@@ -13,8 +13,11 @@ import pytest
 from medseg.cli import main
 
 
-def _write_msd(root: Path, n: int = 6, shape=(24, 24, 8)) -> Path:
-    """Synthetic MRI-like volumes in the Decathlon layout: a bright ellipsoid = label 1."""
+def _write_msd(
+    root: Path, n: int = 6, shape=(24, 24, 8), radii=(5.0, 6.0, 2.5), centres=((8, 8, 3), (16, 16, 5))
+) -> Path:
+    """Synthetic MRI-like volumes in the Decathlon layout: a bright ellipsoid = label 1 (semi-axes
+    ``radii`` voxels, centre uniform in the box ``centres``)."""
     rng = np.random.default_rng(0)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
@@ -22,8 +25,9 @@ def _write_msd(root: Path, n: int = 6, shape=(24, 24, 8)) -> Path:
     affine[:3, 3] = [-10.0, 5.0, 30.0]
     zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
     for i in range(n):
-        c = rng.uniform([8, 8, 3], [16, 16, 5])
-        lab = (((zz - c[0]) / 5) ** 2 + ((yy - c[1]) / 6) ** 2 + ((xx - c[2]) / 2.5) ** 2 <= 1).astype(np.uint8)
+        c = rng.uniform(*centres)
+        r = radii
+        lab = (((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1).astype(np.uint8)
         img = (200.0 + 600.0 * lab + rng.normal(0, 40, shape)).astype(np.float32)
         for arr, folder in ((img, "imagesTr"), (lab, "labelsTr")):
             nii = nib.Nifti1Image(arr, affine)

@@ -16,7 +16,7 @@
   :mod:`~medseg.data.datasets.polyp` (``kvasir_seg``, ``cvc_clinicdb``), :mod:`~medseg.data.datasets.folder`
   (``folder``), :mod:`~medseg.data.datasets.volumes` (``msd``, ``dicom``; readers and NIfTI write-back in
   :mod:`medseg.data.io`).
-- :mod:`medseg.data.transforms`: :class:`PatchDataset`, :class:`AugmentConfig`,
+- :mod:`medseg.data.transforms`: :class:`PatchDataset` (and :class:`VolumePatchDataset` for 3-D), :class:`AugmentConfig`,
   :func:`full_image_sample` (MONAI augmentation; imported lazily because MONAI is slow to load).
 """
 
@@ -38,7 +38,7 @@ from medseg.data.datasets.drive import DriveDataset
 from medseg.data.datasets.synthetic import SyntheticVessels, generate_vessel_case
 from medseg.data.io import read_image, read_label, read_mask
 
-_LAZY = {"PatchDataset", "AugmentConfig", "full_image_sample"}
+_LAZY = {"PatchDataset", "VolumePatchDataset", "AugmentConfig", "full_image_sample"}
 
 
 def __getattr__(name: str) -> Any:
@@ -65,6 +65,7 @@ __all__ = [
     "SyntheticVessels",
     "generate_vessel_case",
     "PatchDataset",
+    "VolumePatchDataset",
     "AugmentConfig",
     "full_image_sample",
 ]

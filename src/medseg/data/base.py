@@ -32,7 +32,12 @@ DATA_ENV = "MEDSEG_DATA"
 
 @dataclass(eq=False)
 class Case:
-    """One 2-D image (or one slice of a volume) with its label map and field of view.
+    """One 2-D image (or one slice of a volume) with its label map and field of view; or one whole
+    3-D volume (a *volume case*, read by the volume datasets with ``spatial_dims: 3``).
+
+    A volume case has one more spatial axis everywhere: image float32 ``(C, D, H, W)``, mask,
+    fov and display ``(D, H, W)`` (display: the volume on a 0..255 grey scale), in the volume's
+    array order (``D, H, W`` = array axes I, J, K); no centerline.
 
     Attributes:
         id: identifier inside its dataset, e.g. ``"21"`` for DRIVE ``21_training.tif`` or
@@ -71,9 +76,14 @@ class Case:
         return self.patient if self.patient is not None else self.id
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(H, W)``."""
-        return int(self.mask.shape[0]), int(self.mask.shape[1])
+    def shape(self) -> tuple[int, ...]:
+        """``(H, W)``, or ``(D, H, W)`` for a volume case."""
+        return tuple(int(s) for s in self.mask.shape)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for an image (or a slice), 3 for a volume case."""
+        return int(self.mask.ndim)
 
     def validate(self) -> None:
         """Check dtypes, shapes and values against the contract above.
@@ -84,11 +94,12 @@ class Case:
         where = f"case {self.id!r}" + (f" ({self.path})" if self.path else "")
         if not isinstance(self.id, str) or not self.id:
             raise DataError(f"{where}: id must be a non-empty string, got {self.id!r}")
+        volume = isinstance(self.mask, np.ndarray) and self.mask.ndim == 3
         for name, arr, dtype, ndims in (
-            ("image", self.image, np.float32, (3,)),
-            ("mask", self.mask, np.uint8, (2,)),
-            ("fov", self.fov, np.bool_, (2,)),
-            ("display", self.display, np.uint8, (2, 3)),
+            ("image", self.image, np.float32, (4,) if volume else (3,)),
+            ("mask", self.mask, np.uint8, (3,) if volume else (2,)),
+            ("fov", self.fov, np.bool_, (3,) if volume else (2,)),
+            ("display", self.display, np.uint8, (3,) if volume else (2, 3)),
         ):
             if not isinstance(arr, np.ndarray):
                 raise DataError(f"{where}: {name} must be a numpy array, got {type(arr).__name__}")
@@ -97,12 +108,14 @@ class Case:
             if arr.ndim not in ndims:
                 raise DataError(f"{where}: {name} has shape {arr.shape}; expected {ndims[0]}-D")
         hw = self.mask.shape
-        if self.image.shape[1:] != hw or self.fov.shape != hw or self.display.shape[:2] != hw:
+        if self.image.shape[1:] != hw or self.fov.shape != hw or self.display.shape[: len(hw)] != hw:
             raise DataError(
                 f"{where}: shapes disagree: image {self.image.shape}, mask {self.mask.shape}, "
                 f"fov {self.fov.shape}, display {self.display.shape}"
             )
-        if self.display.ndim == 3 and self.display.shape[2] != 3:
+        if volume and self.centerline is not None:
+            raise DataError(f"{where}: a volume case has no centerline")
+        if not volume and self.display.ndim == 3 and self.display.shape[2] != 3:
             raise DataError(f"{where}: display has shape {self.display.shape}; expected (H, W, 3)")
         if self.image.shape[0] < 1 or min(hw) < 1:
             raise DataError(f"{where}: empty image of shape {self.image.shape}")

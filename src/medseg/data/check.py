@@ -63,7 +63,7 @@ class SplitSummary:
         records: images (or volumes) listed; ``read_ok``: those that decoded.
         cases: 2-D cases they gave (slices for volumes).
         patients: distinct patients (split units).
-        sizes: ``"WxH" -> count`` over cases.
+        sizes: ``"WxH" -> count`` over cases (``"WxHxD"`` for volume cases).
         channels: ``C -> count`` over cases.
         image_modes, mask_modes: file mode/format strings (from the headers) -> count.
         label_values: sorted label values seen in the loaded masks.
@@ -398,8 +398,8 @@ def _check_split(
         for c in cases:
             s.cases += 1
             patients.add(c.group)
-            h, w = c.shape
-            sizes[f"{w}x{h}"] += 1
+            h, w = c.shape[-2:]
+            sizes["x".join(str(n) for n in reversed(c.shape))] += 1  # WxH (WxHxD for a volume case)
             if not volumetric and min(h, w) < SMALL_SIDE:
                 problems.append(
                     Problem(

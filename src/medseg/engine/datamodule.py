@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medseg.config import Config
-from medseg.data import AugmentConfig, CaseDataset, PatchDataset, create_dataset, full_image_sample
+from medseg.data import AugmentConfig, CaseDataset, PatchDataset, VolumePatchDataset, create_dataset, full_image_sample
 from medseg.errors import ConfigError, DataError
 
 
@@ -139,20 +139,20 @@ class SegDataModule(L.LightningDataModule):
             self.train_cases = full.subset(self.train_ids)
             self.val_cases = full.subset(self.val_ids)
         self.augment = AugmentConfig.from_dict(cfg.data.augment)
-        self.patches = PatchDataset(
-            self.train_cases,
-            patch_size=cfg.data.patch_size,
-            samples_per_epoch=cfg.data.samples_per_epoch,
-            augment=self.augment,
-            seed=cfg.seed,
-            foreground_prob=cfg.data.foreground_prob,
-        )
+        self.patches = self.patch_dataset()
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images and slices, 3 for volume cases (``spatial_dims: 3`` datasets)."""
+        return int(self.train_cases[0].spatial_dims)
 
     def patch_dataset(
         self, augment: dict | None = None, patch_size: int | None = None, samples_per_epoch: int | None = None
     ) -> PatchDataset:
-        """Training patches with the recipe's settings, or the given overrides (a stage's)."""
-        return PatchDataset(
+        """Training patches with the recipe's settings, or the given overrides (a stage's):
+        :class:`PatchDataset` for images, :class:`VolumePatchDataset` (3-D) for volume cases."""
+        kind = VolumePatchDataset if self.spatial_dims == 3 else PatchDataset
+        return kind(
             self.train_cases,
             patch_size=patch_size or self.cfg.data.patch_size,
             samples_per_epoch=samples_per_epoch or self.cfg.data.samples_per_epoch,
@@ -163,7 +163,7 @@ class SegDataModule(L.LightningDataModule):
 
     @property
     def in_channels(self) -> int:
-        """Channels of the training images (C of (C, H, W))."""
+        """Channels of the training images (C of (C, H, W) or (C, D, H, W))."""
         return int(self.train_cases[0].image.shape[0])
 
     #: Training batches of the current epoch already done by the checkpoint a run resumes from

@@ -1,6 +1,6 @@
 """The LightningModule that trains any registered segmentation network.
 
-Training: patches (N, C, p, p) -> the network's outputs (``forward``, or ``forward_outputs``
+Training: patches (N, C, p, p) (3-D networks: (N, C, p, p, p) of volume cases) -> the network's outputs (``forward``, or ``forward_outputs``
 when the loss names several outputs) -> the recipe's loss (:class:`~medseg.losses.more.
 MultiOutputLoss`). Binary networks (one output channel, sigmoid) train on 0/1 masks;
 networks with C >= 2 output channels (softmax, e.g. CPFNet's two classes or a 3-class
@@ -79,11 +79,12 @@ def roi_size(cfg: Config) -> int:
 
 
 def output_channels(model: nn.Module, in_channels: int, size: int) -> int:
-    """Output channels of ``model`` from one forward pass of a zero image (size x size)."""
+    """Output channels of ``model`` from one forward pass of a zero image (size x size, or a
+    size^3 volume for a network whose ``spatial_dims`` is 3)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model(torch.zeros(1, in_channels, size, size))
+        out = model(torch.zeros(1, in_channels, *(size,) * int(getattr(model, "spatial_dims", 2))))
     model.train(was_training)
     return int(out.shape[1])
 

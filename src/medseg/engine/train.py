@@ -406,7 +406,7 @@ def check_patch(patch_size: int, network: torch.nn.Module, cases: Sequence) -> N
     Args:
         patch_size: ``data.patch_size`` (pixels, square patches).
         network: the recipe's network.
-        cases: the training cases (:class:`medseg.data.base.Case`, ``.shape`` = (H, W)).
+        cases: the training cases (:class:`medseg.data.base.Case`, ``.shape`` = (H, W) or (D, H, W)).
 
     Raises:
         ConfigError: ``patch_size`` exceeds that limit; the message gives the largest image and
@@ -414,14 +414,14 @@ def check_patch(patch_size: int, network: torch.nn.Module, cases: Sequence) -> N
     """
     if not len(cases):
         return
-    h = max(c.shape[0] for c in cases)
-    w = max(c.shape[1] for c in cases)
+    largest = [max(c.shape[i] for c in cases) for i in range(len(cases[0].shape))]
     divisor = int(getattr(network, "size_divisor", 1) or 1)
-    covers = -(-max(h, w) // divisor) * divisor
+    covers = -(-max(largest) // divisor) * divisor
     if patch_size > 2 * covers:
         raise ConfigError(
-            f"data.patch_size: {patch_size} is larger than every training image (largest {h}x{w} px), so more than "
-            f"three quarters of every patch would be padding; use data.patch_size <= {covers}"
+            f"data.patch_size: {patch_size} is larger than every training image (largest "
+            f"{'x'.join(map(str, largest))} px), so more than three quarters of every patch would be padding; "
+            f"use data.patch_size <= {covers}"
         )
 
 
@@ -434,9 +434,21 @@ def _check_network(cfg: Config, network: torch.nn.Module, datamodule: SegDataMod
     network that then trains leaves its training as it would be without the check.
 
     Raises:
-        ConfigError: a window the network cannot take, outputs that do not fit the data's
-            classes, or a patch much larger than every training image (each named).
+        ConfigError: a 2-D network on volume cases or a 3-D network on images (``spatial_dims``),
+            a window the network cannot take, outputs that do not fit the data's classes, or a
+            patch much larger than every training image (each named).
     """
+    net_dims, data_dims = int(getattr(network, "spatial_dims", 2)), datamodule.spatial_dims
+    if net_dims != data_dims:
+        hint = (
+            "read the volumes whole with data.args.spatial_dims: 3"
+            if net_dims == 3
+            else "use a 3-D network (e.g. unet3d, dscnet3d) or read slices with data.args.spatial_dims: 2"
+        )
+        raise ConfigError(
+            f"network {cfg.model.name!r} is {net_dims}-D but dataset {cfg.data.dataset!r} gives "
+            f"{'volumes' if data_dims == 3 else '2-D images'} ({data_dims}-D cases); {hint}"
+        )
     check_roi(network, roi_size(cfg))
     with _random_state_kept():
         channels = output_channels(network, datamodule.in_channels, roi_size(cfg))

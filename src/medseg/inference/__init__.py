@@ -71,14 +71,15 @@ def predict_probabilities(
     Args:
         model: a medseg network returning logits; put it in eval mode first.
         image: (N, C, H, W) float32, preprocessed like the training data; any H, W (images
-            smaller than the window are padded by MONAI and cropped back).
-        roi_size: square window side in pixels.
+            smaller than the window are padded by MONAI and cropped back); or a batch of volumes
+            (N, C, D, H, W) for a 3-D network (cubic windows).
+        roi_size: window side in pixels (voxels), the same along every spatial axis.
         overlap: fraction of overlap between neighbouring windows, in [0, 1).
         mode: "gaussian" or "constant" blending.
         sw_batch_size: windows per forward pass.
 
     Returns:
-        (N, C_out, H, W) float32 probabilities in [0, 1] (sigmoid for one output channel,
+        (N, C_out, H, W) (or (N, C_out, D, H, W)) float32 probabilities in [0, 1] (sigmoid for one output channel,
         softmax otherwise). Blending happens on logits, then the activation is applied
         (networks whose ``output_activation`` is "none" blend probabilities directly).
 
@@ -88,7 +89,7 @@ def predict_probabilities(
     check_roi(model, roi_size)
     logits = sliding_window_inference(
         image,
-        roi_size=(roi_size, roi_size),
+        roi_size=(roi_size,) * (image.dim() - 2),
         sw_batch_size=sw_batch_size,
         predictor=model,
         overlap=overlap,
@@ -111,21 +112,22 @@ def whole_image_probabilities(model: nn.Module, image: torch.Tensor) -> torch.Te
     Args:
         model: a medseg network in eval mode; ``model.size_divisor`` (default 1) is the multiple
             H and W must have.
-        image: (N, C, H, W) float32, preprocessed like the training data, any H, W.
+        image: (N, C, H, W) float32, preprocessed like the training data, any H, W; or
+            (N, C, D, H, W) volumes for a 3-D network.
 
     Returns:
-        (N, C_out, H, W) float32 probabilities in [0, 1]: the image is zero-padded at the bottom
-        and right to the next multiple of the divisor, and to at least :data:`MIN_FORWARD_SIDE`
-        pixels (a U-Net of depth d cannot pool below 2**d; down to a 1x1 image), with zero = the
-        value of the z-scored surround, as the sliding window's constant padding; run once,
-        cropped back, then :func:`activation` applied.
+        (N, C_out, H, W) (or (N, C_out, D, H, W)) float32 probabilities in [0, 1]: the image is
+        zero-padded at the end of every spatial axis to the next multiple of the divisor, and to
+        at least :data:`MIN_FORWARD_SIDE` pixels (a U-Net of depth d cannot pool below 2**d; down
+        to a 1x1 image), with zero = the value of the z-scored surround, as the sliding window's
+        constant padding; run once, cropped back, then :func:`activation` applied.
     """
     divisor = int(getattr(model, "size_divisor", 1))
-    h, w = image.shape[-2:]
+    sizes = image.shape[2:]
     least = -(-MIN_FORWARD_SIDE // divisor) * divisor
-    ph, pw = max(-h % divisor, least - h), max(-w % divisor, least - w)
-    x = F.pad(image, (0, pw, 0, ph)) if ph or pw else image
-    logits = model(x)[..., :h, :w]
+    pads = [max(-n % divisor, least - n) for n in sizes]
+    x = F.pad(image, [v for p in reversed(pads) for v in (0, p)]) if any(pads) else image
+    logits = model(x)[(Ellipsis, *(slice(0, n) for n in sizes))]
     return activation(logits.float(), getattr(model, "output_activation", "auto")).contiguous()
 
 
@@ -258,7 +260,8 @@ class Predictor:
             image, 64 for a hippocampus slice).
 
     Calling it on a (N, C, H, W) float32 tensor returns (N, C_out, H, W) float32 probabilities
-    in [0, 1] on the CPU.
+    in [0, 1] on the CPU; a 3-D network (``spatial_dims`` 3) takes (N, C, D, H, W) volumes and
+    returns (N, C_out, D, H, W) (cubic windows; TTA acts on the last two axes, the (H, W) plane).
 
     Raises:
         ConfigError: bad method, TTA name or device; ensemble members that disagree on output
@@ -286,7 +289,8 @@ class Predictor:
             m.eval().to(self.device)
             if meth == "sliding":
                 check_roi(m, roi_size)
-            else:  # NHWC convolutions: 1.45x faster for a DRIVE U-Net on 2 CPU cores, same outputs to 1e-6
+            elif getattr(m, "spatial_dims", 2) == 2:
+                # NHWC convolutions: 1.45x faster for a DRIVE U-Net on 2 CPU cores, same outputs to 1e-6
                 m.to(memory_format=torch.channels_last)
         self.roi_size, self.overlap, self.mode, self.sw_batch_size = (
             int(roi_size),
@@ -300,16 +304,18 @@ class Predictor:
         self.batch_size = int(batch_size)
 
     def batch_for(self, shape: Sequence[int]) -> int:
-        """Images of ``shape`` (C, H, W) per forward pass: ``batch_size``, or when it is 0 as
-        many as fit :data:`AUTO_BATCH_PIXELS` (at least 1, at most 64)."""
+        """Images of ``shape`` (C, H, W) (volumes (C, D, H, W)) per forward pass: ``batch_size``, or
+        when it is 0 as many as fit :data:`AUTO_BATCH_PIXELS` pixels (voxels; at least 1, at most 64)."""
         if self.batch_size:
             return self.batch_size
-        h, w = int(shape[-2]), int(shape[-1])
-        return max(1, min(64, AUTO_BATCH_PIXELS // max(1, h * w)))
+        pixels = int(np.prod([int(n) for n in shape[1:]]))
+        return max(1, min(64, AUTO_BATCH_PIXELS // max(1, pixels)))
 
     def _one(self, model: nn.Module, method: str, x: torch.Tensor) -> torch.Tensor:
         if method == "whole":
-            return whole_image_probabilities(model, x.contiguous(memory_format=torch.channels_last))
+            return whole_image_probabilities(
+                model, x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+            )
         return predict_probabilities(model, x, self.roi_size, self.overlap, self.mode, self.sw_batch_size)
 
     @torch.no_grad()

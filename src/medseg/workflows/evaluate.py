@@ -214,7 +214,7 @@ def _reference(cases: CaseDataset, case: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def volume_groups(cases: CaseDataset) -> "OrderedDict[str, list[Any]]":
     """Slices of each volume, in slice order: ``{volume id: [cases]}`` (volume id = the file's
-    stem, e.g. "hippocampus_001").
+    stem, e.g. "hippocampus_001"); a volume case (``spatial_dims: 3``) is its volume's one entry.
 
     Raises:
         DataError: the cases are not slices of volumes (no ``meta["volume"]``).
@@ -232,12 +232,16 @@ def volume_groups(cases: CaseDataset) -> "OrderedDict[str, list[Any]]":
         vid = nifti_stem(vol) if vol.is_file() else vol.name
         groups.setdefault(vid, []).append(case)
     for vid in groups:
-        groups[vid].sort(key=lambda c: int(c.meta["slice"]))
+        if len(groups[vid]) > 1:
+            groups[vid].sort(key=lambda c: int(c.meta["slice"]))
     return groups
 
 
 def stack_volume(slices: Sequence[Any], maps: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-slice (H, W) maps of one volume -> the (I, J, K) array in the volume's own order."""
+    """Per-slice (H, W) maps of one volume -> the (I, J, K) array in the volume's own order (the
+    map itself for a volume case, whose map is already (I, J, K))."""
+    if slices[0].meta.get("axis") is None:
+        return np.asarray(maps[0])
     axis = int(slices[0].meta["axis"])
     return np.stack(list(maps), axis=axis)
 
@@ -839,7 +843,7 @@ def _figures(
         )
     if rd.metrics_csv.is_file():
         plot_training_curves(rd.metrics_csv, ev.curves, title=f"training curves: {rd.root.name}")
-    if cfg.eval.kernel_figure and len(cases):
+    if cfg.eval.kernel_figure and len(cases) and cases[0].spatial_dims == 2:  # the figure draws a 2-D kernel
         case = cases[0]
         found = kernel_coordinates_for(model, case.image)
         if found is not None:

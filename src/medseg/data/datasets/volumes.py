@@ -16,6 +16,10 @@ for MR by default), then cut it into slices along one array axis. Each slice bec
 - ``meta`` ``{"volume": path, "slice": k, "axis": a, "affine": (4, 4) array, "spacing": mm per
   array axis, "shape": volume shape, "context": c, "modality": ..., "label": label path}``.
 
+With the option ``spatial_dims: 3`` each volume is instead **one** volume case (the 3-D
+training path of the 3-D networks, e.g. ``dscnet3d``, ``unet3d``): image float32 ``(1, I, J, K)``,
+mask and display ``(I, J, K)``, id = the volume id (:func:`whole_volume_case`).
+
 Splits are drawn over **patients** (seeded; ``test_fraction``, ``val_fraction``, ``seed``), so
 no patient has slices in two splits; a ``split_file`` (ids = volume ids, e.g.
 ``"hippocampus_001"``, or series folder names) replaces the draw. The default preprocessing
@@ -52,6 +56,7 @@ AXIS_LETTERS = "xyz"
 #: Options shared by the volume datasets.
 VOLUME_OPTIONS: dict[str, Any] = {
     "slice_axis": 2,
+    "spatial_dims": 2,
     "context": 0,
     "skip_empty": False,
     "classes": "all",
@@ -134,6 +139,8 @@ def volume_cases(
                 "set num_classes or classes='binary'"
             )
     norm = normalize_intensity(image, opts["intensity"], modality)
+    if int(opts["spatial_dims"]) == 3:
+        return [whole_volume_case(record, norm, labels, affine, spacing, modality, num_classes)]
     stacks = slice_stacks(norm, axis, context)
     masks = slice_stacks(labels, axis, 0)[:, 0]
     display = slice_stacks(to_display_volume(norm), axis, 0)[:, 0]
@@ -170,6 +177,53 @@ def volume_cases(
     return cases
 
 
+def whole_volume_case(
+    record: Record,
+    norm: np.ndarray,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    spacing: tuple[float, float, float],
+    modality: str | None,
+    num_classes: int,
+) -> Case:
+    """One normalised volume as a volume case (``spatial_dims: 3``, the 3-D training path).
+
+    Args:
+        record: the volume's record; its id is the case id (e.g. ``"hippocampus_001"``).
+        norm: float32 ``(I, J, K)`` intensities after :func:`normalize_intensity`.
+        labels: uint8 ``(I, J, K)`` class indices.
+        affine, spacing, modality: the volume's geometry (mm) and modality.
+        num_classes: classes including background.
+
+    Returns:
+        A :class:`Case` with image ``(1, I, J, K)``, mask, fov (all True) and display ``(I, J, K)``
+        in the volume's array order, and the meta of a slice case with ``slice`` and ``axis``
+        None (the case is the whole volume).
+    """
+    path = str(record.image)
+    return Case(
+        id=record.id,
+        image=np.ascontiguousarray(norm[None], dtype=np.float32),
+        mask=np.ascontiguousarray(labels),
+        fov=np.ones(labels.shape, dtype=bool),
+        display=to_display_volume(norm),
+        path=path,
+        patient=record.group,
+        num_classes=num_classes,
+        meta={
+            "volume": path,
+            "slice": None,
+            "axis": None,
+            "affine": affine,
+            "spacing": tuple(spacing),
+            "shape": tuple(norm.shape),
+            "context": 0,
+            "modality": modality,
+            "label": str(record.mask) if record.mask is not None else None,
+        },
+    )
+
+
 # --------------------------------------------------------------------------------- base class
 
 
@@ -179,6 +233,9 @@ class VolumeDataset(FileDataset):
     Options (both datasets):
         slice_axis: array axis to slice along, 0, 1 or 2 (default 2, the last axis; for the MSD
             volumes, axial for CT and as stored for MR).
+        spatial_dims: 2 (default: slice cases, the 2-D / 2.5-D networks) or 3 (one volume case
+            per volume, :func:`whole_volume_case`, for the 3-D networks; ``context`` must be 0 and
+            ``slice_axis`` / ``skip_empty`` do not apply).
         context: 0 (default, 2-D, C = 1) or n > 0 for 2.5-D stacks of 2n + 1 adjacent slices.
         skip_empty: drop slices without foreground from the **"train" split only** (validation
             and test splits always keep every slice, so volume metrics stay whole). Default False.
@@ -206,6 +263,15 @@ class VolumeDataset(FileDataset):
         name = cls.dataset_name
         if opts["slice_axis"] not in (0, 1, 2, -1, -2, -3) or isinstance(opts["slice_axis"], bool):
             raise ConfigError(f"{name} slice_axis must be 0, 1 or 2 (an array axis), got {opts['slice_axis']!r}")
+        if opts["spatial_dims"] not in (2, 3) or isinstance(opts["spatial_dims"], bool):
+            raise ConfigError(
+                f"{name} spatial_dims must be 2 (slices) or 3 (whole volumes), got {opts['spatial_dims']!r}"
+            )
+        if opts["spatial_dims"] == 3 and opts["context"]:
+            raise ConfigError(
+                f"{name} context={opts['context']!r} stacks adjacent slices for 2-D networks; with spatial_dims: 3 "
+                "the network sees the whole volume, so context must be 0"
+            )
         if not isinstance(opts["context"], int) or isinstance(opts["context"], bool) or opts["context"] < 0:
             raise ConfigError(f"{name} context must be an integer >= 0 (slices on each side), got {opts['context']!r}")
         if not isinstance(opts["skip_empty"], bool):
@@ -636,6 +702,7 @@ __all__ = [
     "slice_stacks",
     "slice_id",
     "volume_cases",
+    "whole_volume_case",
     "reorient_like",
     "VolumeDataset",
     "MsdDataset",

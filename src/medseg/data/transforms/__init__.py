@@ -8,6 +8,8 @@
   (their parameters; the MONAI transforms run in :mod:`~medseg.data.transforms.patches`).
 - :mod:`medseg.data.transforms.patches`: :class:`PatchDataset` (random training patches,
   reproducible from ``(seed, epoch, index)``) and :func:`full_image_sample`.
+- :mod:`medseg.data.transforms.patches3d`: :class:`VolumePatchDataset`, its 3-D counterpart for
+  volume cases (foreground-biased crops, MONAI 3-D rotations and flips).
 
 The augmentation names are resolved lazily (``from medseg.data.transforms import PatchDataset``
 works) because MONAI takes seconds to import and most commands never augment.
@@ -23,6 +25,7 @@ _LAZY = {
     "color_jitter": "augment",
     "PatchDataset": "patches",
     "full_image_sample": "patches",
+    "VolumePatchDataset": "patches3d",
 }
 
 

@@ -105,7 +105,7 @@ class PatchDataset(Dataset):
             raise DataError("PatchDataset needs at least one case, got none")
         if not all(isinstance(c, Case) for c in self.cases):
             raise DataError("PatchDataset cases must be medseg.data.Case objects")
-        self.patch_size = _pair(patch_size)
+        self.patch_size = self._patch_shape(patch_size)
         if (
             isinstance(samples_per_epoch, bool)
             or not isinstance(samples_per_epoch, (int, np.integer))
@@ -128,6 +128,11 @@ class PatchDataset(Dataset):
         self.epoch = 0
         self._fg: dict[int, np.ndarray] = {}
         self._build_transforms()
+
+    @staticmethod
+    def _patch_shape(patch_size: Any) -> tuple[int, ...]:
+        """``data.patch_size`` -> the patch's spatial shape ((H, W) here)."""
+        return _pair(patch_size)
 
     def _build_transforms(self) -> None:
         a = self.augment
@@ -170,6 +175,11 @@ class PatchDataset(Dataset):
         self.flips = (
             [RandFlipd(self.keys, prob=a.flip_prob, spatial_axis=ax) for ax in (0, 1)] if a.flip_prob > 0 else []
         )
+        self._build_intensity()
+
+    def _build_intensity(self) -> None:
+        """The image-only transforms (any number of spatial dims): brightness/contrast, gamma, noise."""
+        a = self.augment
         self.brightness_contrast = []
         if a.brightness_contrast_prob > 0:
             self.brightness_contrast = [
@@ -262,6 +272,12 @@ class PatchDataset(Dataset):
         for t in self.flips:
             t.set_random_state(state=state)
             data = t(data)
+        return self._augment_intensity(data, rng, state)
+
+    def _augment_intensity(
+        self, data: dict[str, Any], rng: np.random.Generator, state: np.random.RandomState
+    ) -> dict[str, torch.Tensor]:
+        """Step 3 of the module docstring (image only), then plain tensors of :attr:`keys`."""
         if self.brightness_contrast and rng.random() < self.augment.brightness_contrast_prob:
             for t in self.brightness_contrast:
                 t.set_random_state(state=state)
