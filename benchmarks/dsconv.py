@@ -39,26 +39,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from _machine import time_interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from medseg.machine import matmul_flops, peak_memory
 from medseg.ops import DSConv2d
 from medseg.ops.dsconv_reference import DSConv2dReference
 
 SHAPES = [(1, 32, 128, 128), (4, 32, 128, 128), (1, 64, 256, 256)]
 KERNEL_SIZE = 9
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 BASELINE = "conv_gn_relu"
@@ -123,7 +117,7 @@ def _step_rows(device: torch.device, repeats: int) -> list[dict]:
         "dscnet_gridsample": slow,
     }
     fns = {name: _train_step(m, x, target) for name, m in models.items()}
-    times = _time_interleaved(fns, repeats, device, warmup=1)
+    times = time_interleaved(fns, repeats, device, warmup=1)
     rows = []
     for name, model in models.items():
         rows.append(
@@ -154,25 +148,6 @@ def _step(layer: nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], Non
     return run
 
 
-def _time_interleaved(
-    fns: dict[str, Callable[[], None]], repeats: int, device: torch.device, warmup: int = 2
-) -> dict[str, float]:
-    """Median seconds per call of each function; the functions take turns in every repeat so
-    that load from other processes affects all of them alike (the ratios stay meaningful)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -200,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         block = {name: {"shape": list(shape), "layer": name, "repeats": repeats} for name in layers}
         for mode, backward in (("fwd", False), ("fwd+bwd", True)):
             fns = {name: _step(layer, x, backward) for name, layer in layers.items()}
-            for name, seconds in _time_interleaved(fns, repeats, device).items():
+            for name, seconds in time_interleaved(fns, repeats, device).items():
                 block[name][f"{mode}_s"] = seconds
             for name, fn in fns.items():
                 block[name][f"{mode}_peak_bytes"] = peak_memory(fn, device)

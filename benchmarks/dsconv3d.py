@@ -27,27 +27,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from _machine import machine  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from _machine import machine, time_interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 from medseg.machine import peak_memory
 from medseg.ops import DSConv3d
 from medseg.ops.dsconv3d_reference import DSConv3dReference
 
 SHAPES = [(1, 16, 32, 32, 32), (2, 32, 24, 24, 24)]
 BASELINE = "conv_gn_relu"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _make_layers(channels: int, device: torch.device) -> dict[str, nn.Module]:
@@ -82,23 +75,6 @@ def _step(layer: nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], Non
     return run
 
 
-def _time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, after two warm-up calls; the functions take turns
-    in every repeat so that load from other processes affects all of them alike."""
-    for fn in fns.values():
-        for _ in range(2):
-            fn()
-    _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -124,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for mode, backward in (("fwd", False), ("fwd+bwd", True)):
             fns = {name: _step(layer, x, backward) for name, layer in layers.items()}
-            for name, seconds in _time_interleaved(fns, args.repeats, device).items():
+            for name, seconds in time_interleaved(fns, args.repeats, device).items():
                 block[name][f"{mode}_s"] = seconds
             for name, fn in fns.items():
                 block[name][f"{mode}_peak_bytes"] = peak_memory(fn, device)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from medseg.ops import DSConv3d
 from medseg.ops.dsconv3d import trilinear_sample
-from medseg.ops.dsconv3d_reference import DSConv3dReference, loop_cumulative_offsets_3d, trilinear_gather
+from medseg.ops.dsconv3d_reference import DSConv3dReference, trilinear_gather
+from medseg.ops.dsconv_reference import loop_cumulative_offsets
 
 MORPHS = [0, 1, 2]
 MODES = ["zeros", "border", "original"]
@@ -240,7 +241,7 @@ def test_accumulation_runs_over_every_point_hand_computed():
     expected = torch.tensor([0.4, 0.2, 0.6, 0.0, 0.8, -0.2, 1.0], dtype=torch.float64)
     torch.testing.assert_close(dz, expected, atol=1e-9, rtol=0)
     r = torch.tensor(raw, dtype=torch.float64).view(1, k, 1, 1, 1)
-    torch.testing.assert_close(loop_cumulative_offsets_3d(r).flatten() * 2, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(loop_cumulative_offsets(r).flatten() * 2, expected, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("padding_mode", MODES)

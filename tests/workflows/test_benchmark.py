@@ -107,6 +107,19 @@ def test_network_setup_takes_the_recipe_size_rounded_to_the_divisor():
     assert hw == (32, 48)  # DSCNet needs multiples of 8
 
 
+def test_volume_networks_are_benchmarked_on_volumes_eager_only():
+    with torch.device("meta"):
+        _, sides, _ = network_setup("unet3d", size=(20,))
+    assert sides == (32, 32, 32)  # one side for the three axes, rounded up to the 16 of four poolings
+    torch.manual_seed(0)
+    net = create_model("unet3d", features=[2, 2, 4, 4, 8, 2])
+    (row,) = benchmark_model(net, (1, 1, 16, 16, 16), repeats=1, warmup=0, flops_per_s=1e11)
+    assert row["runtime"] == "eager" and row["input"] == [1, 1, 16, 16, 16] and row["gflops"] > 0
+    validate({"tool": "medseg benchmark", "machine": {"matmul_flops_per_s": 1e11, "device": "cpu"}, "rows": [row]})
+    with pytest.raises(ValueError, match=r"\(N, C, D, H, W\)"):
+        benchmark_model(net, (1, 1, 16, 16), repeats=1)
+
+
 def test_command_writes_a_valid_file_and_its_readme_section(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert (

@@ -52,6 +52,21 @@ def test_3d_unet_trains_on_synthetic_volumes_and_evaluates_per_volume(tmp_path, 
     assert metrics["n_cases"] == 2 and metrics["classes"] == ["blob"]
     # a bright ellipsoid on noise: a few dozen 3-D steps find it
     assert metrics["mean"]["blob"]["dice"] > 0.6, metrics["mean"]
+    # `medseg predict` segments each volume whole (3-D windows) and `evaluate --predictions` scores
+    # its NIfTI files exactly as the run's evaluation scored the checkpoint
+    src, pred = tmp_path / "test_images", tmp_path / "pred"
+    src.mkdir()
+    rows = (run / "eval" / "test" / "per_case.csv").read_text().splitlines()[1:]
+    for vid in [r.split(",")[0] for r in rows]:
+        (src / f"{vid}.nii.gz").symlink_to(root / "imagesTr" / f"{vid}.nii.gz")
+    ckpt = run / "checkpoints" / "best.ckpt"
+    assert main(["predict", "-m", str(ckpt), "-i", str(src), "-o", str(pred), "--no-progress"]) == 0
+    data = ["--dataset", "msd", "--data-root", str(root), "--set", "classes=binary", "--set", "spatial_dims=3"]
+    argv = ["evaluate", "--predictions", str(pred), *data, "--set", "test_fraction=0.34", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    again = json.loads((pred / "eval-test" / "metrics.json").read_text())
+    for key in ("dice", "hd95", "nsd"):
+        assert again["mean"]["blob"][key] == pytest.approx(metrics["mean"]["blob"][key], abs=1e-6), key
 
 
 def test_2d_network_on_volume_cases_is_refused(tmp_path, capsys):

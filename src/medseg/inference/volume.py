@@ -1,4 +1,5 @@
-"""Predict a whole 3-D volume with a 2-D (or 2.5-D) network, slice by slice, and write NIfTI.
+"""Predict a whole 3-D volume with a 2-D (or 2.5-D) network, slice by slice, or with a 3-D network
+in one pass over the volume, and write NIfTI.
 
 :func:`predict_volume` reads a NIfTI file or a DICOM series folder, normalises its intensities
 over the whole volume exactly as the ``msd`` / ``dicom`` datasets do, cuts it into slice stacks
@@ -37,7 +38,8 @@ class VolumePrediction:
         spacing: mm per voxel along I, J, K.
         path: the NIfTI file written.
         source: the NIfTI file or DICOM folder read.
-        slices: number of slices predicted (size of ``slice_axis``).
+        slices: number of slices predicted (size of ``slice_axis``); 1 for a 3-D network (the
+            volume is one input).
         modality: "CT", "MR" or None (unknown).
         intensity: the intensity method used, ``(name, options)``.
     """
@@ -112,8 +114,9 @@ def predict_volume(
     batch_size: int = 32,
     size: tuple[int, int] | None = None,
     threshold: float = 0.5,
+    spatial_dims: int = 2,
 ) -> VolumePrediction:
-    """Segment a volume slice by slice and write the label map as NIfTI.
+    """Segment a volume slice by slice (or whole, for a 3-D network) and write the label map as NIfTI.
 
     Args:
         predict_fn: called as ``predict_fn(x)`` on batches, under ``torch.no_grad()``, with ``x``
@@ -139,6 +142,11 @@ def predict_volume(
             bilinear with anti-aliasing, as the ``resize`` preprocessing step); the output is
             resized back (scores bilinear, label maps nearest). None keeps the slice size.
         threshold: foreground probability threshold for one-channel outputs.
+        spatial_dims: 2 (the slices above) or 3: ``predict_fn`` gets the whole normalised volume
+            once, ``(1, 1, I, J, K)`` in its array order (a 3-D network with its sliding windows;
+            the ``volume`` datasets' ``spatial_dims: 3``), and returns ``(1, K, I, J, K)`` scores
+            or ``(1, I, J, K)`` labels, read as above; ``slice_axis``, ``context`` (must be 0),
+            ``batch_size`` and ``size`` do not apply.
 
     Returns:
         :class:`VolumePrediction`; the file holds uint8 labels ``(I, J, K)`` with the source's
@@ -161,12 +169,28 @@ def predict_volume(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if size is not None and (len(size) != 2 or any(int(s) < 1 for s in size)):
         raise ConfigError(f"size must be [H, W] with positive sizes, got {size!r}")
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims must be 2 (slices) or 3 (whole volumes), got {spatial_dims!r}")
+    if spatial_dims == 3 and (context or size is not None):
+        raise ConfigError("context and size apply to slices; a 3-D network takes the whole volume (spatial_dims 3)")
     axis = int(slice_axis) % 3
     out = Path(out_path)
     vol = read_volume(source)
     mod = canonical_modality(modality) or vol.modality
     method = resolve_intensity(intensity, mod)
     norm = normalize_intensity(vol.array, intensity, mod)
+    if spatial_dims == 3:
+        with torch.no_grad():
+            res = _to_numpy(predict_fn(torch.from_numpy(np.ascontiguousarray(norm[None, None], dtype=np.float32))))
+        if res.ndim not in (4, 5) or res.shape[0] != 1:
+            raise ValueError(
+                f"predict_fn returned shape {res.shape} for one volume; expected (1, K, I, J, K) scores or (1, I, J, K) labels"
+            )
+        # the volume's first axis as the "slices" of the 2-D reading: (I, K, J, K) scores or (I, J, K) labels
+        per_slice = np.moveaxis(res[0], 0, 1) if res.ndim == 5 else res[0]
+        label_volume = _labels_from_output(per_slice, norm.shape[0], tuple(norm.shape[1:]), threshold, False)
+        written = write_nifti_like(label_volume, vol, out)
+        return VolumePrediction(label_volume, vol.affine, vol.spacing, written, Path(source), 1, mod, method)
     stacks = slice_stacks(norm, axis, context)  # (N, C, H, W)
     n, hw = stacks.shape[0], tuple(int(s) for s in stacks.shape[2:])
     resize = None

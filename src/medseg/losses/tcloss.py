@@ -25,7 +25,8 @@ read establish, quoted:
 
 Persistence diagrams of the prediction and of the label, one per homology dimension (0:
 components, 1: loops), compared on patches and added to the segmentation loss with a weight, is
-the task's recollection of Sec. 3.3 and is **unverified**. Every choice below is ours, with its
+how Sec. 3.3 is usually retold (as the persistent-homology losses it builds on, Hu et al.,
+NeurIPS 2019, work) and is **unverified** against its text. Every choice below is ours, with its
 reason:
 
 1. **Filtration.** Sublevel sets of ``f = 1 - p`` (``p = sigmoid(logits)``), i.e. superlevel sets

@@ -67,11 +67,13 @@ Deviations from the original ``S3_DSConv.py`` (all deliberate):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DSConv2d", "cumulative_offsets", "original_boundary_positions"]
+__all__ = ["DSConv2d", "check_dsconv_arguments", "cumulative_offsets", "original_boundary_positions"]
 
 #: Boundary rules of DSConv's sampling: "zeros" (grid_sample's zero padding), "border" (positions
 #: clamped to the image, the pro file) and "original" (the original 2D/3D files' hand-written rule,
@@ -84,6 +86,54 @@ _PADDING_MODES = ("zeros", "border", "original")
 #: against 9.3; (4, 16, 96, 96) 40 against 45, (1, 16, 256, 256) 74 against 148).
 SNAKE_MIN_ELEMENTS = 2**18
 _OFFSET_NORMS = ("batch", "group")
+_MORPH_AXES = ("along x", "along y", "along z")
+
+
+def check_dsconv_arguments(
+    op: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    extend_scope: float,
+    morph: int,
+    n_morphs: int,
+    offset_norm: str,
+    padding_mode: str,
+) -> None:
+    """The argument checks :class:`DSConv2d` and :class:`medseg.ops.DSConv3d` share.
+
+    Args:
+        op: the operator's name for the messages ("DSConv2d", "DSConv3d").
+        n_morphs: its number of morphs (2 in 2-D, 3 in 3-D).
+        in_channels, out_channels, kernel_size, extend_scope, morph, offset_norm, padding_mode:
+            as :class:`DSConv2d`.
+
+    Raises:
+        ValueError: naming the argument and the value: an even or < 3 ``kernel_size``, a ``morph``
+            outside ``0 .. n_morphs - 1``, an unknown ``offset_norm`` / ``padding_mode``, a
+            non-positive ``in_channels``, an ``out_channels`` the output GroupNorm (``out // 4``
+            groups) cannot split, or a non-finite ``extend_scope``.
+    """
+    if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(
+            f"{op} kernel_size must be an odd integer >= 3 (the kernel needs a centre point), got {kernel_size!r}"
+        )
+    if morph not in range(n_morphs) or isinstance(morph, bool):
+        names = [f"{m} ({_MORPH_AXES[m]})" for m in range(n_morphs)]
+        raise ValueError(f"{op} morph must be {', '.join(names[:-1])} or {names[-1]}, got {morph!r}")
+    if offset_norm not in _OFFSET_NORMS:
+        raise ValueError(f"{op} offset_norm must be one of {_OFFSET_NORMS}, got {offset_norm!r}")
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"{op} padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"{op} in_channels must be a positive integer, got {in_channels!r}")
+    if not isinstance(out_channels, int) or out_channels < 4 or out_channels % (out_channels // 4) != 0:
+        raise ValueError(
+            f"{op} out_channels={out_channels!r} cannot be split into out_channels // 4 GroupNorm groups; "
+            "use a multiple of 4 (>= 4)"
+        )
+    if not math.isfinite(float(extend_scope)):
+        raise ValueError(f"{op} extend_scope must be finite, got {extend_scope!r}")
 
 
 def cumulative_offsets(raw: torch.Tensor) -> torch.Tensor:
@@ -216,22 +266,9 @@ class DSConv2d(nn.Module):
         padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
-        if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(
-                f"DSConv2d kernel_size must be an odd integer >= 3 (the kernel needs a centre "
-                f"point), got {kernel_size!r}"
-            )
-        if morph not in (0, 1):
-            raise ValueError(f"DSConv2d morph must be 0 (along x) or 1 (along y), got {morph!r}")
-        if offset_norm not in _OFFSET_NORMS:
-            raise ValueError(f"DSConv2d offset_norm must be one of {_OFFSET_NORMS}, got {offset_norm!r}")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"DSConv2d padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-        if out_channels < 4 or out_channels % (out_channels // 4) != 0:
-            raise ValueError(
-                f"DSConv2d out_channels={out_channels} cannot be split into out_channels // 4 "
-                "GroupNorm groups; use a multiple of 4 (>= 4)"
-            )
+        check_dsconv_arguments(
+            "DSConv2d", in_channels, out_channels, kernel_size, extend_scope, morph, 2, offset_norm, padding_mode
+        )
         k = kernel_size
         self.in_channels = in_channels
         self.out_channels = out_channels

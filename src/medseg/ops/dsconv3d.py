@@ -84,18 +84,14 @@ Deviations from the authors' ``S3_DSConv.py`` (each confirmed by running their c
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medseg.ops.dsconv import cumulative_offsets, original_boundary_positions
+from medseg.ops.dsconv import _PADDING_MODES, check_dsconv_arguments, cumulative_offsets, original_boundary_positions
 
 __all__ = ["DSConv3d", "trilinear_sample", "OFFSET_BLOCKS", "KERNEL_AXIS"]
 
-_PADDING_MODES = ("zeros", "border", "original")
-_OFFSET_NORMS = ("batch", "group")
 
 #: morph -> the axis (0 = z, 1 = y, 2 = x) along which its K points lie.
 KERNEL_AXIS = {0: 2, 1: 1, 2: 0}
@@ -212,26 +208,9 @@ class DSConv3d(nn.Module):
         padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
-        if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(
-                f"DSConv3d kernel_size must be an odd integer >= 3 (the kernel needs a centre point), "
-                f"got {kernel_size!r}"
-            )
-        if morph not in (0, 1, 2):
-            raise ValueError(f"DSConv3d morph must be 0 (along x), 1 (along y) or 2 (along z), got {morph!r}")
-        if offset_norm not in _OFFSET_NORMS:
-            raise ValueError(f"DSConv3d offset_norm must be one of {_OFFSET_NORMS}, got {offset_norm!r}")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"DSConv3d padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"DSConv3d in_channels must be a positive integer, got {in_channels!r}")
-        if not isinstance(out_channels, int) or out_channels < 4 or out_channels % (out_channels // 4) != 0:
-            raise ValueError(
-                f"DSConv3d out_channels={out_channels!r} cannot be split into out_channels // 4 GroupNorm "
-                "groups; use a multiple of 4 (>= 4)"
-            )
-        if not math.isfinite(float(extend_scope)):
-            raise ValueError(f"DSConv3d extend_scope must be finite, got {extend_scope!r}")
+        check_dsconv_arguments(
+            "DSConv3d", in_channels, out_channels, kernel_size, extend_scope, morph, 3, offset_norm, padding_mode
+        )
         k = kernel_size
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -30,28 +30,9 @@ from __future__ import annotations
 import torch
 
 from medseg.ops.dsconv3d import DSConv3d
+from medseg.ops.dsconv_reference import loop_cumulative_offsets
 
-__all__ = ["loop_cumulative_offsets_3d", "trilinear_gather", "dsconv3d_reference", "DSConv3dReference"]
-
-
-def loop_cumulative_offsets_3d(raw: torch.Tensor) -> torch.Tensor:
-    """Snake accumulation with a loop from the centre outward.
-
-    Args:
-        raw: (N, K, D, H, W) raw offsets, K odd, voxels.
-
-    Returns:
-        (N, K, D, H, W): centre 0, point ``c+i`` = point ``c+i-1`` + ``raw[:, c+i]`` and point
-        ``c-i`` = point ``c-i+1`` + ``raw[:, c-i]`` for ``i = 1 .. K // 2``.
-    """
-    k = raw.shape[1]
-    c = k // 2
-    points: list[torch.Tensor | None] = [None] * k
-    points[c] = torch.zeros_like(raw[:, c])
-    for i in range(1, c + 1):
-        points[c + i] = points[c + i - 1] + raw[:, c + i]
-        points[c - i] = points[c - i + 1] + raw[:, c - i]
-    return torch.stack(points, dim=1)  # type: ignore[arg-type]
+__all__ = ["trilinear_gather", "dsconv3d_reference", "DSConv3dReference"]
 
 
 def _axis_terms(p: torch.Tensor, size: int, padding_mode: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -141,14 +122,14 @@ def dsconv3d_reference(module: DSConv3d, x: torch.Tensor) -> torch.Tensor:
         z1, y1, x1, z2, y2, x2 = torch.split(offset, k, dim=1)
         s = module.extend_scope
         if module.morph == 0:  # along x: z and y of group 1
-            zs = zs + loop_cumulative_offsets_3d(z1) * s
-            ys = ys + loop_cumulative_offsets_3d(y1) * s
+            zs = zs + loop_cumulative_offsets(z1) * s
+            ys = ys + loop_cumulative_offsets(y1) * s
         elif module.morph == 1:  # along y: x of group 1, z of group 2
-            xs = xs + loop_cumulative_offsets_3d(x1) * s
-            zs = zs + loop_cumulative_offsets_3d(z2) * s
+            xs = xs + loop_cumulative_offsets(x1) * s
+            zs = zs + loop_cumulative_offsets(z2) * s
         else:  # along z: y and x of group 2
-            ys = ys + loop_cumulative_offsets_3d(y2) * s
-            xs = xs + loop_cumulative_offsets_3d(x2) * s
+            ys = ys + loop_cumulative_offsets(y2) * s
+            xs = xs + loop_cumulative_offsets(x2) * s
 
     def layout(t: torch.Tensor) -> torch.Tensor:
         # (N, K, D, H, W) -> the authors' sample layout, K samples of a voxel contiguous.

@@ -33,11 +33,12 @@ def loop_cumulative_offsets(raw: torch.Tensor) -> torch.Tensor:
     """Snake accumulation with a loop from the centre outward (reference for ``cumsum``).
 
     Args:
-        raw: (N, K, H, W) raw offsets, K odd, pixels.
+        raw: (N, K, H, W) raw offsets, K odd, pixels (or (N, K, D, H, W) voxels: any trailing
+            spatial dims; the 3-D reference uses it too).
 
     Returns:
-        (N, K, H, W): centre 0, point ``c+i`` = point ``c+i-1`` + ``raw[:, c+i]``, and
-        symmetrically for ``c-i``.
+        The shape of ``raw``: centre 0, point ``c+i`` = point ``c+i-1`` + ``raw[:, c+i]``, and
+        symmetrically for ``c-i``, for every ``i = 1 .. K // 2``.
     """
     k = raw.shape[1]
     c = k // 2

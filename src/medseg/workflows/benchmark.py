@@ -2,7 +2,7 @@
 the machine allows.
 
 For one network (``--network NAME``, built with its recipe's arguments and random weights) or one
-trained checkpoint (``-m CHECKPOINT``), at an input of (N, C, H, W), every runtime row gives:
+trained checkpoint (``-m CHECKPOINT``), at an input of (N, C, H, W) ((N, C, D, H, W) for a 3-D network, eager only), every runtime row gives:
 
 - ``parameters``; ``gflops``: PyTorch's flop counter (:class:`torch.utils.flop_counter.FlopCounterMode`)
   over one eager forward pass, in GFLOP (10^9 floating-point operations, a multiply-add counted as
@@ -78,7 +78,7 @@ SCHEMA: dict[str, Any] = {
                     "recipe": {"type": ["string", "null"]},
                     "runtime": {"enum": list(RUNTIMES)},
                     "device": {"type": "string"},
-                    "input": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+                    "input": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 5},
                     "parameters": {"type": "integer", "minimum": 0},
                     "gflops": {"type": "number", "minimum": 0},
                     "latency_ms": {"type": "number", "exclusiveMinimum": 0},
@@ -125,13 +125,14 @@ def recipe_for(network: str, configs: str | os.PathLike | None = None) -> Path |
 
 def network_setup(
     network: str, size: Sequence[int] | None = None, configs: str | os.PathLike | None = None
-) -> tuple[nn.Module, tuple[int, int], str | None]:
+) -> tuple[nn.Module, tuple[int, ...], str | None]:
     """``network`` built with its recipe's ``model.args`` (random weights) and the (H, W) to
-    benchmark: ``size``, else the recipe's inference window or patch (``eval.roi_size``, else
-    ``data.patch_size``), else :data:`DEFAULT_SIDE`, rounded up to the network's divisor.
+    benchmark ((D, H, W) for a 3-D network; :func:`input_size`): ``size``, else the recipe's
+    inference window or patch (``eval.roi_size``, else ``data.patch_size``), else
+    :data:`DEFAULT_SIDE`, rounded up to the network's divisor.
 
     Returns:
-        ``(model, (H, W), recipe name "dataset/network" or None)``.
+        ``(model, (H, W) or (D, H, W), recipe name "dataset/network" or None)``.
 
     Raises:
         medseg.errors.ConfigError: an unknown network name (the registry's message).
@@ -146,18 +147,21 @@ def network_setup(
     return model, input_size(model, cfg, size), recipe
 
 
-def input_size(model: nn.Module, cfg=None, size: Sequence[int] | None = None) -> tuple[int, int]:
-    """(H, W) to benchmark ``model`` at, in pixels: ``size`` (H, W), else the recipe's inference
-    window or patch (:func:`medseg.export.deploy.export_side`), else :data:`DEFAULT_SIDE`; each
-    rounded up to the multiple the network needs (:func:`medseg.export.deploy.needed_divisor`)."""
+def input_size(model: nn.Module, cfg=None, size: Sequence[int] | None = None) -> tuple[int, ...]:
+    """(H, W) to benchmark ``model`` at, in pixels ((D, H, W) voxels for a network whose
+    ``spatial_dims`` is 3): ``size`` (H, W; a volume takes D, H, W, or one side for all three),
+    else the recipe's inference window or patch (:func:`medseg.export.deploy.export_side`), else
+    :data:`DEFAULT_SIDE`, the same along every axis; each rounded up to the multiple the network
+    needs (:func:`medseg.export.deploy.needed_divisor`)."""
     from medseg.export.deploy import export_side, needed_divisor
 
     divisor = needed_divisor(model)
+    dims = int(getattr(model, "spatial_dims", 2))
     if size:
-        h, w = (int(math.ceil(int(s) / divisor) * divisor) for s in (size[0], size[-1]))
-        return h, w
+        sides = (size[0], size[-1]) if dims == 2 else (tuple(size) if len(size) == 3 else (size[0],) * 3)
+        return tuple(int(math.ceil(int(s) / divisor) * divisor) for s in sides)
     side = export_side(cfg, divisor) if cfg is not None else export_side(None, divisor, DEFAULT_SIDE)
-    return side, side
+    return (side,) * dims
 
 
 def _row(base: dict[str, Any], runtime: str, ms: float, flops_per_s: float, **extra: Any) -> dict[str, Any]:
@@ -246,7 +250,8 @@ def benchmark_model(
 ) -> list[dict[str, Any]]:
     """Benchmark rows (one per runtime: eager, then ONNX fp32 and int8) of ``model`` at
     ``input_shape`` (N, C, H, W) of standard-normal float32 input; the fields are the module
-    docstring's.
+    docstring's. A 3-D network takes (N, C, D, H, W) and gets the eager row only (medseg's ONNX
+    export, :mod:`medseg.export`, takes image networks).
 
     Args:
         model: a network whose ``forward`` returns one tensor (moved to ``device``; left in eval mode).
@@ -259,7 +264,8 @@ def benchmark_model(
             random ones).
 
     Raises:
-        ValueError: ``input_shape`` is not four positive integers, or ``repeats`` < 1.
+        ValueError: ``input_shape`` is not four positive integers (five for a 3-D network), or
+            ``repeats`` < 1.
         medseg.export.errors.ExportError: the network cannot be exported to ONNX.
         medseg.errors.ConfigError: "cuda" asked for where PyTorch has no CUDA device.
     """
@@ -267,8 +273,10 @@ def benchmark_model(
     from medseg.models import count_parameters
 
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (N, C, H, W) of positive integers, got {tuple(input_shape)}")
+    volume = int(getattr(model, "spatial_dims", 2)) == 3
+    if len(shape) != (5 if volume else 4) or min(shape) < 1:
+        want = "(N, C, D, H, W)" if volume else "(N, C, H, W)"
+        raise ValueError(f"input_shape must be {want} of positive integers, got {tuple(input_shape)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     dev = torch.device(device)
@@ -292,7 +300,7 @@ def benchmark_model(
         ms = median_ms(lambda: model(x), warmup, repeats, dev)
         peak = peak_memory(lambda: model(x), dev)
     rows = [_row(base, "eager", ms, flops_per_s, peak_mb=round(peak / 2**20, 2))]
-    if onnx:
+    if onnx and not volume:
         import onnxruntime as ort
 
         cuda = dev.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -336,7 +344,7 @@ def benchmark(
     if device == "cuda" and torch.cuda.is_available():
         machine["gpu"] = torch.cuda.get_device_name()
     rows: list[dict[str, Any]] = []
-    jobs: list[tuple[nn.Module, tuple[int, int], str | None, str, list | None]] = []
+    jobs: list[tuple[nn.Module, tuple[int, ...], str | None, str, list | None]] = []
     if checkpoint is not None:
         from medseg.engine.checkpoint import load_model_from_checkpoint
         from medseg.export.deploy import calibration_images
@@ -345,18 +353,19 @@ def benchmark(
         hw = input_size(model, cfg, size)
         calib = (
             calibration_images(cfg, hw[0], data_root=data_root)
-            if (int8 and data_root is not None and hw[0] == hw[1])
+            if (int8 and data_root is not None and len(hw) == 2 and hw[0] == hw[1])
             else None
         )
         jobs.append((model, hw, str(checkpoint), cfg.model.name, calib))
     for name in networks:
         model, hw, recipe = network_setup(name, size, configs)
         jobs.append((model, hw, recipe, name, None))
-    for model, (h, w), recipe, name, calib in jobs:
-        log(f"medseg benchmark: {name} at {batch}x{input_channels(model)}x{h}x{w}")
+    for model, sides, recipe, name, calib in jobs:
+        shape = (batch, input_channels(model), *sides)
+        log(f"medseg benchmark: {name} at {'x'.join(map(str, shape))}")
         rows += benchmark_model(
             model,
-            (batch, input_channels(model), h, w),
+            shape,
             device=device,
             warmup=warmup,
             repeats=repeats,

@@ -22,7 +22,7 @@ FOV is computed from the image by the one estimator medseg has,
 
 Volumes: for every NIfTI file (``.nii``, ``.nii.gz``) and every DICOM series folder in INPUT (or
 INPUT itself when it is one of those) writes ``<stem>_seg.nii.gz``, the label map predicted slice
-by slice with the recipe's slicing options, with the source's affine and header (DICOM input
+by slice with the recipe's slicing options (whole, by 3-D sliding windows, for a 3-D network), with the source's affine and header (DICOM input
 gives NIfTI output; :func:`medseg.inference.volume.predict_volume`).
 
 Image sizes: an image above :func:`medseg.data.io.max_image_pixels` (Pillow's decompression-bomb
@@ -174,7 +174,8 @@ def predict_volumes(
     """Predict each volume (NIfTI file or DICOM folder) into ``<stem>_seg.nii.gz``.
 
     The slicing and intensity options come from the recipe's ``data.args`` (slice_axis, context,
-    intensity, modality); slices go through ``predictor`` (the recipe's inference, TTA, ensemble).
+    intensity, modality; ``spatial_dims: 3``: the whole volume at once, for a 3-D network); slices
+    (volumes) go through ``predictor`` (the recipe's inference, TTA, ensemble).
     """
     from medseg.inference.volume import predict_volume
 
@@ -192,6 +193,7 @@ def predict_volumes(
             modality=args.get("modality"),
             threshold=threshold,
             batch_size=predictor.batch_size or 32,
+            spatial_dims=int(args.get("spatial_dims", 2)),
         )
         written.append(out)
     return written
