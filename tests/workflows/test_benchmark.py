@@ -113,11 +113,11 @@ def test_volume_networks_are_benchmarked_on_volumes_eager_only():
     assert sides == (32, 32, 32)  # one side for the three axes, rounded up to the 16 of four poolings
     torch.manual_seed(0)
     net = create_model("unet3d", features=[2, 2, 4, 4, 8, 2])
-    (row,) = benchmark_model(net, (1, 1, 16, 16, 16), repeats=1, warmup=0, flops_per_s=1e11)
-    assert row["runtime"] == "eager" and row["input"] == [1, 1, 16, 16, 16] and row["gflops"] > 0
+    (row,) = benchmark_model(net, (1, 1, 32, 32, 32), repeats=1, warmup=0, flops_per_s=1e11)
+    assert row["runtime"] == "eager" and row["input"] == [1, 1, 32, 32, 32] and row["gflops"] > 0
     validate({"tool": "medseg benchmark", "machine": {"matmul_flops_per_s": 1e11, "device": "cpu"}, "rows": [row]})
     with pytest.raises(ValueError, match=r"\(N, C, D, H, W\)"):
-        benchmark_model(net, (1, 1, 16, 16), repeats=1)
+        benchmark_model(net, (1, 1, 32, 32), repeats=1)
 
 
 def test_command_writes_a_valid_file_and_its_readme_section(tmp_path, capsys):
