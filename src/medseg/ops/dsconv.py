@@ -73,12 +73,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DSConv2d", "check_dsconv_arguments", "cumulative_offsets", "original_boundary_positions"]
+__all__ = ["DSConv2d", "PADDING_MODES", "check_dsconv_arguments", "cumulative_offsets", "original_boundary_positions"]
 
 #: Boundary rules of DSConv's sampling: "zeros" (grid_sample's zero padding), "border" (positions
 #: clamped to the image, the pro file) and "original" (the original 2D/3D files' hand-written rule,
 #: :func:`original_boundary_positions`).
-_PADDING_MODES = ("zeros", "border", "original")
+PADDING_MODES = ("zeros", "border", "original")
 
 #: Inputs with fewer elements (N*C*H*W) take the grid_sample formulation in eager mode too: below
 #: it the per-point loop's fixed cost outweighs its savings (measured on a 2-core CPU, forward and
@@ -123,8 +123,8 @@ def check_dsconv_arguments(
         raise ValueError(f"{op} morph must be {', '.join(names[:-1])} or {names[-1]}, got {morph!r}")
     if offset_norm not in _OFFSET_NORMS:
         raise ValueError(f"{op} offset_norm must be one of {_OFFSET_NORMS}, got {offset_norm!r}")
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"{op} padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{op} padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"{op} in_channels must be a positive integer, got {in_channels!r}")
     if not isinstance(out_channels, int) or out_channels < 4 or out_channels % (out_channels // 4) != 0:

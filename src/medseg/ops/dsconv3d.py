@@ -88,7 +88,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medseg.ops.dsconv import _PADDING_MODES, check_dsconv_arguments, cumulative_offsets, original_boundary_positions
+from medseg.ops.dsconv import PADDING_MODES, check_dsconv_arguments, cumulative_offsets, original_boundary_positions
 
 __all__ = ["DSConv3d", "trilinear_sample", "OFFSET_BLOCKS", "KERNEL_AXIS"]
 
@@ -141,8 +141,8 @@ def trilinear_sample(x: torch.Tensor, coords: torch.Tensor, padding_mode: str = 
     Raises:
         ValueError: wrong shapes or an unknown ``padding_mode``.
     """
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if x.dim() != 5 or coords.dim() != 5 or coords.shape[-1] != 3 or coords.shape[0] != x.shape[0]:
         raise ValueError(
             f"trilinear_sample expects x (N, C, D, H, W) and coords (N, P, Q, R, 3), got {tuple(x.shape)} "
